@@ -1,0 +1,56 @@
+"""Readers and writers: detector frames, masks, ``.chi`` curves, NeXus curve batches, tables.
+
+Pure Python over numpy, fabio, h5py (+hdf5plugin) and tifffile. Every output is
+written atomically (:mod:`photonflow.io.atomic`).
+"""
+
+from .atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from .chi import DEFAULT_COLUMN_LABELS, format_chi, read_chi, write_chi
+from .images import (
+    DEFAULT_PATTERNS,
+    HDF5_DATASET_CANDIDATES,
+    Batch,
+    FrameReadError,
+    FrameRef,
+    frame_count,
+    iter_frame_refs,
+    parse_frame_spec,
+    read_batch,
+    read_frame,
+    read_frames,
+)
+from .masks import detector_mask, read_fit2d_mask, read_mask, write_fit2d_mask
+from .nexus import Curves, read_curves, write_curves
+from .tables import read_table_csv, read_table_hdf5, write_table_csv, write_table_hdf5
+
+__all__ = [
+    "DEFAULT_COLUMN_LABELS",
+    "DEFAULT_PATTERNS",
+    "HDF5_DATASET_CANDIDATES",
+    "Batch",
+    "Curves",
+    "FrameReadError",
+    "FrameRef",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "detector_mask",
+    "format_chi",
+    "frame_count",
+    "iter_frame_refs",
+    "parse_frame_spec",
+    "read_batch",
+    "read_chi",
+    "read_curves",
+    "read_fit2d_mask",
+    "read_frame",
+    "read_frames",
+    "read_mask",
+    "read_table_csv",
+    "read_table_hdf5",
+    "write_chi",
+    "write_curves",
+    "write_fit2d_mask",
+    "write_table_csv",
+    "write_table_hdf5",
+]

@@ -1,0 +1,28 @@
+"""Shared pytest fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path:
+    env = os.environ.get("PHOTONFLOW_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real detector data (``../shared/data`` beside the checkout, or $PHOTONFLOW_DATA).
+
+    Skips the test when absent, except under CI (CI=true), where absence fails it.
+    """
+    path = _shared_data_dir()
+    if not path.is_dir():
+        reason = f"real test data not found at {path} (set PHOTONFLOW_DATA or place shared/data beside the repo)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
