@@ -14,6 +14,7 @@ SAXSDOG conventions kept here (units: mm, µm, Å, degrees, q in nm⁻¹):
   present and different, is used for the rows;
 * SAXSDOG's radial grid starts at q = 0 with bins about ``PixelPerRadialElement`` pixels wide;
 * mask files: nonzero = masked; FIT2D ``.msk`` files are flipped to TIFF row order on reading;
+* ``Slices`` {Direction, Plane, CutPosition, CutMargin, IncidentAngle, MaskRef}: see photonflow.slices;
 * ``PolarizationCorrection`` {Fraction F, Angle A}: SAXSDOG's factor equals pyFAI's with
   f = 1 − 2F and axis offset A − 90°.
 
@@ -64,7 +65,8 @@ class SliceSpec:
     plane: str  # "InPlane": abscissa q_H, "Vertical": abscissa q_V
     position: float  # pixels: row (direction x) or column (direction y), FIT2D y from the bottom
     margin: float  # pixels: half-width of the strip
-    mask_ref: int = 0
+    mask_ref: int = 0  # index into the radial specs; −1 = no mask
+    incident_angle_deg: float = 0.0  # grazing angle of incidence (enters q_V)
 
 
 @dataclass
@@ -194,16 +196,17 @@ def calibration_from_saxsdog(data: dict, source: str = "<dict>") -> Calibration:
     slices = []
     for i, s in enumerate(data.get("Slices", []) or []):
         ref = int(s.get("MaskRef", 0))
-        if not 0 <= ref < len(radial):
+        if not -1 <= ref < len(radial):
             raise CalibrationError(f"{source}: Slices[{i}].MaskRef: {ref} does not name a Masks entry")
         slices.append(
             SliceSpec(
                 name=str(s.get("Name", f"slice{i}")),
                 direction=str(s["Direction"]),
                 plane=str(s["Plane"]),
-                position=float(s["Position"]),
-                margin=float(s["Margin"]),
+                position=float(s["CutPosition"]),
+                margin=float(s.get("CutMargin", 1)),
                 mask_ref=ref,
+                incident_angle_deg=float(s.get("IncidentAngle", 0.0)),
             )
         )
     pol = data.get("PolarizationCorrection")

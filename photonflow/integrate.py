@@ -162,6 +162,8 @@ class Integrator:
         self.error_model = error_model
         self.key = key
         self._matrix_csc = None
+        self._torch = None
+        self._valid = ~np.asarray(static_mask, bool).ravel()
         self._denominator_static = self.matrix @ self.normalisation
         self._denominator_cache: dict[bytes, np.ndarray] = {}
 
@@ -209,30 +211,71 @@ class Integrator:
             self._integrate_chunk(frames[start:stop], mon[start:stop], intensity[start:stop], sigma[start:stop])
         return IntegrationResult(self.q.copy(), intensity, sigma)
 
+    def _torch_matrices(self):
+        """The weight matrices as torch CSR tensors (torch's CSR × dense kernel is the fastest here)."""
+        if self._torch is None:
+            import torch
+
+            def as_torch(m):
+                return torch.sparse_csr_tensor(
+                    torch.from_numpy(m.indptr.astype(np.int64)),
+                    torch.from_numpy(m.indices.astype(np.int64)),
+                    torch.from_numpy(m.data.astype(np.float32)),
+                    size=m.shape,
+                )
+
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                stacked = sp.vstack([self.matrix, self.matrix_sq if self.error_model == "poisson" else self.matrix]).tocsr()
+                self._torch = as_torch(stacked)
+        return self._torch
+
+    def _product(self, x: np.ndarray) -> np.ndarray:
+        """[W; W∘W] · x for x (pixels × frames) float32 → (2·bins × frames)."""
+        import torch
+
+        return torch.sparse.mm(self._torch_matrices(), torch.from_numpy(x)).numpy()
+
     def _integrate_chunk(self, frames, monitor, out_i, out_s):
         n = frames.shape[0]
         npix = self.shape[0] * self.shape[1]
+        flat = frames.reshape(n, npix)
         # pixels × frames, C-contiguous so that the CSR product streams rows of it
         x = np.empty((npix, n), dtype=np.float32)
-        x[:] = frames.reshape(n, npix).T
-        bad = ~np.isfinite(x) | (x < 0) if np.issubdtype(frames.dtype, np.floating) else (x < 0)
-        bad[self.static_mask.ravel()] = False  # statically masked pixels carry no weight anyway
-        counts = np.maximum(x, 0.0, where=~bad, out=np.zeros_like(x))
-        signal = counts if self.dark is None else counts - self.dark[:, None]
-        signal[bad] = 0.0
-        numerator = self.matrix @ signal
-        if self.error_model == "poisson":
-            variance = self.matrix_sq @ counts
+        for s0 in range(0, npix, 4096):  # blocked transpose: cache-friendly
+            x[s0 : s0 + 4096] = flat[:, s0 : s0 + 4096].T
+        # pixels that are negative (or NaN) in some frame, outside the static mask; a per-pixel
+        # minimum over the frames finds them in one pass (NaN propagates through min)
+        lowest = flat.min(axis=0)
+        cols = np.flatnonzero(~(lowest >= 0) & self._valid)
+        if np.issubdtype(frames.dtype, np.floating):
+            cols = np.union1d(cols, np.flatnonzero(np.isinf(flat).any(axis=0) & self._valid))
+        bad_sub = None
+        if cols.size:
+            sub = x[cols]
+            bad_sub = ~(np.isfinite(sub) & (sub >= 0))
+            sub[bad_sub] = 0.0
+            x[cols] = sub
+        if self.dark is None:
+            both = self._product(x)
+            numerator, variance = both[: self.n_bins], both[self.n_bins :]
         else:
-            variance = self.matrix @ counts
-        any_bad = bad.any(axis=0)
+            variance = self._product(x)[self.n_bins :]
+            x -= self.dark[:, None]
+            if cols.size:
+                x[cols] = np.where(bad_sub, 0.0, x[cols])
+            numerator = self._product(x)[: self.n_bins]
+        shared = bad_sub is None or bool((bad_sub == bad_sub[:, :1]).all())
+        common = self._denominator(cols[bad_sub[:, 0]] if bad_sub is not None else cols) if shared else None
         for f in range(n):
-            extra = np.flatnonzero(bad[:, f]) if any_bad[f] else np.empty(0, dtype=np.int64)
-            denom = self._denominator(extra) * monitor[f]
+            base = common if shared else self._denominator(cols[bad_sub[:, f]])
+            denom = base * monitor[f]
             with np.errstate(invalid="ignore", divide="ignore"):
                 empty = denom <= 0
                 out_i[f] = np.where(empty, np.nan, numerator[:, f] / denom)
-                out_s[f] = np.where(empty, np.nan, np.sqrt(variance[:, f]) / denom)
+                out_s[f] = np.where(empty, np.nan, np.sqrt(np.maximum(variance[:, f], 0.0)) / denom)
 
     # ------------------------------------------------------------------ cache
     def save(self, path) -> None:

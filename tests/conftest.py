@@ -1,11 +1,19 @@
 """Shared pytest fixtures."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Prefect in tests: no telemetry (no internet here), an isolated home and database per session.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="photonflow-prefect-"))
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def _shared_data_dir() -> Path:
