@@ -19,7 +19,8 @@ SAXSDOG conventions kept here (units: mm, µm, Å, degrees, q in nm⁻¹):
   f = 1 − 2F and axis offset A − 90°.
 
 photonflow extensions (optional keys): ``Dark``, ``Flat`` (image paths), ``SolidAngleCorrection``,
-``ErrorModel`` ("poisson" | "saxsdog"), and per mask ``Sector`` {ChiStartDeg, ChiStopDeg}.
+``ErrorModel`` ("poisson" | "saxsdog"), ``MonitorKey`` (intensities divided by that header value or
+HDF5 dataset of each frame), and per mask ``Sector`` {ChiStartDeg, ChiStopDeg}.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class Calibration:
     flat_file: str | None = None
     error_model: str = "poisson"
     overwrite: bool = False
+    monitor_key: str | None = None  # header key / HDF5 dataset of the beam monitor
     source: str = "<dict>"
     raw: dict = field(default_factory=dict)
 
@@ -223,6 +225,7 @@ def calibration_from_saxsdog(data: dict, source: str = "<dict>") -> Calibration:
         flat_file=_resolve(base, data.get("Flat")),
         error_model=str(data.get("ErrorModel", "poisson")),
         overwrite=bool(data.get("OverwriteFiles", False)),
+        monitor_key=data.get("MonitorKey"),
         source=source,
         raw=data,
     )

@@ -25,7 +25,7 @@ import numpy as np
 
 from .calibration import Calibration, load_calibration
 from .integrate import integral_parameters
-from .io import FrameReadError, FrameRef, read_batch, read_chi, write_chi, write_curves
+from .io import FrameReadError, FrameRef, read_batch, read_chi, read_monitor, write_chi, write_curves
 from .slices import calibration_slice_integrators
 
 __all__ = ["SaxsReducer", "BatchReport", "output_stem"]
@@ -114,11 +114,25 @@ class SaxsReducer:
             part = todo[start : start + chunk]
             batch = read_batch(part, expected_shape=self.calibration.shape)
             report.failures.extend(str(f) for f in batch.failures)
-            if not batch.refs:
+            frames, good = batch.frames, batch.refs
+            monitor = None
+            if self.calibration.monitor_key:
+                values = []
+                for ref in good:
+                    try:
+                        values.append(read_monitor(ref, self.calibration.monitor_key))
+                    except FrameReadError as exc:
+                        report.failures.append(str(exc))
+                        values.append(None)
+                keep = [i for i, v in enumerate(values) if v is not None]
+                frames, good = frames[keep], [good[i] for i in keep]
+                monitor = np.array([values[i] for i in keep])
+            if not good:
                 continue
+            batch = batch._replace(frames=frames, refs=good)
             mtimes = [_mtime(r.path) for r in batch.refs]
-            results = [(n, integ.integrate(batch.frames)) for n, integ in zip(self.names, self.integrators)]
-            results += [(n, integ.integrate(batch.frames)) for n, integ in zip(self.slice_names, self.slice_integrators)]
+            results = [(n, integ.integrate(frames, monitor)) for n, integ in zip(self.names, self.integrators)]
+            results += [(n, integ.integrate(frames, monitor)) for n, integ in zip(self.slice_names, self.slice_integrators)]
             for (name, res), spec in zip(results, self.calibration.radial + [None] * len(self.slice_names)):
                 params = None
                 if spec is not None:

@@ -18,6 +18,7 @@ from .images import (
     read_batch,
     read_frame,
     read_frames,
+    read_monitor,
 )
 from .masks import detector_mask, read_fit2d_mask, read_mask, write_fit2d_mask
 from .nexus import Curves, read_curves, write_curves
@@ -45,6 +46,7 @@ __all__ = [
     "read_fit2d_mask",
     "read_frame",
     "read_frames",
+    "read_monitor",
     "read_mask",
     "read_table_csv",
     "read_table_hdf5",

@@ -619,3 +619,39 @@ def read_batch(
         rows_cols = shape if shape is not None else (0, 0)
         return Batch(np.empty((0, *rows_cols), dtype=dtype or np.float32), good, failures)
     return Batch(out[: len(good)], good, failures)
+
+
+# ----------------------------------------------------------------------------- monitors
+
+
+def read_monitor(ref: FrameRef | tuple, key: str) -> float:
+    """The beam-monitor value of a frame, for normalisation.
+
+    HDF5/NeXus: ``key`` is a dataset path in the same file, a scalar or one value per event
+    (e.g. ``/entry/instrument/monitor/data``). Other formats: ``key`` is a header key of the image
+    (EDF, CBF and TIFF headers as fabio reads them). A missing key, a non-number or a value ≤ 0
+    raises FrameReadError naming the file, the event and the key.
+    """
+    ref = ref if isinstance(ref, FrameRef) else FrameRef(os.fspath(ref[0]), ref[1])
+    path = Path(ref.path)
+    try:
+        if _kind(path) == "hdf5":
+            with h5py.File(path, "r") as f:
+                if key not in f:
+                    raise FrameReadError(path, ref.event, f"monitor dataset {key!r} not found")
+                ds = f[key]
+                value = ds[()] if ds.ndim == 0 else ds[ref.event or 0]
+        else:
+            img = _fabio_open(path, ref.event)
+            header = img.header if ref.event in (None, 0) else img.getframe(ref.event).header
+            if key not in header:
+                raise FrameReadError(path, ref.event, f"monitor key {key!r} not in the image header")
+            value = header[key]
+        value = float(np.asarray(value).ravel()[0]) if not isinstance(value, str) else float(value.split()[0])
+    except FrameReadError:
+        raise
+    except (IndexError, ValueError, TypeError, OSError) as exc:
+        raise FrameReadError(path, ref.event, f"monitor {key!r}: {_describe(exc)}") from exc
+    if not np.isfinite(value) or value <= 0:
+        raise FrameReadError(path, ref.event, f"monitor {key!r} is {value}: must be a positive number")
+    return value
