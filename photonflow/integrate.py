@@ -152,8 +152,6 @@ class Integrator:
             raise ValueError(f"error_model must be one of {ERROR_MODELS}, got {error_model!r}")
         self.matrix = matrix.tocsr()
         self.matrix.sort_indices()
-        self.matrix_sq = self.matrix.copy()
-        self.matrix_sq.data = self.matrix_sq.data**2
         self.bins = bins
         self.shape = tuple(shape)
         self.static_mask = static_mask
@@ -161,11 +159,8 @@ class Integrator:
         self.dark = None if dark is None else np.asarray(dark, dtype=np.float32).ravel()
         self.error_model = error_model
         self.key = key
-        self._matrix_csc = None
-        self._torch = None
-        self._valid = ~np.asarray(static_mask, bool).ravel()
-        self._denominator_static = self.matrix @ self.normalisation
-        self._denominator_cache: dict[bytes, np.ndarray] = {}
+        self._csc = None
+        self._denominator_static = self.matrix.astype(np.float64) @ self.normalisation
 
     @property
     def q(self) -> np.ndarray:
@@ -174,22 +169,6 @@ class Integrator:
     @property
     def n_bins(self) -> int:
         return self.bins.n_bins
-
-    def _denominator(self, extra_masked: np.ndarray) -> np.ndarray:
-        """Σ_j w_kj n_j over pixels unmasked in a frame whose extra masked pixels are given."""
-        if extra_masked.size == 0:
-            return self._denominator_static
-        digest = hashlib.sha1(extra_masked.tobytes()).digest()
-        cached = self._denominator_cache.get(digest)
-        if cached is None:
-            if self._matrix_csc is None:
-                self._matrix_csc = self.matrix.tocsc()
-            removed = self._matrix_csc[:, extra_masked] @ self.normalisation[extra_masked]
-            cached = self._denominator_static - removed
-            if len(self._denominator_cache) > 64:
-                self._denominator_cache.clear()
-            self._denominator_cache[digest] = cached
-        return cached
 
     def integrate(self, frames, monitor=None, chunk: int = 32) -> IntegrationResult:
         """Integrate frames (n, rows, cols) or one frame (rows, cols); ``monitor`` scalar or (n,).
@@ -211,71 +190,36 @@ class Integrator:
             self._integrate_chunk(frames[start:stop], mon[start:stop], intensity[start:stop], sigma[start:stop])
         return IntegrationResult(self.q.copy(), intensity, sigma)
 
-    def _torch_matrices(self):
-        """The weight matrices as torch CSR tensors (torch's CSR × dense kernel is the fastest here)."""
-        if self._torch is None:
-            import torch
-
-            def as_torch(m):
-                return torch.sparse_csr_tensor(
-                    torch.from_numpy(m.indptr.astype(np.int64)),
-                    torch.from_numpy(m.indices.astype(np.int64)),
-                    torch.from_numpy(m.data.astype(np.float32)),
-                    size=m.shape,
-                )
-
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                stacked = sp.vstack([self.matrix, self.matrix_sq if self.error_model == "poisson" else self.matrix]).tocsr()
-                self._torch = as_torch(stacked)
-        return self._torch
-
-    def _product(self, x: np.ndarray) -> np.ndarray:
-        """[W; W∘W] · x for x (pixels × frames) float32 → (2·bins × frames)."""
-        import torch
-
-        return torch.sparse.mm(self._torch_matrices(), torch.from_numpy(x)).numpy()
+    def _pixel_major(self):
+        """The matrix stored pixel by pixel (CSC): the kernel streams the frames in memory order."""
+        if self._csc is None:
+            csc = self.matrix.tocsc()
+            csc.sort_indices()
+            w = csc.data.astype(np.float32)
+            w_var = w * w if self.error_model == "poisson" else w.copy()
+            self._csc = (csc.indptr.astype(np.int64), csc.indices.astype(np.int32), w, w_var)
+        return self._csc
 
     def _integrate_chunk(self, frames, monitor, out_i, out_s):
+        from ._kernels import accumulate
+
         n = frames.shape[0]
-        npix = self.shape[0] * self.shape[1]
-        flat = frames.reshape(n, npix)
-        # pixels × frames, C-contiguous so that the CSR product streams rows of it
-        x = np.empty((npix, n), dtype=np.float32)
-        for s0 in range(0, npix, 4096):  # blocked transpose: cache-friendly
-            x[s0 : s0 + 4096] = flat[:, s0 : s0 + 4096].T
-        # pixels that are negative (or NaN) in some frame, outside the static mask; a per-pixel
-        # minimum over the frames finds them in one pass (NaN propagates through min)
-        lowest = flat.min(axis=0)
-        cols = np.flatnonzero(~(lowest >= 0) & self._valid)
-        if np.issubdtype(frames.dtype, np.floating):
-            cols = np.union1d(cols, np.flatnonzero(np.isinf(flat).any(axis=0) & self._valid))
-        bad_sub = None
-        if cols.size:
-            sub = x[cols]
-            bad_sub = ~(np.isfinite(sub) & (sub >= 0))
-            sub[bad_sub] = 0.0
-            x[cols] = sub
-        if self.dark is None:
-            both = self._product(x)
-            numerator, variance = both[: self.n_bins], both[self.n_bins :]
-        else:
-            variance = self._product(x)[self.n_bins :]
-            x -= self.dark[:, None]
-            if cols.size:
-                x[cols] = np.where(bad_sub, 0.0, x[cols])
-            numerator = self._product(x)[: self.n_bins]
-        shared = bad_sub is None or bool((bad_sub == bad_sub[:, :1]).all())
-        common = self._denominator(cols[bad_sub[:, 0]] if bad_sub is not None else cols) if shared else None
-        for f in range(n):
-            base = common if shared else self._denominator(cols[bad_sub[:, f]])
-            denom = base * monitor[f]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                empty = denom <= 0
-                out_i[f] = np.where(empty, np.nan, numerator[:, f] / denom)
-                out_s[f] = np.where(empty, np.nan, np.sqrt(np.maximum(variance[:, f], 0.0)) / denom)
+        flat = frames.reshape(n, -1)
+        indptr, indices, w, w_var = self._pixel_major()
+        signal = np.zeros((self.n_bins, n), np.float32)
+        variance = np.zeros((self.n_bins, n), np.float32)
+        removed = np.zeros((self.n_bins, n))
+        dark = self.dark if self.dark is not None else np.zeros(1, np.float32)
+        accumulate(flat, indptr, indices, w, w_var, self.normalisation, dark, self.dark is not None, signal, variance, removed)
+        signal = signal.astype(np.float64)
+        variance = variance.astype(np.float64)
+        weight = self._denominator_static[:, None] - removed
+        # a bin whose every pixel was left out keeps only round-off: empty
+        empty = weight <= 1e-9 * np.maximum(self._denominator_static[:, None], 1e-300)
+        denom = weight * monitor[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out_i[:] = np.where(empty, np.nan, signal / denom).T
+            out_s[:] = np.where(empty, np.nan, np.sqrt(np.maximum(variance, 0.0)) / denom).T
 
     # ------------------------------------------------------------------ cache
     def save(self, path) -> None:
