@@ -100,6 +100,7 @@ def saxs_flow(
         futures[fut] = batch
     rows, failures = [], []
     done = skipped = finished = 0
+    peak_rss_mb = 0.0
     for fut in as_completed(list(futures)):
         batch = futures[fut]
         result = fut.result(raise_on_failure=False)
@@ -108,17 +109,19 @@ def saxs_flow(
             failures.extend(result["failures"])
             done += result["frames_done"]
             skipped += result["frames_skipped"]
+            peak_rss_mb = max(peak_rss_mb, result.get("peak_rss_mb", 0.0))
         else:  # the whole task failed (after its retries): every frame of it is a failure
             failures.extend(f"{FrameRef(*r)}: batch failed: {result}" for r in batch)
         finished += len(batch)
         rate = done / max(time.perf_counter() - t_ready, 1e-9)
         update_progress_artifact(progress_id, 100.0 * finished / len(refs))
-        logger.info("progress %5.1f %% (%d/%d frames; %d done, %d skipped, %d failed; %.1f frames/s)",
-                    100.0 * finished / len(refs), finished, len(refs), done, skipped, len(failures), rate)
+        logger.info("%s %5.1f %% (%d/%d frames; %d done, %d skipped, %d failed; %.1f frames/s)",
+                    _bar(finished / len(refs)), 100.0 * finished / len(refs), finished, len(refs), done, skipped,
+                    len(failures), rate)
 
     elapsed = time.perf_counter() - t_ready
-    summary = _finish(cal, out, rows, failures, done, skipped, elapsed, input_root)
-    summary["preparation_s"] = t_ready - t0
+    extra = {"preparation_s": t_ready - t0, "worker_peak_rss_mb": peak_rss_mb}
+    summary = _finish(cal, out, rows, failures, done, skipped, elapsed, input_root, extra)
     logger.info("SAXS run: %d frames done, %d skipped, %d failed in %.1f s (%.1f frames/s); outputs in %s",
                 done, skipped, len(failures), elapsed, summary["frames_per_s"], out)
     for failure in failures[:20]:
@@ -126,7 +129,12 @@ def saxs_flow(
     return summary
 
 
-def _finish(cal, out: Path, rows, failures, done, skipped, elapsed, input_root) -> dict:
+def _bar(fraction: float, width: int = 30) -> str:
+    filled = int(round(fraction * width))
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def _finish(cal, out: Path, rows, failures, done, skipped, elapsed, input_root, extra: dict) -> dict:
     """Run table (CSV + HDF5), plots, artifacts and summary.json."""
     rows = sorted(rows, key=lambda r: (r["integration"], r["time"], r["frame"]))
     table = {c: [r[c] for r in rows] for c in TABLE_COLUMNS}
@@ -153,6 +161,7 @@ def _finish(cal, out: Path, rows, failures, done, skipped, elapsed, input_root) 
         "plot": plot,
         "curves_plot": curves_plot,
         "table": str(out / "integral_parameters.csv") if rows else None,
+        **extra,
     }
     lines = [
         "# SAXS run summary",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ class BatchReport:
     frames_skipped: int = 0
     files_written: int = 0
     elapsed_s: float = 0.0
+    peak_rss_mb: float = 0.0  # peak resident memory of the process that reduced the batch
 
     def to_dict(self) -> dict:
         return {
@@ -50,6 +52,7 @@ class BatchReport:
             "frames_skipped": self.frames_skipped,
             "files_written": self.files_written,
             "elapsed_s": self.elapsed_s,
+            "peak_rss_mb": self.peak_rss_mb,
         }
 
 
@@ -79,6 +82,7 @@ class SaxsReducer:
         self.names = [spec.name for spec in calibration.radial]
         self.slice_names = [f"slice_{spec.name}" for spec in calibration.slices]
         self.chi_config = calibration.raw
+        self._buffer = None  # reused frame buffer (integer detectors)
 
     @classmethod
     def from_file(cls, calibration_path, output_dir, input_root=None, **calibration_options):
@@ -112,7 +116,9 @@ class SaxsReducer:
         curves = {name: {"ids": [], "I": [], "sigma": [], "q": None} for name in self.names + self.slice_names}
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
-            batch = read_batch(part, expected_shape=self.calibration.shape)
+            batch = read_batch(part, expected_shape=self.calibration.shape, buffer=self._buffer)
+            if self._buffer is None and len(batch.refs) and batch.frames.dtype.kind in "iu":
+                self._buffer = np.empty((chunk, *self.calibration.shape), batch.frames.dtype)
             report.failures.extend(str(f) for f in batch.failures)
             frames, good = batch.frames, batch.refs
             monitor = None
@@ -162,6 +168,7 @@ class SaxsReducer:
                              attrs={"calibration": self.calibration.source, "integration": name})
                 report.files_written += 1
         report.elapsed_s = time.perf_counter() - t0
+        report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         return report
 
     def _rows_from_existing(self, ref: FrameRef) -> list[dict]:

@@ -553,6 +553,7 @@ def read_batch(
     expected_shape: tuple[int, int] | None = None,
     dtype=None,
     dataset: str | None = None,
+    buffer: np.ndarray | None = None,
 ) -> Batch:
     """Read many frames, collecting failures instead of raising.
 
@@ -562,13 +563,18 @@ def read_batch(
     (default: the first good frame's shape) is a failure with reason
     ``"shape (r, c) differs from expected (R, C)"``. The native dtype is kept
     (promoted if files differ) unless ``dtype`` is given. Runs of events from
-    one HDF5 file are read in one call.
+    one HDF5 file are read in one call. ``buffer``: a reusable (≥ n, rows, cols) array
+    to read into (saves allocating and page-faulting fresh memory for every batch); the
+    returned frames may be a view of it.
     """
     refs = [r if isinstance(r, FrameRef) else FrameRef(os.fspath(r[0]), r[1]) for r in refs]
     shape = tuple(expected_shape) if expected_shape is not None else None
     good: list[FrameRef] = []
     failures: list[FrameReadError] = []
     out: np.ndarray | None = None
+    if (buffer is not None and shape is not None and buffer.shape[0] >= len(refs)
+            and tuple(buffer.shape[1:]) == shape and (dtype is None or buffer.dtype == dtype)):
+        out = buffer[: len(refs)]
 
     def add(ref: FrameRef, frame: np.ndarray) -> None:
         nonlocal out, shape

@@ -1,0 +1,6 @@
+"""How photonflow runs start: the ``photonflow`` command line (:mod:`deployments.cli`) and
+cluster profiles -> Prefect task runners (:mod:`deployments.clusters`).
+
+Imports go one way: deployments -> flows -> tasks -> photonflow. Nothing heavy is imported
+here, so ``photonflow --help`` stays fast.
+"""

@@ -1,0 +1,362 @@
+"""Configuration files: read JSON, validate against the JSON Schemas in ``config/schemas``.
+
+Pure module (json + jsonschema only; no Prefect, no Dask), usable from a notebook::
+
+    from photonflow.config import load_json_config, ConfigError
+    cal = load_json_config("calib.json", "saxsdog_calibration")
+
+Every schema lives in ``config/schemas/<name>.schema.json`` (JSON Schema Draft 2020-12).
+Validation reports *all* errors at once, sorted by field path, each naming the file and
+the field in dotted/indexed form::
+
+    calib.json: Geometry.Tilt.TiltAngleDeg: 'abc' is not of type 'number'
+    calib.json: Masks[0].Oversampling: 0 is less than the minimum of 1
+
+After validation the schema's ``default`` values are filled in for absent fields, so the
+returned dict is complete (e.g. ``OverwriteFiles`` is always present in a calibration).
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import jsonschema
+from jsonschema import Draft202012Validator
+
+__all__ = [
+    "CONFIG_DIR",
+    "SCHEMA_DIR",
+    "ConfigError",
+    "available_schemas",
+    "guess_schema",
+    "load_json",
+    "load_json_config",
+    "load_schema",
+    "schema_path",
+    "validate_config",
+]
+
+#: ``config/`` of the checkout (schemas, examples, cluster profiles).
+CONFIG_DIR: Path = Path(__file__).resolve().parents[1] / "config"
+SCHEMA_DIR: Path = CONFIG_DIR / "schemas"
+
+
+class ConfigError(Exception):
+    """A configuration file or dict is unreadable or does not match its schema.
+
+    ``str(err)`` is ready to print: one line per problem, ``<source>: <field>: <reason>``.
+    ``err.source`` is the file (or ``"<dict>"``), ``err.errors`` the list of
+    ``(field_path, reason)`` pairs (field_path ``""`` for a problem with the whole file).
+    """
+
+    def __init__(self, source: str, errors: Iterable[tuple[str, str]]):
+        self.source = str(source)
+        self.errors = list(errors)
+        lines = []
+        for path, reason in self.errors:
+            lines.append(f"{self.source}: {path}: {reason}" if path else f"{self.source}: {reason}")
+        super().__init__("\n".join(lines) if lines else f"{self.source}: invalid configuration")
+
+
+# --------------------------------------------------------------------------- schemas
+
+
+def available_schemas() -> list[str]:
+    """Names of the schemas in ``config/schemas`` (``saxs_run``, ``cluster_profile``, ...)."""
+    return sorted(p.name[: -len(".schema.json")] for p in SCHEMA_DIR.glob("*.schema.json"))
+
+
+def schema_path(schema_name: str) -> Path:
+    """``config/schemas/<schema_name>.schema.json``; ConfigError if there is no such schema."""
+    path = SCHEMA_DIR / f"{schema_name}.schema.json"
+    if not path.is_file():
+        raise ConfigError(
+            str(schema_name),
+            [("", f"unknown schema {schema_name!r}; available: {', '.join(available_schemas())}")],
+        )
+    return path
+
+
+_SCHEMA_CACHE: dict[str, tuple[float, dict]] = {}
+
+
+def load_schema(schema_name: str) -> dict:
+    """The parsed schema ``schema_name`` (cached; re-read when the file changes)."""
+    path = schema_path(schema_name)
+    mtime = path.stat().st_mtime
+    cached = _SCHEMA_CACHE.get(schema_name)
+    if cached is None or cached[0] != mtime:
+        schema = load_json(path)
+        Draft202012Validator.check_schema(schema)
+        _SCHEMA_CACHE[schema_name] = (mtime, schema)
+        return schema
+    return cached[1]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_json(path: str | Path) -> Any:
+    """Parse a JSON file. FileNotFoundError if absent; ConfigError naming file, line and
+    column on a syntax error (or a file that is not UTF-8 text)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, "configuration file not found", str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), [("", "is a directory, not a JSON file")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [("", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            str(path), [("", f"line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}")]
+        ) from None
+
+
+def load_json_config(path: str | Path, schema_name: str) -> dict:
+    """Read the JSON file ``path``, validate it against ``config/schemas/<schema_name>.schema.json``
+    and return it with the schema defaults filled in.
+
+    Raises FileNotFoundError (file absent) or ConfigError (JSON syntax error with line and
+    column; or every schema violation, sorted by field path, each naming the field).
+    """
+    data = load_json(path)
+    return validate_config(data, schema_name, source=str(path))
+
+
+def validate_config(data: Any, schema_name: str, source: str = "<dict>") -> dict:
+    """Validate ``data`` against the schema ``schema_name``; return a deep copy with the
+    schema defaults filled in. ConfigError (naming ``source`` and each field) on errors.
+
+    Besides the schema, a few cross-field rules that JSON Schema cannot express are checked
+    (q_range ordered, slice mask references existing, SLURM profile has jobs or adaptive).
+    """
+    schema = load_schema(schema_name)
+    validator = Draft202012Validator(schema)
+    errors = sorted(
+        (_describe(err) for err in validator.iter_errors(data)),
+        key=lambda e: (_sort_key(e[0]), e[1]),
+    )
+    errors = _dedupe(errors)
+    if errors:
+        raise ConfigError(source, errors)
+    result = copy.deepcopy(data)
+    _apply_defaults(result, schema, schema)
+    check = _EXTRA_CHECKS.get(schema_name)
+    if check is not None:
+        extra = sorted(check(result), key=lambda e: (_sort_key(e[0]), e[1]))
+        if extra:
+            raise ConfigError(source, extra)
+    return result
+
+
+def guess_schema(data: Any) -> str | None:
+    """Best guess of which schema a parsed config follows (for ``photonflow validate`` without
+    ``--schema``): an explicit ``"$schema"`` naming one of ours wins, then tell-tale keys."""
+    if not isinstance(data, dict):
+        return None
+    declared = data.get("$schema")
+    if isinstance(declared, str):
+        for name in available_schemas():
+            if name in declared:
+                return name
+    if "Geometry" in data or "Masks" in data or "DedectorDistanceMM" in data:
+        return "saxsdog_calibration"
+    if "kind" in data:
+        return "cluster_profile"
+    if "calibration" in data or "inputs" in data:
+        return "saxs_run"
+    return None
+
+
+# --------------------------------------------------------------------------- error text
+
+
+def format_path(parts: Iterable[Any]) -> str:
+    """``['Masks', 0, 'Oversampling']`` -> ``'Masks[0].Oversampling'``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _join(base: str, key: str) -> str:
+    return f"{base}.{key}" if base else key
+
+
+def _describe(err: jsonschema.ValidationError) -> tuple[str, str]:
+    """(field path, reason) for one jsonschema error, phrased for a beamline user."""
+    path = format_path(err.absolute_path)
+    validator = err.validator
+    if validator == "required":
+        # jsonschema reports a missing key at the parent; name the missing field itself.
+        missing = _quoted_name(err.message)
+        if missing is not None:
+            return _join(path, missing), "required field is missing"
+    if validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = set(err.schema.get("properties", {}))
+        patterns = list(err.schema.get("patternProperties", {}))
+        extras = [
+            k
+            for k in err.instance
+            if k not in allowed and not any(re.search(p, k) for p in patterns)
+        ]
+        if extras:
+            known = ", ".join(sorted(allowed))
+            first = extras[0]
+            more = f" (also: {', '.join(extras[1:])})" if len(extras) > 1 else ""
+            return _join(path, first), f"unknown field{more}; allowed here: {known}"
+    if validator in ("anyOf", "oneOf") and err.context:
+        # e.g. Directory: string or array of strings -> say what was expected.
+        types = []
+        for sub in err.schema.get(validator, []):
+            t = sub.get("type")
+            if isinstance(t, str):
+                types.append("array of " + sub["items"]["type"] + "s" if t == "array" and "type" in sub.get("items", {}) else t)
+        if types:
+            return path, f"{err.instance!r} is not valid: expected {' or '.join(types)}"
+    if validator == "enum":
+        options = ", ".join(repr(v) for v in err.validator_value)
+        return path, f"{err.instance!r} is not one of {options}"
+    if validator == "const":
+        return path, f"{err.instance!r} must be {err.validator_value!r}"
+    return path, err.message
+
+
+def _quoted_name(message: str) -> str | None:
+    # "'DedectorDistanceMM' is a required property"
+    if message.startswith("'") and "' is a required property" in message:
+        return message[1 : message.index("' is a required property")]
+    return None
+
+
+def _sort_key(path: str) -> list:
+    """Sort 'Masks[10]' after 'Masks[2]': split into name and integer parts."""
+    key: list = []
+    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", path):
+        key.append((0, int(index), "") if index else (1, 0, name))
+    return key
+
+
+def _dedupe(errors: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    seen = set()
+    out = []
+    for e in errors:
+        if e not in seen:
+            seen.add(e)
+            out.append(e)
+    return out
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    ref = schema.get("$ref")
+    while isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        merged = {k: v for k, v in schema.items() if k != "$ref"}
+        schema = {**target, **merged}
+        ref = target.get("$ref") if "$ref" not in merged else None
+    return schema
+
+
+def _applicable(schema: dict, instance: Any, root: dict) -> list[dict]:
+    """The subschemas whose defaults apply to ``instance``: the schema itself, its
+    ``allOf`` parts, the matching ``if``/``then``/``else`` branch, and the first valid
+    ``anyOf``/``oneOf`` alternative."""
+    schema = _resolve(schema, root)
+    out = [schema]
+    for sub in schema.get("allOf", []):
+        out.extend(_applicable(sub, instance, root))
+    if "if" in schema:
+        cond = Draft202012Validator({**_resolve(schema["if"], root), "$defs": root.get("$defs", {})})
+        branch = schema.get("then") if cond.is_valid(instance) else schema.get("else")
+        if branch is not None:
+            out.extend(_applicable(branch, instance, root))
+    for key in ("anyOf", "oneOf"):
+        for sub in schema.get(key, []):
+            full = {**_resolve(sub, root), "$defs": root.get("$defs", {})}
+            if Draft202012Validator(full).is_valid(instance):
+                out.extend(_applicable(sub, instance, root))
+                break
+    return out
+
+
+def _apply_defaults(instance: Any, schema: dict, root: dict) -> None:
+    """Fill absent object properties that have a ``default``, recursively (in place)."""
+    for sub in _applicable(schema, instance, root):
+        if isinstance(instance, dict):
+            for key, prop in sub.get("properties", {}).items():
+                prop_r = _resolve(prop, root)
+                if key not in instance and "default" in prop_r:
+                    instance[key] = copy.deepcopy(prop_r["default"])
+                if key in instance:
+                    _apply_defaults(instance[key], prop, root)
+        elif isinstance(instance, list):
+            items = sub.get("items")
+            if isinstance(items, dict):
+                for item in instance:
+                    _apply_defaults(item, items, root)
+            for item, item_schema in zip(instance, sub.get("prefixItems", [])):
+                _apply_defaults(item, item_schema, root)
+
+
+# --------------------------------------------------------------------------- cross-field rules
+
+
+def _check_saxsdog_calibration(cal: dict) -> list[tuple[str, str]]:
+    errors = []
+    masks = cal.get("Masks", [])
+    for i, mask in enumerate(masks):
+        if "qStart" in mask and "qStop" in mask and mask["qStart"] > mask["qStop"]:
+            errors.append((f"Masks[{i}].qStop", f"{mask['qStop']} is below qStart ({mask['qStart']})"))
+    for i, sl in enumerate(cal.get("Slices", []) or []):
+        ref = sl.get("MaskRef", 0)
+        if ref >= len(masks):
+            errors.append(
+                (f"Slices[{i}].MaskRef", f"{ref} refers to no mask: Masks has {len(masks)} entr{'y' if len(masks) == 1 else 'ies'} (use -1 for no mask)")
+            )
+    return errors
+
+
+def _check_saxs_run(run: dict) -> list[tuple[str, str]]:
+    errors = []
+    q = run.get("q_range")
+    if q is not None and not q[0] < q[1]:
+        errors.append(("q_range", f"minimum {q[0]} must be below maximum {q[1]}"))
+    return errors
+
+
+def _check_cluster_profile(profile: dict) -> list[tuple[str, str]]:
+    errors = []
+    if profile.get("kind") == "slurm":
+        has_jobs, has_adaptive = "jobs" in profile, "adaptive" in profile
+        if has_jobs and has_adaptive:
+            errors.append(("jobs", "give either 'jobs' (a fixed number of SLURM jobs) or 'adaptive', not both"))
+        elif not has_jobs and not has_adaptive:
+            errors.append(("jobs", "required: 'jobs' (a fixed number of SLURM jobs) or 'adaptive' {minimum_jobs, maximum_jobs}; without either no worker would start"))
+        ad = profile.get("adaptive")
+        if ad and ad["minimum_jobs"] > ad["maximum_jobs"]:
+            errors.append(("adaptive.minimum_jobs", f"{ad['minimum_jobs']} exceeds maximum_jobs ({ad['maximum_jobs']})"))
+    return errors
+
+
+_EXTRA_CHECKS: dict[str, Callable[[dict], list[tuple[str, str]]]] = {
+    "saxsdog_calibration": _check_saxsdog_calibration,
+    "saxs_run": _check_saxs_run,
+    "cluster_profile": _check_cluster_profile,
+}
