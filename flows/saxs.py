@@ -38,7 +38,7 @@ def _input_root(inputs: list[str]) -> str | None:
     return os.path.commonpath(dirs) if dirs else None
 
 
-def _calibration_options(calibration: str, refs, npt, q_range, oversampling, mask) -> dict:
+def _calibration_options(calibration: str, refs, npt, q_range, oversampling, mask, polarization_factor=None) -> dict:
     """Options for a pyFAI PONI calibration (a SAXSDOG JSON carries its own)."""
     if not str(calibration).lower().endswith(".poni"):
         return {}
@@ -56,6 +56,8 @@ def _calibration_options(calibration: str, refs, npt, q_range, oversampling, mas
         options["q_range"] = (float(q_range[0]), float(q_range[1]))
     if mask:
         options["mask_file"] = str(mask)
+    if polarization_factor is not None:
+        options["polarization_factor"] = float(polarization_factor)
     return options
 
 
@@ -70,13 +72,15 @@ def saxs_flow(
     q_range: list[float] | None = None,
     oversampling: int | None = None,
     mask: str | None = None,
+    polarization_factor: float | None = None,
 ) -> dict:
     """Integrate SAXS/WAXS frames.
 
     calibration: SAXSDOG calibration JSON or pyFAI .poni; inputs: files, directories (walked
     recursively) or ``file.h5:start-stop`` event ranges; output_dir: where results go;
     batch_size: frames per task; overwrite: redo frames already done (default: the calibration's
-    OverwriteFiles); npt, q_range (nm⁻¹), oversampling, mask: for .poni calibrations.
+    OverwriteFiles); npt, q_range (nm⁻¹), oversampling, mask, polarization_factor (pyFAI's f,
+    −1…1): for .poni calibrations (a SAXSDOG calibration carries its own).
     """
     logger = get_run_logger()
     t0 = time.perf_counter()
@@ -84,7 +88,12 @@ def saxs_flow(
     refs = list(iter_frame_refs(list(inputs)))
     if not refs:
         raise ValueError(f"no frames found in {list(inputs)}")
-    options = _calibration_options(calibration, refs, npt, q_range, oversampling, mask)
+    if not str(calibration).lower().endswith(".poni"):
+        given = {k: v for k, v in dict(npt=npt, q_range=q_range, oversampling=oversampling, mask=mask,
+                                         polarization_factor=polarization_factor).items() if v is not None}
+        if given:
+            logger.warning("ignored for a SAXSDOG calibration (it carries its own): %s", ", ".join(given))
+    options = _calibration_options(calibration, refs, npt, q_range, oversampling, mask, polarization_factor)
     cal = load_calibration(calibration, **options)  # validated before any work starts
     input_root = _input_root(list(inputs))
     out.mkdir(parents=True, exist_ok=True)

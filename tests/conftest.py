@@ -34,3 +34,13 @@ def shared_data() -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api():
+    """One temporary Prefect API for the whole session, shared by flows and their Dask workers
+    (instead of a new temporary server per flow call and per worker process)."""
+    from deployments.local_api import local_api
+
+    with local_api() as url:
+        yield url
