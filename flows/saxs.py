@@ -119,6 +119,7 @@ def saxs_flow(
             done += result["frames_done"]
             skipped += result["frames_skipped"]
             peak_rss_mb = max(peak_rss_mb, result.get("peak_rss_mb", 0.0))
+            logger.debug("batch of %d frames reduced in %.2f s", len(batch), result["elapsed_s"])
         else:  # the whole task failed (after its retries): every frame of it is a failure
             failures.extend(f"{FrameRef(*r)}: batch failed: {result}" for r in batch)
         finished += len(batch)

@@ -82,6 +82,7 @@ class SaxsReducer:
         self.names = [spec.name for spec in calibration.radial]
         self.slice_names = [f"slice_{spec.name}" for spec in calibration.slices]
         self.chi_config = calibration.raw
+        reset_peak_rss()
         self._buffer = None  # reused frame buffer (integer detectors)
 
     @classmethod
@@ -168,7 +169,7 @@ class SaxsReducer:
                              attrs={"calibration": self.calibration.source, "integration": name})
                 report.files_written += 1
         report.elapsed_s = time.perf_counter() - t0
-        report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        report.peak_rss_mb = peak_rss_mb()
         return report
 
     def _rows_from_existing(self, ref: FrameRef) -> list[dict]:
@@ -182,6 +183,28 @@ class SaxsReducer:
             params = integral_parameters(q, intensity[None], spec.q_start, spec.q_stop)
             rows.append(_row(ref, spec.name, _mtime(ref.path), params, 0))
         return rows
+
+
+def reset_peak_rss() -> None:
+    """Start measuring this process's peak memory from now (Linux: /proc/self/clear_refs), so that
+    a worker forked from a larger parent does not report the parent's high-water mark."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (VmHWM; ru_maxrss where /proc is absent)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _mtime(path) -> float:
