@@ -196,7 +196,6 @@ def _finish(cal, out: Path, rows, failures, done, skipped, elapsed, input_root, 
 def _plot_some_curves(cal, out: Path, rows, input_root) -> str | None:
     """I(q) of up to five frames of the first integration, read back from their .chi files."""
     name = cal.radial[0].name
-    reducer_paths = []
     frames = [r for r in rows if r["integration"] == name]
     pick = frames if len(frames) <= 5 else [frames[i] for i in np.linspace(0, len(frames) - 1, 5).astype(int)]
     curves, labels, sigmas, q = [], [], [], None
@@ -213,7 +212,6 @@ def _plot_some_curves(cal, out: Path, rows, input_root) -> str | None:
         curves.append(intensity)
         sigmas.append(sigma)
         labels.append(ref.label)
-        reducer_paths.append(path)
     if not curves:
         return None
     return plot_curves(q, curves, labels, out / "curves.png", title=f"I(q), integration {name!r}", sigma=sigmas)

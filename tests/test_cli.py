@@ -6,7 +6,6 @@ so these tests check what the command line hands to the flow, not the integratio
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys

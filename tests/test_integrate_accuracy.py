@@ -20,9 +20,7 @@ Measured numbers are printed (``pytest -s``) with the prefix ``ACCURACY``.
 
 from __future__ import annotations
 
-import os
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,23 +34,6 @@ from pyFAI.detectors import Detector  # noqa: E402
 from pyFAI.integrator.azimuthal import AzimuthalIntegrator  # noqa: E402
 
 PIXEL_UM = 172.0
-
-
-def _shared_data_dir() -> Path:
-    env = os.environ.get("PHOTONFLOW_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    """../shared/data beside the checkout (or $PHOTONFLOW_DATA); skip where absent, fail under CI."""
-    root = _shared_data_dir()
-    if not (root / "saxs" / "CeO2_Pilatus1M.tif").is_file():
-        reason = f"real detector data not found: {root / 'saxs' / 'CeO2_Pilatus1M.tif'} (set PHOTONFLOW_DATA)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return root
 
 
 def report(name: str, value) -> None:

@@ -5,7 +5,6 @@ import json
 import fabio
 import h5py
 import numpy as np
-import pytest
 
 from photonflow.calibration import load_calibration
 from photonflow.io import FrameRef, read_chi

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from functools import partial
 from pathlib import Path
 
@@ -29,23 +28,6 @@ from photonflow.simulate import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _shared_data_dir() -> Path:
-    env = os.environ.get("PHOTONFLOW_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def shared_data() -> Path:
-    """../shared/data beside the checkout (or $PHOTONFLOW_DATA); skip where absent, fail under CI."""
-    root = _shared_data_dir()
-    if not (root / "saxs" / "CeO2_Pilatus1M.tif").is_file():
-        reason = f"real detector data not found: {root / 'saxs' / 'CeO2_Pilatus1M.tif'} (set PHOTONFLOW_DATA)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return root
 
 
 def _small_geometry(y_origin="bottom", distance_mm=1000.0, shape=(160, 200)):

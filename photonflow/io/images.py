@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import fabio
 import h5py
-import hdf5plugin  # noqa: F401  (registers the HDF5 compression filters)
+import hdf5plugin  # noqa: F401  (registers the HDF5 compression filters: bitshuffle, LZ4, …)
 import numpy as np
 import tifffile
 
