@@ -205,6 +205,8 @@ class Integrator:
 
         n = frames.shape[0]
         flat = frames.reshape(n, -1)
+        if flat.dtype.kind not in "iuf" or not flat.dtype.isnative or flat.dtype.itemsize > 8:
+            flat = flat.astype(np.float32)  # big-endian or exotic types: the kernel takes native numbers
         indptr, indices, w, w_var = self._pixel_major()
         signal = np.zeros((self.n_bins, n), np.float32)
         variance = np.zeros((self.n_bins, n), np.float32)
