@@ -188,3 +188,17 @@ def test_missing_mask_file_fails_before_work(dataset, tmp_path):
     flow = saxs_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
     with pytest.raises(FileNotFoundError, match="missing_mask.msk"):
         flow(calibration=str(path), inputs=[str(dataset["data"])], output_dir=str(tmp_path / "out"))
+
+
+def test_command_line_runs_the_real_flow(dataset, tmp_path, capsys):
+    """`photonflow saxs` end to end (no stand-in flow): exit code 1 because three frames are bad."""
+    from deployments.cli import main
+
+    out = tmp_path / "cli-out"
+    code = main(["saxs", str(dataset["cal"]), str(dataset["data"]), "--out", str(out), "--cluster", "threads",
+                 "--batch-size", "5"])
+    printed = capsys.readouterr()
+    assert code == 1
+    assert "frame_900_truncated.tif" in printed.out + printed.err
+    assert len(list((out / "chi" / "run1").glob("*_full.chi"))) == 10
+    assert (out / "integral_parameters.png").exists()
