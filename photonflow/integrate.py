@@ -198,23 +198,36 @@ class Integrator:
             w = csc.data.astype(np.float32)
             w_var = w * w if self.error_model == "poisson" else w.copy()
             self._csc = (csc.indptr.astype(np.int64), csc.indices.astype(np.int32), w, w_var)
+            self._has_weight = np.diff(csc.indptr) > 0
         return self._csc
 
     def _integrate_chunk(self, frames, monitor, out_i, out_s):
-        from ._kernels import accumulate
+        from ._kernels import accumulate, accumulate_suspect
 
         n = frames.shape[0]
         flat = frames.reshape(n, -1)
         if flat.dtype.kind not in "iuf" or not flat.dtype.isnative or flat.dtype.itemsize > 8:
             flat = flat.astype(np.float32)  # big-endian or exotic types: the kernel takes native numbers
         indptr, indices, w, w_var = self._pixel_major()
-        signal = np.zeros((self.n_bins, n), np.float32)
-        variance = np.zeros((self.n_bins, n), np.float32)
+        # suspect pixels: negative or not finite in some frame (NaN propagates through min)
+        lowest = flat.min(axis=0) if n > 1 else flat[0]
+        suspect = ~(lowest >= 0)
+        if flat.dtype.kind == "f":
+            suspect |= np.isinf(flat).any(axis=0) if n > 1 else np.isinf(flat[0])
+        suspect &= self._has_weight
+        width = n if n == 1 else -(-n // 8) * 8  # whole 8-float vectors in the kernel's inner loop
+        signal = np.zeros((self.n_bins, width), np.float32)
+        variance = np.zeros((self.n_bins, width), np.float32)
         removed = np.zeros((self.n_bins, n))
         dark = self.dark if self.dark is not None else np.zeros(1, np.float32)
-        accumulate(flat, indptr, indices, w, w_var, self.normalisation, dark, self.dark is not None, signal, variance, removed)
-        signal = signal.astype(np.float64)
-        variance = variance.astype(np.float64)
+        has_dark = self.dark is not None
+        accumulate(flat, indptr, indices, w, w_var, suspect.view(np.uint8), dark, has_dark, signal, variance)
+        pixels = np.flatnonzero(suspect)
+        if pixels.size:
+            accumulate_suspect(flat, pixels, indptr, indices, w, w_var, self.normalisation, dark, has_dark,
+                               signal, variance, removed)
+        signal = signal[:, :n].astype(np.float64)
+        variance = variance[:, :n].astype(np.float64)
         weight = self._denominator_static[:, None] - removed
         # a bin whose every pixel was left out keeps only round-off: empty
         empty = weight <= 1e-9 * np.maximum(self._denominator_static[:, None], 1e-300)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import resource
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,8 @@ class BatchReport:
 
     rows: list[dict] = field(default_factory=list)  # one per frame done (or skipped) and per mask
     failures: list[str] = field(default_factory=list)
+    outputs: dict = field(default_factory=dict)  # str(ref) -> output paths of a frame done
+    failed: dict = field(default_factory=dict)  # str(ref) -> reason
     frames_done: int = 0
     frames_skipped: int = 0
     files_written: int = 0
@@ -53,6 +56,8 @@ class BatchReport:
             "files_written": self.files_written,
             "elapsed_s": self.elapsed_s,
             "peak_rss_mb": self.peak_rss_mb,
+            "outputs": self.outputs,
+            "failed": self.failed,
         }
 
 
@@ -83,7 +88,9 @@ class SaxsReducer:
         self.slice_names = [f"slice_{spec.name}" for spec in calibration.slices]
         self.chi_config = calibration.raw
         reset_peak_rss()
-        self._buffer = None  # reused frame buffer (integer detectors)
+        self._local = threading.local()  # per-thread reusable frame buffer (integer detectors)
+        for integ in self.integrators + self.slice_integrators:
+            integ._pixel_major()  # build the kernel's layout now: reduce() may run in several threads
 
     @classmethod
     def from_file(cls, calibration_path, output_dir, input_root=None, **calibration_options):
@@ -117,10 +124,13 @@ class SaxsReducer:
         curves = {name: {"ids": [], "I": [], "sigma": [], "q": None} for name in self.names + self.slice_names}
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
-            batch = read_batch(part, expected_shape=self.calibration.shape, buffer=self._buffer)
-            if self._buffer is None and len(batch.refs) and batch.frames.dtype.kind in "iu":
-                self._buffer = np.empty((chunk, *self.calibration.shape), batch.frames.dtype)
-            report.failures.extend(str(f) for f in batch.failures)
+            buffer = getattr(self._local, "buffer", None)
+            batch = read_batch(part, expected_shape=self.calibration.shape, buffer=buffer)
+            if buffer is None and len(batch.refs) and batch.frames.dtype.kind in "iu":
+                self._local.buffer = np.empty((chunk, *self.calibration.shape), batch.frames.dtype)
+            for f in batch.failures:
+                report.failures.append(str(f))
+                report.failed[str(f.ref)] = f.reason
             frames, good = batch.frames, batch.refs
             monitor = None
             if self.calibration.monitor_key:
@@ -130,6 +140,7 @@ class SaxsReducer:
                         values.append(read_monitor(ref, self.calibration.monitor_key))
                     except FrameReadError as exc:
                         report.failures.append(str(exc))
+                        report.failed[str(exc.ref)] = exc.reason
                         values.append(None)
                 keep = [i for i, v in enumerate(values) if v is not None]
                 frames, good = frames[keep], [good[i] for i in keep]
@@ -152,16 +163,19 @@ class SaxsReducer:
                     try:
                         write_chi(path, res.q, res.intensity[f], res.sigma[f], self.chi_config, p)
                     except OSError as exc:
-                        report.failures.append(str(FrameReadError(ref.path, ref.event, f"cannot write {path}: {exc}")))
+                        error = FrameReadError(ref.path, ref.event, f"cannot write {path}: {exc}")
+                        report.failures.append(str(error))
+                        report.failed[str(ref)] = error.reason
                         continue
                     report.files_written += 1
+                    report.outputs.setdefault(str(ref), []).append(str(path))
                     if params is not None:
                         report.rows.append(_row(ref, name, mtimes[f], params, f))
                     curves[name]["ids"].append(str(ref))
                     curves[name]["I"].append(res.intensity[f])
                     curves[name]["sigma"].append(res.sigma[f])
                 curves[name]["q"] = res.q
-            report.frames_done += len(batch.refs)
+            report.frames_done += sum(1 for r in batch.refs if str(r) not in report.failed)
         for name, c in curves.items():
             if c["ids"]:
                 path = self.output_dir / "curves" / f"{batch_label}_{name}.h5"
