@@ -82,6 +82,15 @@ flows:
             images in ../shared/data/saxs (CeO2 calibrant with its .poni, Fe3O4C map
             frames) when present, otherwise generated images with known ground truth.
 
+real time:
+  watch     Reduce frames as they arrive: watches directories (and/or listens to
+            SAXSDOG's ZMQ detector feeder), hands over only complete files, batches
+            arrivals, and records every item in a ledger so a restart misses nothing
+            and does nothing twice; emits a Prefect event per interval.
+  serve     Serve one deployment per flow against a running Prefect server, with cron
+            schedules and triggers on photonflow's file events (runs from the UI).
+  submit    Start a run of a served deployment; prints its run id ('status' follows it).
+
 tools:
   cluster   List the cluster profiles that choose where tasks run (local Dask cluster,
             threads, SLURM via dask-jobqueue, a running Dask scheduler) and show one;
@@ -96,6 +105,9 @@ examples:
   photonflow saxs calib.json data/*.tif --out results --cluster local
   photonflow saxs CeO2.poni scan.h5:0-1000 --out results --npt 1000 --q-range 0.1 30
   photonflow saxs --config run.json --cluster slurm
+  photonflow watch watch.json /data/run42 --idle-timeout 600
+  photonflow serve serve.json
+  photonflow submit saxs --param inputs='["/data/run42"]' --wait
   photonflow cluster show slurm
   photonflow validate calib.json
 
@@ -182,6 +194,42 @@ def build_parser() -> argparse.ArgumentParser:
     cp = csub.add_parser("list", help="list the profiles in config/clusters")
     cp.set_defaults(func=_cmd_cluster_list)
     p.set_defaults(func=_cmd_cluster_help, cluster_parser=p)
+
+    # -- watch
+    p = sub.add_parser(
+        "watch",
+        description="Reduce frames as they arrive in DIR... (recursively; patterns, settle time, micro-batching, "
+        "the ZMQ feeder and the stop conditions come from the watch config, config/schemas/watch.schema.json). "
+        "The ledger (OUTPUT_DIR/ledger.sqlite) makes a restart resume: items that arrived meanwhile are "
+        "caught up, items done are not redone, items in flight are retried. Stop with Ctrl-C.",
+    )
+    p.add_argument("config", metavar="CONFIG", help="watch config (JSON)")
+    p.add_argument("directories", nargs="*", metavar="DIR", help="directories to watch (added to the config's)")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--idle-timeout", type=float, metavar="S", help="stop after S seconds without arrivals")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.set_defaults(func=_cmd_watch)
+
+    # -- serve
+    p = sub.add_parser(
+        "serve",
+        description="Serve the deployments 'saxs/saxs' and 'saxs-live/saxs-live' against the Prefect server in "
+        "PREFECT_API_URL (start one with 'prefect server start'), with the default parameters, cron schedules "
+        "and file-event triggers of CONFIG (config/schemas/serve.schema.json). Runs until interrupted.",
+    )
+    p.add_argument("config", nargs="?", metavar="CONFIG", help="serve config (JSON); without it, on demand only")
+    p.set_defaults(func=_cmd_serve)
+
+    # -- submit / status
+    p = sub.add_parser("submit", description="Start a run of a served deployment and print its flow run id.")
+    p.add_argument("flow", metavar="FLOW", help="saxs, saxs-live, or FLOW/DEPLOYMENT")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="a flow parameter; VALUE is read as JSON when it parses, else as a string")
+    p.add_argument("--wait", action="store_true", help="wait until the run is final and exit 0 only if it completed")
+    p.set_defaults(func=_cmd_submit)
+    p = sub.add_parser("status", description="Print the state of a flow run.")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.set_defaults(func=_cmd_status)
 
     # -- validate
     p = sub.add_parser(
@@ -585,6 +633,72 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         )
     validate_config(data, schema, source=str(path))
     print(f"{path}: OK ({schema})")
+    return 0
+
+
+
+# --------------------------------------------------------------------------- real time
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from flows.live import load_watch_config, saxs_live_flow
+
+    load_watch_config(args.config)  # validate first: a wrong field is one line, exit 2
+    _quiet_dask_logs()
+    with prefect_api_for({"kind": "threads"}):
+        summary = saxs_live_flow(config=str(Path(args.config).resolve()),
+                                 directories=[str(Path(d).resolve()) for d in args.directories],
+                                 duration_s=args.duration, idle_timeout_s=args.idle_timeout,
+                                 max_frames=args.max_frames)
+    print(f"\nframes arrived: {summary['arrived']}, done: {summary['done']}, failed: {summary['failed']} "
+          f"in {summary['elapsed_s']:.1f} s ({summary['frames_per_s']:.1f} frames/s)")
+    print(f"outputs and ledger: {summary['output_dir']}")
+    return 1 if summary["failed"] else 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from deployments.serve import load_serve_config, serve
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise UsageError("photonflow serve needs a running Prefect server: start 'prefect server start' and set "
+                         "PREFECT_API_URL=http://127.0.0.1:4200/api")
+    cfg = load_serve_config(args.config) if args.config else {}
+    serve(cfg)
+    return 0
+
+
+def _parse_params(items: list[str]) -> dict:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--param {item!r}: expected KEY=VALUE")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from deployments.submit import status, submit
+
+    run_id = submit(args.flow, _parse_params(args.param), wait=args.wait)
+    print(run_id)
+    if args.wait:
+        state = status(run_id)
+        print(f"{state['name']}: {state['state']}")
+        return 0 if state["state"] == "COMPLETED" else 1
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from deployments.submit import status
+
+    state = status(args.run_id)
+    print(json.dumps(state, indent=2))
     return 0
 
 

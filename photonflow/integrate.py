@@ -209,23 +209,16 @@ class Integrator:
         if flat.dtype.kind not in "iuf" or not flat.dtype.isnative or flat.dtype.itemsize > 8:
             flat = flat.astype(np.float32)  # big-endian or exotic types: the kernel takes native numbers
         indptr, indices, w, w_var = self._pixel_major()
-        # suspect pixels: negative or not finite in some frame (NaN propagates through min)
-        lowest = flat.min(axis=0) if n > 1 else flat[0]
-        suspect = ~(lowest >= 0)
-        if flat.dtype.kind == "f":
-            suspect |= np.isinf(flat).any(axis=0) if n > 1 else np.isinf(flat[0])
-        suspect &= self._has_weight
         width = n if n == 1 else -(-n // 8) * 8  # whole 8-float vectors in the kernel's inner loop
         signal = np.zeros((self.n_bins, width), np.float32)
         variance = np.zeros((self.n_bins, width), np.float32)
         removed = np.zeros((self.n_bins, n))
         dark = self.dark if self.dark is not None else np.zeros(1, np.float32)
         has_dark = self.dark is not None
-        accumulate(flat, indptr, indices, w, w_var, suspect.view(np.uint8), dark, has_dark, signal, variance)
-        pixels = np.flatnonzero(suspect)
-        if pixels.size:
-            accumulate_suspect(flat, pixels, indptr, indices, w, w_var, self.normalisation, dark, has_dark,
-                               signal, variance, removed)
+        suspect = np.zeros(flat.shape[1], np.uint8)  # pixels negative or not finite in some frame
+        if accumulate(flat, indptr, indices, w, w_var, suspect, dark, has_dark, signal, variance):
+            accumulate_suspect(flat, np.flatnonzero(suspect), indptr, indices, w, w_var, self.normalisation, dark,
+                               has_dark, signal, variance, removed)
         signal = signal[:, :n].astype(np.float64)
         variance = variance[:, :n].astype(np.float64)
         weight = self._denominator_static[:, None] - removed

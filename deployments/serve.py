@@ -1,0 +1,80 @@
+"""`photonflow serve`: one deployment per flow against a running Prefect server.
+
+Each flow is served under its own name ("saxs/saxs", "saxs-live/saxs-live") with the default
+parameters of the serve config, an optional cron schedule, and — for the SAXS flow — an optional
+event trigger: every ``photonflow.files.arrived`` event (emitted by ``photonflow watch``, or posted
+by any writer over HTTP, see docs/realtime.md) starts a run on the event's paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FILES_ARRIVED = "photonflow.files.arrived"
+
+
+def load_serve_config(path) -> dict:
+    from photonflow.config import load_json_config
+
+    path = Path(path)
+    cfg = load_json_config(path, "serve")
+    base = path.resolve().parent
+
+    def resolve(p):
+        return str(p if Path(p).is_absolute() else (base / p).resolve())
+
+    saxs = cfg.get("saxs")
+    if saxs:
+        for key in ("calibration", "output_dir", "watch_output_dir"):
+            if saxs.get(key):
+                saxs[key] = resolve(saxs[key])
+        saxs["inputs"] = [resolve(p) for p in saxs.get("inputs", [])]
+    live = cfg.get("saxs_live")
+    if live:
+        if live.get("config"):
+            live["config"] = resolve(live["config"])
+        live["directories"] = [resolve(p) for p in live.get("directories", [])]
+    return cfg
+
+
+def files_arrived_trigger(watch_output_dir: str | None = None):
+    """A deployment trigger on photonflow's file events; the event's paths become the run's inputs."""
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+    match = {"prefect.resource.id": f"photonflow.watch.{watch_output_dir}"} if watch_output_dir else {
+        "prefect.resource.id": "photonflow.watch.*"}
+    return DeploymentEventTrigger(
+        name="photonflow-files-arrived",
+        expect={FILES_ARRIVED},
+        match=match,
+        parameters={"inputs": "{{ event.payload.paths }}"},
+    )
+
+
+def build_deployments(cfg: dict) -> list:
+    """RunnerDeployments for the flows named in the serve config (all flows when it is empty)."""
+    from deployments.clusters import load_cluster_profile, task_runner_for
+    from flows.live import saxs_live_flow
+    from flows.saxs import saxs_flow
+
+    deployments = []
+    saxs = cfg.get("saxs", {}) if cfg else {}
+    if saxs is not None:
+        params = {k: saxs[k] for k in ("calibration", "output_dir", "inputs", "batch_size") if saxs.get(k) is not None}
+        flow = saxs_flow.with_options(task_runner=task_runner_for(load_cluster_profile(saxs.get("cluster", "local"))))
+        triggers = [files_arrived_trigger(saxs.get("watch_output_dir"))] if saxs.get("on_files_arrived") else []
+        deployments.append(flow.to_deployment(name="saxs", parameters=params, cron=saxs.get("cron"), triggers=triggers,
+                                              description="Integrate SAXS/WAXS frames (photonflow saxs)."))
+    live = cfg.get("saxs_live", {}) if cfg else {}
+    if live is not None:
+        params = {k: live[k] for k in ("config", "directories") if live.get(k)}
+        deployments.append(saxs_live_flow.to_deployment(name="saxs-live", parameters=params, cron=live.get("cron"),
+                                                        description="Reduce frames as they arrive (photonflow watch)."))
+    return deployments
+
+
+def serve(cfg: dict) -> None:
+    """Serve the deployments until interrupted (needs PREFECT_API_URL of a running server)."""
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*build_deployments(cfg))

@@ -1,0 +1,197 @@
+"""A live reduction session: arrivals → ledger → micro-batches → reducer → outputs, in one process.
+
+Sources hand over complete items (a `FileWatcher` on directories, a `FeederListener` for SAXSDOG's
+ZMQ messages, or both). Every item is recorded in the `Ledger` before any work; the ledger decides
+what needs work (new items, items whose size/mtime or configuration changed) and makes a restart
+resume: items pending or in flight when the process stopped are retried, items that arrived while it
+was down are found by the catch-up scan, items done are not redone.
+
+Items are grouped by a `MicroBatcher` (up to N frames or T seconds) and reduced by a pool of threads
+sharing one reducer (its matrices stay loaded; the integration kernel releases the GIL). Results are
+written atomically by the reducer, so an item retried after a crash replaces its outputs:
+at-least-once processing, exactly-once results.
+
+The session is pure Python: the Prefect layer (flows/live.py) passes callbacks that emit events and
+update artifacts.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..io import FrameRef, iter_frame_refs
+from .batcher import MicroBatcher
+from .ledger import Ledger, stat_refs
+
+__all__ = ["LiveSession", "SessionStats"]
+
+
+@dataclass
+class SessionStats:
+    arrived: int = 0
+    queued: int = 0
+    done: int = 0
+    failed: int = 0
+    batches: int = 0
+    started: float = field(default_factory=time.time)
+    last_activity: float = field(default_factory=time.time)
+    failures: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        elapsed = max(time.time() - self.started, 1e-9)
+        return {
+            "arrived": self.arrived,
+            "queued": self.queued,
+            "done": self.done,
+            "failed": self.failed,
+            "batches": self.batches,
+            "elapsed_s": elapsed,
+            "frames_per_s": self.done / elapsed,
+        }
+
+
+class LiveSession:
+    """Reduce items as they arrive until stopped.
+
+    reducer: an object with ``reduce(refs, overwrite=True) -> BatchReport`` (photonflow.saxs);
+    sources: objects with ``get(timeout) -> list`` (FrameRef or path strings) and optionally
+    ``scan()`` for catch-up; on_batch(refs, report_dict, stats), on_arrivals(refs): callbacks.
+    """
+
+    def __init__(self, reducer, ledger: Ledger, sources, config_hash: str, max_frames: int = 32,
+                 max_wait_s: float = 0.02, workers: int = 2, on_batch=None, on_arrivals=None,
+                 keep_rows: bool = True):
+        self.reducer = reducer
+        self.ledger = ledger
+        self.sources = list(sources)
+        self.config_hash = config_hash
+        self.batcher = MicroBatcher(max_frames=max_frames, max_wait_s=max_wait_s)
+        self.workers = max(1, int(workers))
+        self.on_batch = on_batch
+        self.on_arrivals = on_arrivals
+        self.keep_rows = keep_rows
+        self.stats = SessionStats()
+        self._stop = threading.Event()
+        self._completed: queue.Queue = queue.Queue()
+        self._in_flight = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ arrivals
+    def _expand(self, items) -> list[FrameRef]:
+        refs = []
+        for item in items:
+            if isinstance(item, FrameRef):
+                refs.append(item)
+            elif isinstance(item, tuple):
+                refs.append(FrameRef(*item))
+            else:  # a path (feeder): expand multi-frame files into events
+                try:
+                    refs.extend(iter_frame_refs([str(item)]))
+                except (OSError, ValueError) as exc:
+                    self.stats.failed += 1
+                    self.stats.failures.append(f"{item}: {exc}")
+        return refs
+
+    def _admit(self, items) -> None:
+        refs = self._expand(items)
+        if not refs:
+            return
+        self.stats.arrived += len(refs)
+        self.stats.last_activity = time.time()
+        todo = self.ledger.add(stat_refs(refs), self.config_hash)
+        if todo:
+            self.stats.queued += len(todo)
+            self.batcher.add(todo)
+        if self.on_arrivals is not None:
+            self.on_arrivals(refs)
+
+    # ------------------------------------------------------------------ work
+    def _work(self, batch: list[FrameRef]) -> None:
+        try:
+            report = self.reducer.reduce(batch, overwrite=True).to_dict()
+        except Exception as exc:  # a bug or an unexpected error: every item of the batch failed
+            report = {"failed": {str(r): f"batch failed: {type(exc).__name__}: {exc}" for r in batch},
+                      "outputs": {}, "rows": [], "failures": []}
+        self._completed.put((batch, report))
+
+    def _collect(self, block: bool = False, timeout: float = 0.0) -> None:
+        while True:
+            try:
+                batch, report = self._completed.get(block=block, timeout=timeout if block else None)
+            except queue.Empty:
+                return
+            block = False
+            self._in_flight -= 1
+            self.stats.batches += 1
+            for ref in batch:
+                key = str(ref)
+                if key in report["failed"]:
+                    self.ledger.failed(ref, report["failed"][key])
+                    self.stats.failed += 1
+                    self.stats.failures.append(f"{key}: {report['failed'][key]}")
+                else:
+                    self.ledger.done(ref, report["outputs"].get(key, []))
+                    self.stats.done += 1
+            if self.keep_rows:
+                self.stats.rows.extend(report.get("rows", []))
+            self.stats.last_activity = time.time()
+            if self.on_batch is not None:
+                self.on_batch(batch, report, self.stats)
+
+    def run(self, duration_s: float | None = None, idle_timeout_s: float | None = None,
+            max_items: int | None = None, poll_s: float = 0.005) -> SessionStats:
+        """Run until stop(), ``duration_s``, ``idle_timeout_s`` without arrivals or work, or
+        ``max_items`` items finished; then finish the work already admitted."""
+        t0 = time.time()
+        self.stats = SessionStats()
+        recovered = self.ledger.recover()
+        if recovered:
+            self.stats.queued += len(recovered)
+            self.batcher.add(recovered)
+        for source in self.sources:  # catch-up: items that arrived while nobody watched
+            scan = getattr(source, "scan", None)
+            if scan is not None:
+                self._admit(scan())
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="photonflow-reduce") as pool:
+            while True:
+                now = time.time()
+                finished = self.stats.done + self.stats.failed
+                if self._stop.is_set() or (duration_s is not None and now - t0 >= duration_s) or (
+                    max_items is not None and finished >= max_items
+                ) or (
+                    idle_timeout_s is not None and self._in_flight == 0 and now - self.stats.last_activity >= idle_timeout_s
+                    and not len(self.batcher)
+                ):
+                    break
+                wait = self.batcher.timeout()
+                wait = poll_s if wait is None else min(wait, poll_s)
+                for source in self.sources:
+                    items = source.get(timeout=0 if self._in_flight > self.workers else wait / len(self.sources))
+                    if items:
+                        self._admit(items)
+                # keep at most workers + 1 batches in flight: the batcher grows batches meanwhile
+                while self._in_flight <= self.workers:
+                    batch = self.batcher.ready(time.monotonic())
+                    if not batch:
+                        break
+                    self.ledger.start(batch)
+                    self._in_flight += 1
+                    pool.submit(self._work, batch)
+                self._collect(block=self._in_flight > self.workers, timeout=poll_s)
+            # drain: everything admitted gets done
+            rest = self.batcher.flush()
+            for i in range(0, len(rest), self.batcher.max_frames):
+                part = rest[i : i + self.batcher.max_frames]
+                self.ledger.start(part)
+                self._in_flight += 1
+                pool.submit(self._work, part)
+            while self._in_flight > 0:
+                self._collect(block=True, timeout=1.0)
+        return self.stats
