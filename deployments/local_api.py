@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from contextlib import contextmanager
 
 
@@ -18,6 +20,27 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _detached_server_class():
+    """Prefect's subprocess API server, started in a session of its own: a Ctrl-C (SIGINT to the
+    terminal's process group) then stops the photonflow run gracefully while the API it reports its
+    final state to is still up; local_api() stops the server afterwards."""
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class DetachedASGIServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self):
+            app_dir = str(prefect.__module_path__.parent)
+            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                   "PREFECT__SERVER_FINAL": "1", **get_current_settings().to_environment_variables(exclude_unset=True)}
+            command = [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory",
+                       "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                       "--log-level", "error", "--lifespan", "on"]
+            return subprocess.Popen(command, env=env, start_new_session=True)
+
+    return DetachedASGIServer
 
 
 @contextmanager
@@ -30,7 +53,7 @@ def local_api():
     if configured:
         yield configured
         return
-    server = SubprocessASGIServer(port=_free_port())
+    server = _detached_server_class()(port=_free_port())
     previous_default = SubprocessASGIServer._instances.get(None)
     SubprocessASGIServer._instances[None] = server  # flows in this process use this one
     server.start()

@@ -40,8 +40,13 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def format_chi(q, intensity, sigma, config: dict, integral_params: dict, column_labels=DEFAULT_COLUMN_LABELS) -> str:
-    """The text of a SAXSDOG ``.chi`` file (see module doc)."""
+def format_chi(q, intensity, sigma, config: dict, integral_params: dict, column_labels=DEFAULT_COLUMN_LABELS,
+               digits: int = 19) -> str:
+    """The text of a SAXSDOG ``.chi`` file (see module doc).
+
+    ``digits``: significant digits per number; 19 (``%.18e``) gives SAXSDOG's bytes exactly, 10
+    (``%.9e``) formats twice as fast and still holds a float32 sum without loss.
+    """
     data = np.column_stack([np.asarray(q, float), np.asarray(intensity, float), np.asarray(sigma, float)])
     if data.shape[1] != 3:
         raise ValueError(f"q, intensity and sigma must be 1D, got array of shape {data.shape}")
@@ -54,7 +59,8 @@ def format_chi(q, intensity, sigma, config: dict, integral_params: dict, column_
         ]
     )
     # One %-format over all values: same text as np.savetxt, without its per-row loop.
-    rows = ("%.18e %.18e %.18e\n " * len(data)) % tuple(data.ravel().tolist())
+    f = f"%.{int(digits) - 1}e"
+    rows = (f"{f} {f} {f}\n " * len(data)) % tuple(data.ravel().tolist())
     return header + "\n " + rows
 
 
@@ -66,6 +72,7 @@ def write_chi(
     config: dict,
     integral_params: dict,
     column_labels=DEFAULT_COLUMN_LABELS,
+    digits: int = 19,
 ) -> Path:
     """Write a SAXSDOG-compatible ``.chi`` file atomically; return its path.
 
@@ -73,7 +80,7 @@ def write_chi(
     length; NaN allowed. ``config``: the calibration config (JSON-serialisable,
     numpy scalars/arrays accepted); ``integral_params``: ``{"I0":…, "I1":…, "I2":…}``.
     """
-    return atomic_write_text(path, format_chi(q, intensity, sigma, config, integral_params, column_labels))
+    return atomic_write_text(path, format_chi(q, intensity, sigma, config, integral_params, column_labels, digits))
 
 
 def _numbers(line: str) -> list[float] | None:
