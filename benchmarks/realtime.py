@@ -34,6 +34,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -156,10 +157,12 @@ def main(argv=None) -> dict:
             last, last_change = finished, time.time()
         time.sleep(0.5)
     drain_s = time.time() - t_written
-    os.killpg(watch.pid, signal.SIGINT)
+    watch.send_signal(signal.SIGINT)  # as Ctrl-C would: the watch finishes and records its final state
     try:
         watch.wait(timeout=120)
     except subprocess.TimeoutExpired:
+        for child in psutil.Process(watch.pid).children(recursive=True):
+            child.kill()
         os.killpg(watch.pid, signal.SIGKILL)
     stop_cleaner.set()
 

@@ -643,9 +643,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_watch(args: argparse.Namespace) -> int:
     from flows.live import load_watch_config, saxs_live_flow
 
+    from deployments.local_api import local_api
+
     load_watch_config(args.config)  # validate first: a wrong field is one line, exit 2
     _quiet_dask_logs()
-    with prefect_api_for({"kind": "threads"}):
+    with local_api():  # its server survives the Ctrl-C that ends the watch, to record the final state
         summary = saxs_live_flow(config=str(Path(args.config).resolve()),
                                  directories=[str(Path(d).resolve()) for d in args.directories],
                                  duration_s=args.duration, idle_timeout_s=args.idle_timeout,

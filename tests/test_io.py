@@ -728,3 +728,38 @@ def test_table_hdf5_round_trip_keeps_other_groups(tmp_path):
     assert read_table_hdf5(path)["z"].tolist() == [1, 2]
     assert read_curves(path).frame_ids == ["a"]  # the curves survived
     assert sorted(os.listdir(tmp_path)) == ["s.h5"]
+
+
+def _swmr_writer(path, ready, done):
+    import h5py
+
+    f = h5py.File(path, "w", libver="latest")
+    d = f.create_dataset("/entry/data/data", shape=(0, 8, 9), maxshape=(None, 8, 9), dtype="i4", chunks=(1, 8, 9))
+    f.swmr_mode = True
+    for i in range(3):
+        d.resize(i + 1, axis=0)
+        d[i] = i
+        d.flush()
+    ready.set()
+    done.wait(30)
+    f.close()
+
+
+def test_reads_events_of_a_file_a_swmr_writer_still_holds(tmp_path):
+    """A detector still acquiring keeps its HDF5 file open in SWMR mode: events already flushed read."""
+    import multiprocessing as mp
+
+    from photonflow.io import frame_count, read_frame
+
+    ctx = mp.get_context("spawn")
+    ready, done = ctx.Event(), ctx.Event()
+    path = tmp_path / "live.h5"
+    writer = ctx.Process(target=_swmr_writer, args=(str(path), ready, done))
+    writer.start()
+    try:
+        assert ready.wait(60)
+        assert frame_count(path) == 3
+        assert (read_frame(path, 2) == 2).all()
+    finally:
+        done.set()
+        writer.join(30)

@@ -58,6 +58,23 @@ def watch_process(config: Path, directory: Path, log: Path, *extra) -> subproces
                             start_new_session=True)
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a process and everything it started (its Prefect API server runs in a session of its
+    own, so killing the process group alone would leave that behind)."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    for p in [psutil.Process(proc.pid)] + children if proc.poll() is None else children:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait(30)
+
+
 def wait_for(predicate, timeout, what):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -84,17 +101,15 @@ def test_watch_killed_and_restarted_processes_every_frame_exactly_once(tmp_path)
         wait_for(lambda: ledger.exists(), 120, "the first watch to create its ledger")
         writer.start()
         wait_for(lambda: sum(r[2] == "done" for r in ledger_rows(ledger)) >= 60, 120, "60 frames done")
-        os.killpg(first.pid, signal.SIGKILL)  # a crash: no clean-up, batches in flight are lost
-        first.wait(30)
+        kill_tree(first)  # a crash: no clean-up, batches in flight are lost
+
         done_at_kill = sum(r[2] == "done" for r in ledger_rows(ledger))
         writer.join()  # the detector keeps writing while nobody watches
         second = watch_process(config, data, tmp_path / "watch2.log", "--idle-timeout", "3")
         assert second.wait(180) in (0, 1), (tmp_path / "watch2.log").read_text()[-3000:]
     finally:
         writer.stop()
-        for proc in (first,):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+        kill_tree(first)
     rows = ledger_rows(ledger)
     written = {p for p, _e, _t in early.written} | {p for p, _e, _t in writer.written}
     assert len(written) == 20 + n

@@ -222,9 +222,23 @@ def _fits(out: np.ndarray | None, shape: tuple, dtype) -> bool:
     return out is not None and out.shape == tuple(shape) and out.dtype == dtype and out.flags.c_contiguous
 
 
+def open_hdf5(path) -> h5py.File:
+    """Open an HDF5 file for reading; a file a writer holds open in SWMR mode (a detector still
+    acquiring) is opened as a SWMR reader (``swmr=True``, no file locking). Open, read and close:
+    never keep such a handle (refreshing one while others read in the same process can return
+    stale data with HDF5 2.0)."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        text = str(exc).lower()
+        if "lock" not in text and "already open" not in text:
+            raise
+        return h5py.File(path, "r", swmr=True, locking=False)
+
+
 def _read_hdf5(path: Path, events, dataset: str | None, single: bool, out=None) -> np.ndarray:
     first = events if single else None
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         ds = _find_dataset(f, path, dataset, first)
         n = _dataset_frames(ds, path, first)
         frame_shape = ds.shape[1:] if ds.ndim == 3 else ds.shape
@@ -408,7 +422,7 @@ def frame_count(path: str | os.PathLike, dataset: str | None = None) -> int:
     kind = _kind(path)
     try:
         if kind == "hdf5":
-            with h5py.File(path, "r") as f:
+            with open_hdf5(path) as f:
                 return _dataset_frames(_find_dataset(f, path, dataset, None), path, None)
         if kind == "tiff":
             try:
@@ -642,7 +656,7 @@ def read_monitor(ref: FrameRef | tuple, key: str) -> float:
     path = Path(ref.path)
     try:
         if _kind(path) == "hdf5":
-            with h5py.File(path, "r") as f:
+            with open_hdf5(path) as f:
                 if key not in f:
                     raise FrameReadError(path, ref.event, f"monitor dataset {key!r} not found")
                 ds = f[key]
