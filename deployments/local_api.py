@@ -43,6 +43,19 @@ def _detached_server_class():
     return DetachedASGIServer
 
 
+def drain_prefect_workers(timeout: float = 10.0) -> None:
+    """Send the logs and events still queued to the API now, while it is up: a queue left for a
+    server that has gone would block the interpreter's exit."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=timeout)
+        except Exception:  # noqa: BLE001  (best effort at shutdown)
+            pass
+
+
 @contextmanager
 def local_api():
     """Context manager yielding the API URL the runs inside it use."""
@@ -63,12 +76,7 @@ def local_api():
             yield server.api_url
     finally:
         os.environ.pop("PREFECT_API_URL", None)
-        try:
-            from prefect.logging.handlers import APILogWorker
-
-            APILogWorker.drain_all(timeout=5)
-        except Exception:
-            pass
+        drain_prefect_workers()
         server.stop()
         if previous_default is not None:
             SubprocessASGIServer._instances[None] = previous_default

@@ -246,6 +246,9 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
             state = photonflow.status(run_id)
             assert state["state"] == "COMPLETED" and state["final"]
             assert len(list((tmp_path / "submitted" / "chi").rglob("*_full.chi"))) == 5
+            from deployments.local_api import drain_prefect_workers
+
+            drain_prefect_workers()  # the events for this server go now, not at exit when it is gone
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
         try:
