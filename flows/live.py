@@ -26,7 +26,7 @@ from photonflow.config import load_json_config
 from photonflow.io import atomic_write_text, write_table_csv
 from photonflow.plots import plot_integral_parameters
 from photonflow.realtime.ledger import Ledger
-from photonflow.realtime.session import LiveSession
+from photonflow.realtime.session import LiveSession, ReducerFactory
 from photonflow.realtime.watcher import FileWatcher
 from photonflow.saxs import SaxsReducer
 
@@ -115,7 +115,8 @@ def saxs_live_flow(
     out.mkdir(parents=True, exist_ok=True)
     cal = load_calibration(cfg["calibration"], **_calibration_options(cfg))
     root = os.path.commonpath(dirs) if dirs else None
-    reducer = SaxsReducer(cal, out, input_root=root)
+    SaxsReducer(cal, out, input_root=root)  # builds the matrices once: the workers load them from the cache
+    reducer = ReducerFactory(SaxsReducer.from_file, cfg["calibration"], str(out), root, **_calibration_options(cfg))
     ledger = Ledger(out / "ledger.sqlite")
     sources = _sources(cfg, dirs)
     progress_id = create_progress_artifact(0.0, description="live SAXS: frames done / frames arrived")

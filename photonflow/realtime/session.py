@@ -6,8 +6,9 @@ what needs work (new items, items whose size/mtime or configuration changed) and
 resume: items pending or in flight when the process stopped are retried, items that arrived while it
 was down are found by the catch-up scan, items done are not redone.
 
-Items are grouped by a `MicroBatcher` (up to N frames or T seconds) and reduced by a pool of threads
-sharing one reducer (its matrices stay loaded; the integration kernel releases the GIL). Results are
+Items are grouped by a `MicroBatcher` (up to N frames or T seconds) and reduced by a pool of worker
+processes, each holding its own reducer (the matrices stay loaded; processes, not threads, because
+formatting and writing the outputs hold Python's GIL), or — with a reducer object — by threads. Results are
 written atomically by the reducer, so an item retried after a crash replaces its outputs:
 at-least-once processing, exactly-once results.
 
@@ -20,14 +21,39 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..io import FrameRef, iter_frame_refs
 from .batcher import MicroBatcher
 from .ledger import Ledger, stat_refs
 
-__all__ = ["LiveSession", "SessionStats"]
+__all__ = ["LiveSession", "SessionStats", "ReducerFactory"]
+
+_WORKER_REDUCER = None
+
+
+class ReducerFactory:
+    """How worker processes build their reducer: ``factory(*args, **kwargs)`` (picklable)."""
+
+    def __init__(self, factory, *args, **kwargs):
+        self.factory, self.args, self.kwargs = factory, args, kwargs
+
+
+def _init_worker(spec: ReducerFactory) -> None:
+    global _WORKER_REDUCER
+    _WORKER_REDUCER = spec.factory(*spec.args, **spec.kwargs)
+
+
+def _worker_ready(delay: float) -> int:
+    time.sleep(delay)
+    return os.getpid()
+
+
+def _reduce_in_worker(batch) -> dict:
+    return _WORKER_REDUCER.reduce(batch, overwrite=True).to_dict()
 
 
 @dataclass
@@ -58,7 +84,8 @@ class SessionStats:
 class LiveSession:
     """Reduce items as they arrive until stopped.
 
-    reducer: an object with ``reduce(refs, overwrite=True) -> BatchReport`` (photonflow.saxs);
+    reducer: a `ReducerFactory` (worker processes, the default for live work) or an object with
+    ``reduce(refs, overwrite=True) -> BatchReport`` (photonflow.saxs; used from threads);
     sources: objects with ``get(timeout) -> list`` (FrameRef or path strings) and optionally
     ``scan()`` for catch-up; on_batch(refs, report_dict, stats), on_arrivals(refs): callbacks.
     """
@@ -113,13 +140,33 @@ class LiveSession:
             self.on_arrivals(refs)
 
     # ------------------------------------------------------------------ work
-    def _work(self, batch: list[FrameRef]) -> None:
-        try:
-            report = self.reducer.reduce(batch, overwrite=True).to_dict()
-        except Exception as exc:  # a bug or an unexpected error: every item of the batch failed
-            report = {"failed": {str(r): f"batch failed: {type(exc).__name__}: {exc}" for r in batch},
-                      "outputs": {}, "rows": [], "failures": []}
-        self._completed.put((batch, report))
+    def _work(self, batch: list[FrameRef]) -> dict:
+        return self.reducer.reduce(batch, overwrite=True).to_dict()
+
+    def _submit(self, pool, batch: list[FrameRef]) -> None:
+        self.ledger.start(batch)
+        self._in_flight += 1
+        if isinstance(self.reducer, ReducerFactory):
+            future = pool.submit(_reduce_in_worker, batch)
+        else:
+            future = pool.submit(self._work, batch)
+
+        def finished(fut, batch=batch):
+            try:
+                report = fut.result()
+            except Exception as exc:  # a bug, or a worker process that died: the batch failed
+                report = {"failed": {str(r): f"batch failed: {type(exc).__name__}: {exc}" for r in batch},
+                          "outputs": {}, "rows": [], "failures": []}
+            self._completed.put((batch, report))
+
+        future.add_done_callback(finished)
+
+    def _pool(self):
+        if isinstance(self.reducer, ReducerFactory):
+            ctx = multiprocessing.get_context("spawn")
+            return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
+                                       initargs=(self.reducer,))
+        return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="photonflow-reduce")
 
     def _collect(self, block: bool = False, timeout: float = 0.0) -> None:
         while True:
@@ -159,7 +206,11 @@ class LiveSession:
             scan = getattr(source, "scan", None)
             if scan is not None:
                 self._admit(scan())
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="photonflow-reduce") as pool:
+        with self._pool() as pool:
+            if isinstance(self.reducer, ReducerFactory):  # every worker started and ready first
+                for _ in range(20):
+                    if len(set(pool.map(_worker_ready, [0.2] * self.workers))) >= self.workers:
+                        break
             while True:
                 now = time.time()
                 finished = self.stats.done + self.stats.failed
@@ -181,17 +232,12 @@ class LiveSession:
                     batch = self.batcher.ready(time.monotonic())
                     if not batch:
                         break
-                    self.ledger.start(batch)
-                    self._in_flight += 1
-                    pool.submit(self._work, batch)
+                    self._submit(pool, batch)
                 self._collect(block=self._in_flight > self.workers, timeout=poll_s)
             # drain: everything admitted gets done
             rest = self.batcher.flush()
             for i in range(0, len(rest), self.batcher.max_frames):
-                part = rest[i : i + self.batcher.max_frames]
-                self.ledger.start(part)
-                self._in_flight += 1
-                pool.submit(self._work, part)
+                self._submit(pool, rest[i : i + self.batcher.max_frames])
             while self._in_flight > 0:
                 self._collect(block=True, timeout=1.0)
         return self.stats
