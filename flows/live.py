@@ -6,6 +6,9 @@ micro-batches in-process (photonflow.realtime.LiveSession): a Prefect task per m
 What Prefect sees instead: the flow run, a progress artifact updated every few seconds, one event
 ``photonflow.files.arrived`` per interval (deployments with event triggers react to it), and at the
 end a table artifact of integral parameters and a markdown summary.
+
+The reduction runs in worker processes (spawned): a script that calls `saxs_live_flow` directly must
+do so under ``if __name__ == "__main__":``, as for any multiprocessing code.
 """
 
 from __future__ import annotations
