@@ -179,6 +179,12 @@ def _contiguous(idx: Sequence[int]) -> bool:
 # ----------------------------------------------------------------------------- HDF5
 
 
+def find_image_dataset(f: h5py.File, dataset: str | None = None, path=None, event=None) -> h5py.Dataset:
+    """The image dataset of an open HDF5 file: ``dataset`` when given, else the first of
+    HDF5_DATASET_CANDIDATES, else the first 3D dataset. FrameReadError when there is none."""
+    return _find_dataset(f, Path(path or f.filename), dataset, event)
+
+
 def _find_dataset(f: h5py.File, path: Path, dataset: str | None, event) -> h5py.Dataset:
     if dataset is not None:
         obj = f.get(dataset)

@@ -78,7 +78,7 @@ import h5py
 import hdf5plugin  # noqa: F401  (HDF5 compression filters)
 import tifffile
 
-from photonflow.io import DEFAULT_PATTERNS, HDF5_DATASET_CANDIDATES, FrameReadError, FrameRef, read_frame
+from photonflow.io import DEFAULT_PATTERNS, FrameReadError, FrameRef, find_image_dataset, read_frame
 
 __all__ = ["FileWatcher", "is_ignored_name", "TEMP_SUFFIXES"]
 
@@ -183,30 +183,8 @@ def _h5_open(path: str, swmr: bool) -> h5py.File:
 
 
 def _h5_dataset(f: h5py.File, dataset: str | None) -> h5py.Dataset:
-    if dataset is not None:
-        obj = f.get(dataset)
-        if not isinstance(obj, h5py.Dataset):
-            raise KeyError(f"dataset {dataset!r} not found")
-        return obj
-    for name in HDF5_DATASET_CANDIDATES:
-        try:
-            obj = f.get(name)
-        except (KeyError, OSError):
-            obj = None
-        if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3):
-            return obj
-    found: list[str] = []
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset) and obj.ndim == 3:
-            found.append(name)
-            return True
-        return None
-
-    f.visititems(visit)
-    if not found:
-        raise KeyError("no image dataset")
-    return f[found[0]]
+    """The image dataset, found as photonflow.io finds it (raises when there is none)."""
+    return find_image_dataset(f, dataset)
 
 
 def _h5_events(ds: h5py.Dataset) -> int:
