@@ -645,7 +645,13 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
     from deployments.local_api import local_api
 
-    load_watch_config(args.config)  # validate first: a wrong field is one line, exit 2
+    cfg = load_watch_config(args.config)  # validate first: a wrong field is one line, exit 2
+    if not (cfg["directories"] or args.directories or cfg.get("feeder")):
+        raise UsageError(f"{args.config}: nothing to watch: give directories (in the config or on the command "
+                         "line) or a 'feeder'")
+    for d in args.directories:
+        if not Path(d).is_dir():
+            raise FileNotFoundError(f"{d}: directory to watch not found")
     _quiet_dask_logs()
     with local_api():  # its server survives the Ctrl-C that ends the watch, to record the final state
         summary = saxs_live_flow(config=str(Path(args.config).resolve()),

@@ -122,6 +122,9 @@ def saxs_live_flow(
     reducer = ReducerFactory(SaxsReducer.from_file, cfg["calibration"], str(out), root, **_calibration_options(cfg))
     ledger = Ledger(out / "ledger.sqlite")
     sources = _sources(cfg, dirs)
+    if not sources:
+        raise ValueError(f"{config}: nothing to watch: give directories (config 'directories' or the command "
+                         "line) or a 'feeder'")
     progress_id = create_progress_artifact(0.0, description="live SAXS: frames done / frames arrived")
     state = {"last_progress": 0.0, "last_event": time.time(), "pending_event": []}
     interval = float(cfg["event_interval_s"])

@@ -130,6 +130,13 @@ def test_watch_killed_and_restarted_processes_every_frame_exactly_once(tmp_path)
     assert np.allclose(intensity[ok], 200.0, rtol=0.1)
 
 
+def test_watch_with_nothing_to_watch_is_a_clear_error(tmp_path):
+    from deployments.cli import main
+
+    config = write_setup(tmp_path)
+    assert main(["watch", str(config)]) == 2
+
+
 @pytest.mark.slow
 def test_feeder_messages_signed_and_inside_roots_only(tmp_path, monkeypatch):
     """SAXSDOG's FEEDER publishes; the watch subscribes. Only the good message is processed."""
