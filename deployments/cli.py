@@ -669,7 +669,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from deployments.serve import load_serve_config, serve
 
-    if not os.environ.get("PREFECT_API_URL"):
+    from prefect.settings import PREFECT_API_URL
+
+    if not (os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()):
         raise UsageError("photonflow serve needs a running Prefect server: start 'prefect server start' and set "
                          "PREFECT_API_URL=http://127.0.0.1:4200/api")
     cfg = load_serve_config(args.config) if args.config else {}
@@ -690,10 +692,23 @@ def _parse_params(items: list[str]) -> dict:
     return params
 
 
+def _need_api(command: str) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    if not (os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()):
+        raise UsageError(f"photonflow {command} talks to the Prefect server that serves the deployments: set "
+                         "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
+
+
 def _cmd_submit(args: argparse.Namespace) -> int:
     from deployments.submit import status, submit
 
-    run_id = submit(args.flow, _parse_params(args.param), wait=args.wait)
+    _need_api("submit")
+    params = _parse_params(args.param)
+    try:
+        run_id = submit(args.flow, params, wait=args.wait)
+    except Exception as exc:  # unknown deployment, server down, bad parameters: one line
+        raise UsageError(f"cannot start a run of {args.flow!r}: {type(exc).__name__}: {exc}") from None
     print(run_id)
     if args.wait:
         state = status(run_id)
@@ -705,7 +720,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from deployments.submit import status
 
-    state = status(args.run_id)
+    _need_api("status")
+    try:
+        state = status(args.run_id)
+    except Exception as exc:  # not a run id, unknown run, server down: one line
+        raise UsageError(f"cannot read flow run {args.run_id!r}: {type(exc).__name__}: {exc}") from None
     print(json.dumps(state, indent=2))
     return 0
 

@@ -21,7 +21,7 @@ def load_serve_config(path) -> dict:
     base = path.resolve().parent
 
     def resolve(p):
-        return str(p if Path(p).is_absolute() else (base / p).resolve())
+        return str((Path(p) if Path(p).is_absolute() else base / p).resolve())  # as the watch names it
 
     saxs = cfg.get("saxs")
     if saxs:

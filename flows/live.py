@@ -44,7 +44,7 @@ def load_watch_config(path) -> dict:
     base = path.resolve().parent
 
     def resolve(p):
-        return str(p if Path(p).is_absolute() else (base / p).resolve())
+        return str((Path(p) if Path(p).is_absolute() else base / p).resolve())
 
     cfg["calibration"] = resolve(cfg["calibration"])
     cfg["output_dir"] = resolve(cfg["output_dir"])
@@ -117,7 +117,8 @@ def saxs_live_flow(
     out = Path(cfg["output_dir"])
     out.mkdir(parents=True, exist_ok=True)
     cal = load_calibration(cfg["calibration"], **_calibration_options(cfg))
-    root = os.path.commonpath(dirs) if dirs else None
+    roots = dirs or list((cfg.get("feeder") or {}).get("roots") or [])
+    root = os.path.commonpath(roots) if roots else None  # outputs mirror the tree below it
     SaxsReducer(cal, out, input_root=root)  # builds the matrices once: the workers load them from the cache
     reducer = ReducerFactory(SaxsReducer.from_file, cfg["calibration"], str(out), root, **_calibration_options(cfg))
     ledger = Ledger(out / "ledger.sqlite")

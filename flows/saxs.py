@@ -84,6 +84,8 @@ def saxs_flow(
     """
     logger = get_run_logger()
     t0 = time.perf_counter()
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     out = Path(output_dir)
     refs = list(iter_frame_refs(list(inputs)))
     if not refs:

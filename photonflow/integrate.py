@@ -206,7 +206,7 @@ class Integrator:
 
         n = frames.shape[0]
         flat = frames.reshape(n, -1)
-        if flat.dtype.kind not in "iuf" or not flat.dtype.isnative or flat.dtype.itemsize > 8:
+        if flat.dtype.kind not in "iuf" or not flat.dtype.isnative or flat.dtype.itemsize > 8 or flat.dtype == np.float16:
             flat = flat.astype(np.float32)  # big-endian or exotic types: the kernel takes native numbers
         indptr, indices, w, w_var = self._pixel_major()
         width = n if n == 1 else -(-n // 8) * 8  # whole 8-float vectors in the kernel's inner loop

@@ -193,8 +193,12 @@ class SaxsReducer:
         for name, c in curves.items():
             if c["ids"]:
                 path = self.output_dir / "curves" / f"{batch_label}_{name}.h5"
-                write_curves(path, c["q"], np.array(c["I"]), np.array(c["sigma"]), c["ids"],
-                             attrs={"calibration": self.calibration.source, "integration": name})
+                try:
+                    write_curves(path, c["q"], np.array(c["I"]), np.array(c["sigma"]), c["ids"],
+                                 attrs={"calibration": self.calibration.source, "integration": name})
+                except OSError as exc:  # the .chi files are written: report, do not fail the frames
+                    report.failures.append(f"{path}: cannot write the batch's NeXus curves: {exc}")
+                    continue
                 report.files_written += 1
         report.elapsed_s = time.perf_counter() - t0
         report.peak_rss_mb = peak_rss_mb()

@@ -262,3 +262,53 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
             serve.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(serve.pid, signal.SIGKILL)
+
+
+class PoisonedReducer:
+    """A reducer whose worker process dies on frames named *poison* (every time, or only the first
+    time when `once`): stands in for a crash in a decompression plugin or the OOM killer."""
+
+    def __init__(self, calibration, out, root, marker_dir, once):
+        from photonflow.calibration import load_calibration
+        from photonflow.saxs import SaxsReducer
+
+        self.inner = SaxsReducer(load_calibration(calibration), out, input_root=root)
+        self.marker_dir, self.once = Path(marker_dir), once
+
+    def reduce(self, refs, overwrite=True):
+        for ref in refs:
+            if "poison" in Path(ref.path).name:
+                marker = self.marker_dir / (Path(ref.path).name + ".died")
+                if not (self.once and marker.exists()):
+                    marker.touch()
+                    os._exit(1)
+        return self.inner.reduce(refs, overwrite=overwrite)
+
+
+@pytest.mark.parametrize("once", [True, False])
+def test_a_dying_worker_is_replaced_and_its_frames_retried(tmp_path, once):
+    from photonflow.realtime.ledger import Ledger
+    from photonflow.realtime.session import MAX_ATTEMPTS, LiveSession, ReducerFactory
+    from photonflow.realtime.watcher import FileWatcher
+
+    write_setup(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, frame in enumerate(frames(6)):
+        tifffile.imwrite(data / f"frame_{i}.tif", frame)
+    tifffile.imwrite(data / "poison_0.tif", frames(1)[0])
+    (tmp_path / "markers").mkdir()
+    factory = ReducerFactory(PoisonedReducer, str(tmp_path / "cal.json"), str(tmp_path / "out"), str(data),
+                             str(tmp_path / "markers"), once)
+    ledger = Ledger(tmp_path / "out" / "ledger.sqlite")
+    watcher = FileWatcher([str(data)], use_inotify=False, settle_s=0.1, poll_s=0.05)
+    session = LiveSession(factory, ledger, [watcher], "cfg", max_frames=4, max_wait_s=0.01, workers=2)
+    with watcher:
+        stats = session.run(idle_timeout_s=3.0)
+    rows = {Path(r[0]).name: r for r in ledger_rows(tmp_path / "out" / "ledger.sqlite")}
+    assert all(rows[f"frame_{i}.tif"][2] == "done" for i in range(6))  # the innocent frames all made it
+    poison = rows["poison_0.tif"]
+    if once:
+        assert poison[2] == "done" and poison[3] == 2 and stats.failed == 0
+    else:
+        assert poison[2] == "failed" and poison[3] == MAX_ATTEMPTS and stats.failed == 1

@@ -276,6 +276,19 @@ class Ledger:
                     claimed.append(_ref(path, event))
         return claimed
 
+    def release(self, refs: Iterable[FrameRef]) -> list[FrameRef]:
+        """Give ``in_flight`` items back (→ ``pending``), e.g. when the worker reducing them died; returns
+        the refs released."""
+        released = []
+        with self._transaction() as cur:
+            for ref in refs:
+                path, event = _key(ref)
+                cur.execute("UPDATE items SET state = 'pending', started_at = NULL WHERE path = ? AND event = ? "
+                            "AND state = 'in_flight'", (path, event))
+                if cur.rowcount:
+                    released.append(_ref(path, event))
+        return released
+
     def done(self, ref: FrameRef, outputs: Sequence[str | os.PathLike] = ()) -> bool:
         """Mark an item ``done`` with its output paths. False if the item is unknown."""
         return self.done_many([(ref, outputs)]) == 1
@@ -288,7 +301,7 @@ class Ledger:
             for ref, outputs in items:
                 path, event = _key(ref)
                 cur.execute("UPDATE items SET state = 'done', outputs = ?, error = NULL, finished_at = ? "
-                            "WHERE path = ? AND event = ?",
+                            "WHERE path = ? AND event = ? AND state = 'in_flight'",
                             (json.dumps([os.fspath(o) for o in outputs]), now, path, event))
                 n += cur.rowcount
         return n
@@ -305,7 +318,7 @@ class Ledger:
             for ref, error in items:
                 path, event = _key(ref)
                 cur.execute("UPDATE items SET state = 'failed', error = ?, finished_at = ? "
-                            "WHERE path = ? AND event = ?",
+                            "WHERE path = ? AND event = ? AND state = 'in_flight'",
                             (str(error), now, path, event))
                 n += cur.rowcount
         return n

@@ -23,7 +23,10 @@ import threading
 import time
 import multiprocessing
 import os
+import signal
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from ..io import FrameRef, iter_frame_refs
@@ -33,6 +36,9 @@ from .ledger import Ledger, stat_refs
 __all__ = ["LiveSession", "SessionStats", "ReducerFactory"]
 
 _WORKER_REDUCER = None
+MAX_ROWS = 200_000  # integral-parameter rows kept for the end-of-run table (about 200 MB at most)
+DRAIN_TIMEOUT_S = 300.0  # at the end, how long to wait for batches in flight
+MAX_ATTEMPTS = 3  # a batch whose worker process died is retried; an item is failed after this many tries
 
 
 class ReducerFactory:
@@ -44,6 +50,9 @@ class ReducerFactory:
 
 def _init_worker(spec: ReducerFactory) -> None:
     global _WORKER_REDUCER
+    # Ctrl-C reaches the whole process group: the watch process decides how to stop, the workers
+    # finish the batch in hand
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_REDUCER = spec.factory(*spec.args, **spec.kwargs)
 
 
@@ -66,7 +75,7 @@ class SessionStats:
     started: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.time)
     failures: list = field(default_factory=list)
-    rows: list = field(default_factory=list)
+    rows: deque = field(default_factory=lambda: deque(maxlen=MAX_ROWS))  # the latest rows only
 
     def as_dict(self) -> dict:
         elapsed = max(time.time() - self.started, 1e-9)
@@ -106,6 +115,7 @@ class LiveSession:
         self._stop = threading.Event()
         self._completed: queue.Queue = queue.Queue()
         self._in_flight = 0
+        self._retry_queue: deque = deque()
 
     def stop(self) -> None:
         self._stop.set()
@@ -143,30 +153,58 @@ class LiveSession:
     def _work(self, batch: list[FrameRef]) -> dict:
         return self.reducer.reduce(batch, overwrite=True).to_dict()
 
-    def _submit(self, pool, batch: list[FrameRef]) -> None:
-        self.ledger.start(batch)
+    def _submit(self, batch: list[FrameRef]) -> None:
+        batch = self.ledger.start(batch)  # only what this session claims (not already in flight elsewhere)
+        if not batch:
+            return
         self._in_flight += 1
-        if isinstance(self.reducer, ReducerFactory):
-            future = pool.submit(_reduce_in_worker, batch)
-        else:
-            future = pool.submit(self._work, batch)
+        try:
+            if isinstance(self.reducer, ReducerFactory):
+                future = self._executor.submit(_reduce_in_worker, batch)
+            else:
+                future = self._executor.submit(self._work, batch)
+        except BrokenProcessPool:
+            self._completed.put((batch, {"retry": "a worker process died"}))
+            return
 
         def finished(fut, batch=batch):
             try:
                 report = fut.result()
-            except Exception as exc:  # a bug, or a worker process that died: the batch failed
+            except BrokenProcessPool as exc:  # a worker died (crash, OOM, signal): try these again
+                report = {"retry": f"a worker process died ({exc})"}
+            except BaseException as exc:  # noqa: BLE001  (a bug: every item of the batch failed)
                 report = {"failed": {str(r): f"batch failed: {type(exc).__name__}: {exc}" for r in batch},
                           "outputs": {}, "rows": [], "failures": []}
             self._completed.put((batch, report))
 
         future.add_done_callback(finished)
 
-    def _pool(self):
+    def _new_executor(self):
         if isinstance(self.reducer, ReducerFactory):
             ctx = multiprocessing.get_context("spawn")
-            return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
-                                       initargs=(self.reducer,))
+            executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
+                                           initargs=(self.reducer,))
+            for _ in range(20):  # every worker started and ready before the first batch
+                if len(set(executor.map(_worker_ready, [0.2] * self.workers))) >= self.workers:
+                    break
+            return executor
         return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="photonflow-reduce")
+
+    def _retry(self, batch: list[FrameRef], reason: str) -> None:
+        """Items of a batch whose worker died go back to the queue, up to MAX_ATTEMPTS tries each."""
+        if getattr(self._executor, "_broken", False):
+            self._executor.shutdown(wait=False, cancel_futures=False)
+            self._executor = self._new_executor()
+        again, give_up = [], []
+        for ref in batch:
+            item = self.ledger.get(ref)
+            (give_up if item is not None and item.attempts >= MAX_ATTEMPTS else again).append(ref)
+        for ref in give_up:
+            self.ledger.failed(ref, f"{reason}, {MAX_ATTEMPTS} times, while reducing it")
+            self.stats.failed += 1
+            self.stats.failures.append(f"{ref}: {reason}")
+        # retried alone and one at a time: a later death is then the fault of the one item in flight
+        self._retry_queue.extend(self.ledger.release(again))
 
     def _collect(self, block: bool = False, timeout: float = 0.0) -> None:
         while True:
@@ -176,6 +214,9 @@ class LiveSession:
                 return
             block = False
             self._in_flight -= 1
+            if "retry" in report:
+                self._retry(batch, report["retry"])
+                continue
             self.stats.batches += 1
             for ref in batch:
                 key = str(ref)
@@ -198,7 +239,7 @@ class LiveSession:
         ``max_items`` items finished; then finish the work already admitted."""
         t0 = time.time()
         self.stats = SessionStats()
-        recovered = self.ledger.recover()
+        recovered = self.ledger.recover(self.config_hash)
         if recovered:
             self.stats.queued += len(recovered)
             self.batcher.add(recovered)
@@ -206,11 +247,8 @@ class LiveSession:
             scan = getattr(source, "scan", None)
             if scan is not None:
                 self._admit(scan())
-        with self._pool() as pool:
-            if isinstance(self.reducer, ReducerFactory):  # every worker started and ready first
-                for _ in range(20):
-                    if len(set(pool.map(_worker_ready, [0.2] * self.workers))) >= self.workers:
-                        break
+        self._executor = self._new_executor()
+        try:
             while True:
                 now = time.time()
                 finished = self.stats.done + self.stats.failed
@@ -218,7 +256,7 @@ class LiveSession:
                     max_items is not None and finished >= max_items
                 ) or (
                     idle_timeout_s is not None and self._in_flight == 0 and now - self.stats.last_activity >= idle_timeout_s
-                    and not len(self.batcher)
+                    and not len(self.batcher) and not self._retry_queue
                 ):
                     break
                 wait = self.batcher.timeout()
@@ -227,17 +265,27 @@ class LiveSession:
                     items = source.get(timeout=0 if self._in_flight > self.workers else wait / len(self.sources))
                     if items:
                         self._admit(items)
-                # keep at most workers + 1 batches in flight: the batcher grows batches meanwhile
-                while self._in_flight <= self.workers:
-                    batch = self.batcher.ready(time.monotonic())
-                    if not batch:
-                        break
-                    self._submit(pool, batch)
+                if self._retry_queue:  # after a worker died: suspects alone, nothing else meanwhile
+                    if self._in_flight == 0:
+                        self._submit([self._retry_queue.popleft()])
+                else:  # at most workers + 1 batches in flight: the batcher grows batches meanwhile
+                    while self._in_flight <= self.workers:
+                        batch = self.batcher.ready(time.monotonic())
+                        if not batch:
+                            break
+                        self._submit(batch)
                 self._collect(block=self._in_flight > self.workers, timeout=poll_s)
             # drain: everything admitted gets done
             rest = self.batcher.flush()
             for i in range(0, len(rest), self.batcher.max_frames):
-                self._submit(pool, rest[i : i + self.batcher.max_frames])
-            while self._in_flight > 0:
+                self._submit(rest[i : i + self.batcher.max_frames])
+            deadline = time.time() + DRAIN_TIMEOUT_S
+            while (self._in_flight > 0 or self._retry_queue) and time.time() < deadline:
+                if self._retry_queue and self._in_flight == 0:
+                    self._submit([self._retry_queue.popleft()])
                 self._collect(block=True, timeout=1.0)
+        finally:
+            self._executor.shutdown(wait=self._in_flight == 0, cancel_futures=True)
+        if self._in_flight or self._retry_queue:  # left over: the ledger retries them at the next start
+            self.stats.failures.append(f"{self._in_flight} batch(es) still in flight after {DRAIN_TIMEOUT_S:.0f} s")
         return self.stats
