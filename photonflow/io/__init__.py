@@ -6,6 +6,18 @@ written atomically (:mod:`photonflow.io.atomic`).
 
 from .atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from .chi import DEFAULT_COLUMN_LABELS, format_chi, read_chi, write_chi
+from .cxi import CxiError, read_cxi_peaks, read_cxi_sources, read_hit_list, write_cxi_peaks, write_hit_list
+from .geom import (
+    AsicLayout,
+    BadRegion,
+    DetectorGeometry,
+    GeometryError,
+    Panel,
+    load_geometry,
+    parse_geometry,
+    simulated_detector,
+    write_geometry,
+)
 from .images import (
     DEFAULT_PATTERNS,
     HDF5_DATASET_CANDIDATES,
@@ -57,4 +69,19 @@ __all__ = [
     "write_fit2d_mask",
     "write_table_csv",
     "write_table_hdf5",
+    "AsicLayout",
+    "BadRegion",
+    "CxiError",
+    "DetectorGeometry",
+    "GeometryError",
+    "Panel",
+    "load_geometry",
+    "parse_geometry",
+    "read_cxi_peaks",
+    "read_cxi_sources",
+    "read_hit_list",
+    "simulated_detector",
+    "write_cxi_peaks",
+    "write_geometry",
+    "write_hit_list",
 ]
