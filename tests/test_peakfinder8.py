@@ -160,3 +160,20 @@ def test_om_stale_coordinate_merge_is_reproduced_and_can_be_turned_off():
     assert len(plain) == 3  # three separate groups
     assert len(like_om) == 2  # OM merged the two groups of ASIC 1
     assert sorted(like_om.npix.tolist()) == [3, 4]
+
+
+@pytest.mark.parametrize("seed", range(1, 60, 6))
+def test_torch_implementation_gives_the_same_peaks(seed):
+    from photonflow.peaks.peakfinder8_torch import TorchPeakfinder8
+
+    frames = []
+    data, radius, mask, asics, params = random_frame(np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1000)
+    frames = np.stack([data, data[::-1, ::-1] + rng.normal(0, 1, data.shape).astype(np.float32)])
+    numpy_finder = Peakfinder8(radius, asics, mask, params)
+    torch_finder = TorchPeakfinder8(radius, asics, mask, params, device="cpu", batch_size=2)
+    for expected, got in zip(numpy_finder.find_batch(frames), torch_finder.find_batch(frames)):
+        assert len(expected) == len(got)
+        np.testing.assert_allclose(got.fs, expected.fs, atol=1e-6)
+        np.testing.assert_allclose(got.ss, expected.ss, atol=1e-6)
+        np.testing.assert_allclose(got.intensity, expected.intensity, rtol=1e-6)

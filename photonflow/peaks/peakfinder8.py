@@ -289,17 +289,22 @@ class Peakfinder8:
         data = np.asarray(data)
         if data.shape != self.shape:
             raise ValueError(f"frame shape {data.shape} differs from the detector's {self.shape}")
-        p = self.params
-        values = np.ascontiguousarray(data, dtype=np.float32)
-        v = values.ravel()
+        v = np.ascontiguousarray(data, dtype=np.float32).ravel()
         stats, outside = self._radial_stats(v)
         upper_full = np.append(stats.upper, FLT_MAX)  # masked pixels: never above
         if outside is None:
             idx = np.flatnonzero(v > upper_full[self._stat_bins])
         else:
             idx = outside[v[outside] > upper_full[self._stat_bins[outside]]]
+        return self._peaks_from_candidates(v, stats, idx)
+
+    def _peaks_from_candidates(self, v: np.ndarray, stats: RadialStats, idx: np.ndarray) -> PeakList:
+        """Steps 2-4 on the flat float32 frame ``v``, given its radial statistics and the sorted
+        flat indices ``idx`` of its pixels above threshold."""
+        p = self.params
         if idx.size == 0:
             return PeakList.empty()
+        upper_full = np.append(stats.upper, FLT_MAX)
         lab, n_groups = self._label_within_asics(idx)
         ny, nx = self.shape
         pss, pfs = np.divmod(idx, nx)
