@@ -3,6 +3,9 @@
 * :mod:`photonflow.simulate.saxs` — SAXS/WAXS detector images of a known I(q) on any
   :class:`~photonflow.geometry.Geometry` (tilts included), Pilatus module gaps and bad pixels,
   Poisson noise, frame series in TIFF/EDF/CBF/HDF5, and SAXSDOG calibration files.
+* :mod:`photonflow.simulate.sfx` — serial-crystallography frames on a CrystFEL ``.geom`` detector:
+  Bragg spots of a random crystal on the Ewald sphere, water ring, artifact rings and streaks, hot
+  and dead pixels, noise; the true peak list and a per-pixel label map; multi-event CXI datasets.
 """
 
 from .saxs import (
@@ -23,6 +26,21 @@ from .saxs import (
     write_demo_dataset,
     write_series,
 )
+from .sfx import (
+    LABEL_ARTIFACT,
+    LABEL_BACKGROUND,
+    LABEL_PEAK,
+    SfxConfig,
+    SfxDataset,
+    SfxDefects,
+    SfxFrame,
+    SfxTruth,
+    SfxTruthSet,
+    read_sfx_truth,
+    simulate_sfx_frame,
+    simulate_sfx_frames,
+    write_sfx_dataset,
+)
 
 __all__ = [
     "GroundTruthCurve",
@@ -41,4 +59,17 @@ __all__ = [
     "sphere_form_factor",
     "write_demo_dataset",
     "write_series",
+    "LABEL_ARTIFACT",
+    "LABEL_BACKGROUND",
+    "LABEL_PEAK",
+    "SfxConfig",
+    "SfxDataset",
+    "SfxDefects",
+    "SfxFrame",
+    "SfxTruth",
+    "SfxTruthSet",
+    "read_sfx_truth",
+    "simulate_sfx_frame",
+    "simulate_sfx_frames",
+    "write_sfx_dataset",
 ]
