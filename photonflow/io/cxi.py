@@ -87,9 +87,13 @@ def write_cxi_peaks(
     max_peaks: int = 2048,
     events: Sequence | None = None,
     sources: Sequence[str] | None = None,
+    frames: np.ndarray | None = None,
 ) -> Path:
     """Write one row of peaks per frame to a CXI file (atomically); return the path.
 
+    ``frames`` (n, ss, fs), when given, go to ``/entry_1/data_1/data`` (Bitshuffle-LZ4,
+    one chunk per frame), making a Cheetah-style hits file that ``indexamajig --peaks=cxi``
+    reads directly.
     A frame with more than ``max_peaks`` peaks keeps its first ``max_peaks``; the
     truncated rows are listed in the group attribute ``truncated_frames`` (with
     their full counts in ``truncated_counts``) and a warning names the file.
@@ -115,9 +119,16 @@ def write_cxi_peaks(
         for name, attr in _PER_PEAK:
             arrays[name][row, :k] = getattr(peaks, attr)[:k]
 
+    if frames is not None and (frames.ndim != 3 or len(frames) != n):
+        raise ValueError(f"{path}: frames must be (n_frames, ss, fs) with {n} frames, got {frames.shape}")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("cxi_version", data=np.int32(150))
+            if frames is not None and n:
+                import hdf5plugin
+
+                f.create_dataset("/entry_1/data_1/data", data=frames, chunks=(1, *frames.shape[1:]),
+                                 **hdf5plugin.Bitshuffle(cname="lz4"))
             group = f.require_group(CXI_PEAK_GROUP)
             group.create_dataset("nPeaks", data=kept)
             for name, _ in _PER_PEAK:
