@@ -177,3 +177,23 @@ def test_torch_implementation_gives_the_same_peaks(seed):
         np.testing.assert_allclose(got.fs, expected.fs, atol=1e-6)
         np.testing.assert_allclose(got.ss, expected.ss, atol=1e-6)
         np.testing.assert_allclose(got.intensity, expected.intensity, rtol=1e-6)
+
+
+@pytest.mark.parametrize("geometry_file, n_frames", [("config/geometry/sim256.geom", 12),
+                                                     ("config/geometry/sim1920.geom", 2)])
+def test_matches_om_on_simulated_serial_crystallography_frames(geometry_file, n_frames):
+    """Simulated hits and non-hits (rings, streaks, hot/dead pixels) through a CrystFEL geometry,
+    with CrystFEL's default parameters and with parameters tuned for this detector."""
+    from photonflow.io.geom import load_geometry
+    from photonflow.simulate.sfx import simulate_sfx_frames
+
+    geometry = load_geometry(geometry_file)
+    radius = geometry.radius_map()
+    asics = AsicGrid.from_layout(geometry.asic_layout())
+    mask = geometry.good_pixel_mask().astype(np.int8)
+    frames = simulate_sfx_frames(geometry, n_frames, seed=11)
+    for params in (Peakfinder8Params(), Peakfinder8Params(adc_threshold=100, minimum_snr=5, min_pixel_count=2,
+                                                          max_pixel_count=40, local_bg_radius=3, max_res=2000)):
+        finder = Peakfinder8(radius, asics, mask, params)
+        for frame in frames:
+            assert_same_as_om(finder.find(frame.image), om_peaks(frame.image, radius, mask, asics, params))
