@@ -78,9 +78,14 @@ flows:
             curves with SAXSDOG's method, from a SAXSDOG calibration JSON or a pyFAI
             .poni file; frames are integrated in batches, one curve per frame is
             written, and the run ends with a summary and an I(q) plot.
-  demo      The SAXS flow end to end with nothing to configure: the real Pilatus 1M
-            images in ../shared/data/saxs (CeO2 calibrant with its .poni, Fe3O4C map
-            frames) when present, otherwise generated images with known ground truth.
+  sfx       Serial crystallography: Bragg peak finding (peakfinder8, or the PeakNet-style
+            network) and hit finding over multi-event CXI/HDF5 files and images with a
+            CrystFEL geometry; writes CXI peak lists, a CrystFEL hit list, plots.
+  sfx-train Train the PeakNet-style network on simulated (and user-labelled) frames.
+  demo      A flow end to end with nothing to configure. 'demo' (or 'demo saxs'): the
+            real Pilatus 1M images in ../shared/data/saxs (CeO2 calibrant with its .poni,
+            Fe3O4C map frames) when present, otherwise generated images with known ground
+            truth. 'demo sfx': simulated 1920 x 1920 serial-crystallography frames.
 
 real time:
   watch     Reduce frames as they arrive: watches directories (and/or listens to
@@ -105,6 +110,9 @@ examples:
   photonflow saxs calib.json data/*.tif --out results --cluster local
   photonflow saxs CeO2.poni scan.h5:0-1000 --out results --npt 1000 --q-range 0.1 30
   photonflow saxs --config run.json --cluster slurm
+  photonflow demo sfx --out demo-output/sfx
+  photonflow sfx det.geom run7/*.cxi --out peaks --min-snr 5 --adc-threshold 100
+  photonflow sfx det.geom run7/ --out peaks --finder peaknet
   photonflow watch watch.json /data/run42 --idle-timeout 600
   photonflow serve serve.json
   photonflow submit saxs --param inputs='["/data/run42"]' --wait
@@ -159,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="RUN.json", help="run configuration file (saxs_run schema)")
     p.set_defaults(func=_cmd_saxs)
 
+    # -- sfx, sfx-train
+    from deployments.cli_sfx import add_parsers as add_sfx_parsers
+
+    add_sfx_parsers(sub)
+
     # -- demo
     p = sub.add_parser(
         "demo",
@@ -172,11 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("which", nargs="?", choices=["saxs", "sfx"], default="saxs",
+                   help="which flow: saxs (default) or sfx (serial crystallography on simulated frames)")
     p.add_argument("--out", default="demo-output", metavar="DIR", help="output directory (default: demo-output)")
     p.add_argument(
         "--frames", type=int, metavar="N",
-        help="frames to process: at most N of the real frames, or N generated frames (default 100)",
+        help="frames to process: at most N of the real frames, or N generated frames (default 100; sfx: 60)",
     )
+    p.add_argument("--finder", choices=["peakfinder8", "peaknet"], help="demo sfx: the peak finder (default peakfinder8)")
     p.add_argument("--synthetic", action="store_true", help="use generated data even where the real images are present")
     _add_run_options(p, overwrite_default=True)
     p.set_defaults(func=_cmd_demo)
@@ -545,6 +561,10 @@ def _real_demo_data() -> tuple[Path, list[Path]] | None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise UsageError("--frames must be at least 1")
+    if args.which == "sfx":
+        from deployments.cli_sfx import cmd_demo_sfx
+
+        return cmd_demo_sfx(args)
     out = Path(os.path.abspath(Path(args.out).expanduser()))
     real = None if args.synthetic else _real_demo_data()
     if real is not None:

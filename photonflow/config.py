@@ -172,6 +172,8 @@ def guess_schema(data: Any) -> str | None:
         return "saxsdog_calibration"
     if "kind" in data:
         return "cluster_profile"
+    if "geometry" in data:
+        return "sfx_run"
     if "calibration" in data or "inputs" in data:
         return "saxs_run"
     return None

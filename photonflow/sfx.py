@@ -108,11 +108,7 @@ class SfxProcessor:
         self.shape = tuple(self.geometry.slab_shape)
         good = self.geometry.good_pixel_mask()
         if mask is not None:
-            user = read_mask(mask) if not isinstance(mask, np.ndarray) else mask
-            if user.shape != self.shape:
-                raise ValueError(f"{mask}: mask shape {user.shape} does not match the geometry's slab "
-                                 f"{self.shape}")
-            good &= np.asarray(user) != 0
+            good &= ~_read_good_mask(mask, self.shape)
         self.good = good
         self.resolution_map = self.geometry.resolution_map()
         self.dataset = self._data_path()
@@ -232,6 +228,24 @@ class SfxProcessor:
         ss = np.clip(np.rint(peaks.ss).astype(int), 0, self.shape[0] - 1)
         fs = np.clip(np.rint(peaks.fs).astype(int), 0, self.shape[1] - 1)
         return self.resolution_map[ss, fs]
+
+
+def _read_good_mask(mask, shape) -> np.ndarray:
+    """A mask file (Cheetah/OM convention: nonzero = good pixel; HDF5: its ``/mask`` dataset or
+    the first image dataset) or array, as bool True = masked; shape checked against the slab."""
+    if isinstance(mask, np.ndarray):
+        masked = np.asarray(mask) == 0
+    else:
+        dataset = None
+        if str(mask).lower().endswith((".h5", ".hdf5", ".cxi", ".nxs")):
+            import h5py
+
+            with h5py.File(mask, "r") as f:
+                dataset = "/mask" if "mask" in f else None
+        masked = read_mask(mask, invert=True, dataset=dataset)
+    if masked.shape != tuple(shape):
+        raise ValueError(f"{mask}: mask shape {masked.shape} does not match the geometry's slab {tuple(shape)}")
+    return masked
 
 
 def batch_name(index: int) -> str:

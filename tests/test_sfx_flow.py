@@ -172,3 +172,37 @@ def test_event_range_on_the_default_dask_cluster(dataset, tmp_path):
     assert summary["frames_done"] == 5 and summary["frames_failed"] == 0
     assert sorted(e for _, e in read_cxi_sources(summary["peak_files"][0]) + read_cxi_sources(summary["peak_files"][1])) \
         == [2, 3, 4, 5, 6]
+
+
+def test_command_line_with_a_run_config_and_overrides(dataset, tmp_path, capsys):
+    """`photonflow sfx --config RUN.json` (paths relative to the file) with a command-line override."""
+    from deployments.cli import main
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({
+        "geometry": str(dataset["ds"].geometry_path), "inputs": [f"{dataset['ds'].cxi_files[0]}:0-6"],
+        "output_dir": "out", "peakfinder8": PF8, "min_peaks": 10, "max_peaks": 1000, "batch_size": 3,
+    }))
+    code = main(["sfx", "--config", str(config), "--cluster", "threads", "--min-peaks", "5"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "frames: 6," in printed and "hit list:" in printed
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    table = read_table_csv(tmp_path / "out" / "frames.csv")
+    n = np.asarray(table["n_peaks"])
+    assert summary["hits"] == int(((n >= 5) & (n <= 1000)).sum())
+
+
+def test_command_line_config_errors_name_the_field(dataset, tmp_path, capsys):
+    from deployments.cli import main
+
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"geometry": str(dataset["ds"].geometry_path), "inputs": ["x.cxi"],
+                                  "output_dir": "out", "peakfinder8": {"minimum_snr": -1, "bogus": 3}}))
+    assert main(["sfx", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "peakfinder8.minimum_snr" in err and "bogus" in err
+    assert main(["validate", str(config)]) == 2  # the schema is guessed from the keys
+    assert main(["sfx", str(dataset["ds"].geometry_path), str(dataset["ds"].cxi_files[0]), "--out",
+                 str(tmp_path / "o"), "--min-peaks", "9", "--max-peaks", "3"]) == 2
+    assert "min_peaks" in capsys.readouterr().err

@@ -200,35 +200,42 @@ class Peakfinder8:
             total_n = self._good_count
         first = self._thresholds(total, total_sq, total_n, snr)
 
-        def passes(candidates: np.ndarray):
-            upper, lower = first[0], first[1]
+        def passes(candidates: np.ndarray | None, start, count: int):
+            """``count`` passes from the thresholds ``start``, comparing only ``candidates``
+            (None: every pixel)."""
+            upper, lower = start[0], start[1]
             history = []
-            s1 = s2 = n = None
-            for _ in range(RADIAL_ITERATIONS - 1):
-                bc = b[candidates]
-                vc = v[candidates]
-                out = (vc >= upper[bc]) | (vc <= lower[bc])
+            result = start
+            for _ in range(count):
+                bc = b if candidates is None else b[candidates]
+                vc = v if candidates is None else v[candidates]
+                out = (vc >= np.take(upper, bc)) | (vc <= np.take(lower, bc))
                 if finite_inside is not None:
-                    out &= finite_inside[candidates]
+                    out &= finite_inside if candidates is None else finite_inside[candidates]
                 bo = bc[out]
                 vo = vc[out].astype(np.float64)
                 s1 = total - np.bincount(bo, weights=vo, minlength=nb + 1)
                 s2 = total_sq - np.bincount(bo, weights=vo * vo, minlength=nb + 1)
                 n = total_n - np.bincount(bo, minlength=nb + 1)
-                upper, lower, offset, sigma = self._thresholds(s1, s2, n, snr)
+                result = (*self._thresholds(s1, s2, n, snr), n)
+                upper, lower = result[0], result[1]
                 history.append((upper, lower))
-            return (upper, lower, offset, sigma, n), history
+            return result, history
 
-        # Follow only the pixels outside the band, plus every pixel of the bins where a later
-        # threshold falls inside the band (few: bins whose first sigma a bright peak inflated).
-        band_upper, band_lower = self._band(first, snr)
+        # The second pass compares every pixel: the first pass's sigma can be inflated a
+        # hundredfold by a hot pixel or a bright peak; the second's is close to the final one.
+        second, _ = passes(None, (*first, total_n), 1)
+        # Later passes follow only the pixels outside a band around the second pass's mean (half
+        # its threshold distance), plus every pixel of any bin where a later threshold falls inside
+        # the band; the outliers of those passes are then certainly among the pixels followed.
+        band_upper, band_lower = self._band(second[:4], snr)
         outside = np.flatnonzero((v >= np.take(band_upper, b)) | (v <= np.take(band_lower, b)))
         checked = total_n > 0  # bins without pixels cannot hold outliers
         checked[nb] = False
         while True:
-            result, history = passes(outside)
+            result, history = passes(outside, second, RADIAL_ITERATIONS - 2)
             inside_band = np.zeros(nb + 1, bool)
-            for up, lo in [first[:2], *history]:
+            for up, lo in [second[:2], *history]:
                 inside_band |= (up < band_upper) | (lo > band_lower)
             inside_band &= checked
             if not inside_band.any():

@@ -1,0 +1,301 @@
+"""The serial-crystallography commands of ``photonflow``: ``sfx``, ``sfx-train`` and ``demo sfx``.
+
+Kept apart from :mod:`deployments.cli` (which registers them) so each file stays readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Any
+
+from photonflow.config import ConfigError, load_json, validate_config
+
+PF8_FLAGS = (
+    ("adc_threshold", "--adc-threshold", float, "ADU", "minimum value of a peak pixel (CrystFEL default 800)"),
+    ("minimum_snr", "--min-snr", float, "SNR", "signal-to-noise cut (default 5)"),
+    ("min_pixel_count", "--min-pixel-count", int, "N", "fewest pixels per peak (default 2)"),
+    ("max_pixel_count", "--max-pixel-count", int, "N", "most pixels per peak (default 200)"),
+    ("local_bg_radius", "--local-bg-radius", int, "PX", "local background radius, pixels (default 3)"),
+    ("min_res", "--min-res", float, "PX", "inner radius limit, pixels from the beam (default 0)"),
+    ("max_res", "--max-res", float, "PX", "outer radius limit, pixels from the beam (default 1200)"),
+)
+
+#: peakfinder8 parameters that suit the simulated detectors (10 ADU per photon, 75 µm pixels).
+SIMULATED_DETECTOR_PF8 = {"adc_threshold": 100, "minimum_snr": 5, "min_pixel_count": 2, "max_pixel_count": 40,
+                          "local_bg_radius": 3, "min_res": 0, "max_res": 2000}
+
+
+def add_parsers(sub) -> None:
+    """Register ``sfx`` and ``sfx-train`` on the ``photonflow`` sub-command parser."""
+    p = sub.add_parser(
+        "sfx",
+        usage="photonflow sfx GEOMETRY INPUT... --out DIR [options]\n"
+        "       photonflow sfx --config RUN.json [options overriding the file]",
+        description=textwrap.dedent(
+            """\
+            Bragg peak finding and hit finding for serial crystallography. Frames (multi-event
+            CXI/HDF5 files, event ranges 'file.cxi:START-STOP', single images, directories) are
+            peak-found in batches with peakfinder8 (Cheetah/OM/CrystFEL parameters) or the
+            PeakNet-style network, against a CrystFEL geometry (.geom). A frame is a hit when
+            min_peaks <= peaks <= max_peaks (inclusive). Writes peaks/*.cxi (every frame's
+            peaks, CXI layout CrystFEL reads), hits/*.cxi (hit frames with their peaks),
+            hits.lst (CrystFEL list, 'file //event'), frames.csv/.h5, hit_rate.png,
+            peak_overlay.png and, for the network, artifact_mask.h5. The same fields can come
+            from --config RUN.json (schema: config/schemas/sfx_run.schema.json)."""
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("geometry", nargs="?", metavar="GEOMETRY", help="CrystFEL geometry file (.geom)")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="files, directories or file.cxi:START-STOP")
+    p.add_argument("--out", dest="output_dir", metavar="DIR", help="output directory")
+    p.add_argument("--config", metavar="RUN.json", help="run configuration file (sfx_run schema)")
+    p.add_argument("--finder", choices=["peakfinder8", "peaknet"], help="peak finder (default peakfinder8)")
+    p.add_argument("--min-peaks", type=int, metavar="N", help="hit: at least N peaks (default 10)")
+    p.add_argument("--max-peaks", type=int, metavar="N", help="hit: at most N peaks (default 2048)")
+    for _key, flag, kind, metavar, text in PF8_FLAGS:
+        p.add_argument(flag, type=kind, metavar=metavar, help=f"peakfinder8: {text}")
+    p.add_argument("--checkpoint", metavar="MODEL.pt", help="peaknet: model from 'photonflow sfx-train' (default: shipped)")
+    p.add_argument("--mask", metavar="FILE", help="extra mask (nonzero = good pixel)")
+    p.add_argument("--backend", choices=["numpy", "torch"], help="peakfinder8 backend (default numpy)")
+    p.add_argument("--device", metavar="DEV", help="torch device: auto (default), cpu, cuda")
+    p.add_argument("--save-hit-frames", action=argparse.BooleanOptionalAction, default=None,
+                   help="write the hit frames to hits/*.cxi (default yes)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="frames per task (default 100)")
+    p.add_argument("--cluster", metavar="PROFILE",
+                   help="cluster profile: local (default), threads, slurm, address, or a profile JSON path")
+    p.set_defaults(func=cmd_sfx)
+
+    p = sub.add_parser(
+        "sfx-train",
+        description=textwrap.dedent(
+            """\
+            Train the PeakNet-style network (a residual attention U-Net segmenting background /
+            Bragg peak / artifact, categorical focal loss γ = 2, rotation/shift/masking
+            augmentation) on frames simulated through a CrystFEL geometry, plus user-labelled
+            frames when given (HDF5 with /images (n, ss, fs) and /labels (n, ss, fs): 0 background,
+            1 peak, 2 artifact, 255 ignore). Saves the checkpoint with its metadata and prints the
+            validation metrics on held-out simulated frames (peak precision/recall at 1.5 px,
+            artifact-pixel recall)."""
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", required=True, metavar="MODEL.pt", help="checkpoint to write (metadata beside it as .json)")
+    p.add_argument("--geometry", default="config/geometry/sim256.geom", metavar="GEOM",
+                   help="geometry to simulate through (default config/geometry/sim256.geom)")
+    p.add_argument("--frames", type=int, default=160, metavar="N", help="simulated training frames (default 160)")
+    p.add_argument("--val-frames", type=int, default=16, metavar="N", help="validation frames (default 16)")
+    p.add_argument("--test-frames", type=int, default=32, metavar="N", help="held-out test frames (default 32)")
+    p.add_argument("--epochs", type=int, default=30, metavar="N", help="epochs (default 30)")
+    p.add_argument("--crop", type=int, default=128, metavar="PX", help="training crop size, pixels (default 128)")
+    p.add_argument("--base-channels", type=int, default=8, metavar="N", help="U-Net width (default 8)")
+    p.add_argument("--depth", type=int, default=3, metavar="N", help="U-Net depth (default 3)")
+    p.add_argument("--labelled", metavar="FILE.h5", help="user-labelled frames (/images, /labels) added to training")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    p.add_argument("--device", default="auto", metavar="DEV", help="torch device (default auto)")
+    p.set_defaults(func=cmd_sfx_train)
+
+
+# --------------------------------------------------------------------------- sfx
+
+def run_from_args(args: argparse.Namespace) -> tuple[dict, str]:
+    """Merge --config RUN.json (paths relative to the file) with the command line (which wins)."""
+    from deployments.cli import UsageError
+
+    run: dict[str, Any] = {}
+    source = "command line"
+    if args.config:
+        data = load_json(args.config)
+        if not isinstance(data, dict):
+            raise ConfigError(args.config, [("", f"must be a JSON object, not {type(data).__name__}")])
+        run = _resolve_sfx_paths(data, Path(os.path.abspath(args.config)).parent)
+        source = args.config
+    pf8 = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag, *_ in PF8_FLAGS}
+    pf8 = {k: v for k, v in pf8.items() if v is not None}
+    cli: dict[str, Any] = {
+        "geometry": args.geometry, "inputs": list(args.inputs) or None, "output_dir": args.output_dir,
+        "finder": args.finder, "batch_size": args.batch_size, "cluster": args.cluster,
+        "min_peaks": args.min_peaks, "max_peaks": args.max_peaks, "mask": args.mask, "backend": args.backend,
+        "device": args.device, "save_hit_frames": args.save_hit_frames,
+    }
+    overrides = {k: v for k, v in cli.items() if v is not None}
+    if args.config and (overrides or pf8 or args.checkpoint):
+        source = f"{args.config} + command line"
+    run.update(_resolve_sfx_paths(overrides, Path.cwd()))
+    if pf8:
+        run["peakfinder8"] = {**run.get("peakfinder8", {}), **pf8}
+    if args.checkpoint:
+        run["peaknet"] = {**run.get("peaknet", {}), "checkpoint": str(Path(args.checkpoint).resolve())}
+    missing = [flag for key, flag in (("geometry", "GEOMETRY"), ("inputs", "INPUT..."), ("output_dir", "--out DIR"))
+               if not run.get(key)]
+    if missing:
+        raise UsageError(f"sfx needs {', '.join(missing)} (on the command line or in --config RUN.json); "
+                         "see 'photonflow sfx --help'")
+    return run, source
+
+
+def _resolve_sfx_paths(data: dict, base: Path) -> dict:
+    from deployments.cli import _absolute, _resolve_paths
+
+    out = _resolve_paths(data, base)
+    for key in ("geometry",):
+        if isinstance(out.get(key), str) and out[key]:
+            out[key] = str(_absolute(out[key], base))
+    checkpoint = (out.get("peaknet") or {}).get("checkpoint")
+    if isinstance(checkpoint, str):
+        out["peaknet"] = {**out["peaknet"], "checkpoint": str(_absolute(checkpoint, base))}
+    return out
+
+
+def prepare(run: dict, source: str) -> tuple[dict, dict]:
+    """Validate a merged run (schema, files exist, geometry parses) -> (flow kwargs, profile)."""
+    from deployments.cli import _expand_inputs
+    from deployments.clusters import load_cluster_profile
+    from photonflow.io.geom import GeometryError, load_geometry
+
+    run = validate_config(run, "sfx_run", source=source)
+    geometry = Path(run["geometry"])
+    if not geometry.is_file():
+        raise FileNotFoundError(f"{geometry}: geometry file not found")
+    try:
+        load_geometry(geometry)
+    except GeometryError as exc:
+        raise ConfigError(source, [("geometry", str(exc))]) from None
+    if run["min_peaks"] > run["max_peaks"]:
+        raise ConfigError(source, [("min_peaks", f"{run['min_peaks']} is above max_peaks {run['max_peaks']}")])
+    for path, field in ((run.get("mask"), "mask"), ((run.get("peaknet") or {}).get("checkpoint"), "peaknet.checkpoint")):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: {field} file not found")
+    inputs = _expand_inputs(run["inputs"])
+    profile = load_cluster_profile(run["cluster"])
+    kwargs = {
+        "geometry": str(geometry), "inputs": inputs, "output_dir": str(Path(run["output_dir"])),
+        "finder": run["finder"], "batch_size": run["batch_size"], "min_peaks": run["min_peaks"],
+        "max_peaks": run["max_peaks"], "peakfinder8": run.get("peakfinder8") or {},
+        "peaknet": run.get("peaknet") or {}, "mask": run.get("mask"), "backend": run["backend"],
+        "device": run["device"], "save_hit_frames": run["save_hit_frames"],
+    }
+    return kwargs, profile
+
+
+def run_flow(kwargs: dict, profile: dict, title: str = "sfx") -> int:
+    """Run the sfx flow on the profile's task runner and print the summary; returns the exit code."""
+    from deployments.cli import _describe_runner, _quiet_dask_logs, _show_warning
+    from deployments.clusters import prefect_api_for, task_runner_for, task_runner_spec
+    from flows.sfx import sfx_flow
+
+    runner_name, runner_kwargs = task_runner_spec(profile)
+    print(
+        f"photonflow {title}: {len(kwargs['inputs'])} input(s), geometry {kwargs['geometry']}, "
+        f"finder {kwargs['finder']}\n"
+        f"  tasks run on: {_describe_runner(profile, runner_name, runner_kwargs)}\n"
+        f"  outputs go to: {kwargs['output_dir']}",
+        flush=True,
+    )
+    _quiet_dask_logs()
+    flow = sfx_flow.with_options(task_runner=task_runner_for(profile))
+    with contextlib.ExitStack() as stack:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = _show_warning
+            stack.enter_context(prefect_api_for(profile))
+        summary = flow(**kwargs)
+    return print_summary(summary)
+
+
+def print_summary(summary: dict) -> int:
+    done, failed = summary.get("frames_done", 0), summary.get("frames_failed", 0)
+    print(f"\nframes: {done}, hits: {summary.get('hits', 0)} ({summary.get('hit_rate_percent', 0.0):.1f} %), "
+          f"failed: {failed} in {summary.get('elapsed_s', 0.0):.1f} s ({summary.get('frames_per_s', 0.0):.1f} frames/s)")
+    if summary.get("median_peaks_per_hit") is not None:
+        res = summary.get("median_resolution_A_of_hits")
+        print(f"peaks per hit (median): {summary['median_peaks_per_hit']:.0f}"
+              + (f", resolution of hits (median): {res:.2f} Å" if res is not None else ""))
+    failures = list(summary.get("failures") or [])
+    if failures:
+        print("failures:")
+        for line in failures[:20]:
+            print(f"  - {line}")
+        if len(failures) > 20:
+            print(f"  ... and {len(failures) - 20} more (see summary.json in the output directory)")
+    print(f"outputs: {summary.get('output_dir', '?')}")
+    for key, label in (("hit_list", "hit list:"), ("table", "table:   "), ("hit_rate_plot", "plot:    "),
+                       ("overlay_plot", "overlay: "), ("artifact_mask", "mask:    ")):
+        if summary.get(key):
+            print(f"{label} {summary[key]}")
+    return 1 if failed else 0
+
+
+def cmd_sfx(args: argparse.Namespace) -> int:
+    run, source = run_from_args(args)
+    kwargs, profile = prepare(run, source)
+    return run_flow(kwargs, profile)
+
+
+# --------------------------------------------------------------------------- demo sfx
+
+def cmd_demo_sfx(args: argparse.Namespace) -> int:
+    """Simulate serial-crystallography frames through config/geometry/sim1920.geom and run the
+    sfx flow on them (peakfinder8 with parameters for the simulated detector, or the network)."""
+    from deployments.cli import REPO_ROOT
+    from photonflow.io.geom import load_geometry
+    from photonflow.simulate.sfx import write_sfx_dataset
+
+    out = Path(os.path.abspath(Path(args.out).expanduser()))
+    n = args.frames or 60
+    geometry = REPO_ROOT / "config" / "geometry" / "sim1920.geom"
+    print(f"demo sfx: simulating {n} frames of 1920 x 1920 through {geometry.name} in {out / 'demo-data'}", flush=True)
+    dataset = write_sfx_dataset(out / "demo-data", load_geometry(geometry), n, frames_per_file=20, seed=2026)
+    print(f"  {dataset.n_hits} of them hits (truth in {dataset.truth_path})")
+    finder = getattr(args, "finder", None) or "peakfinder8"
+    run = {
+        "geometry": str(dataset.geometry_path), "inputs": [str(p) for p in dataset.cxi_files],
+        "output_dir": str(out / "run"), "cluster": args.cluster or "local", "finder": finder,
+        "peakfinder8": dict(SIMULATED_DETECTOR_PF8), "batch_size": args.batch_size or 20,
+    }
+    kwargs, profile = prepare(run, "demo sfx")
+    code = run_flow(kwargs, profile, title="demo sfx")
+    print(f"\ndemo sfx done: outputs in {out / 'run'}")
+    return code
+
+
+# --------------------------------------------------------------------------- sfx-train
+
+def cmd_sfx_train(args: argparse.Namespace) -> int:
+    from deployments.cli import REPO_ROOT, UsageError
+    from photonflow.io.geom import load_geometry
+    from photonflow.peaks.training import train_on_simulated
+
+    geometry = Path(args.geometry)
+    if not geometry.is_absolute() and not geometry.exists():
+        geometry = REPO_ROOT / geometry
+    if not geometry.is_file():
+        raise FileNotFoundError(f"{geometry}: geometry file not found")
+    user_images = user_labels = None
+    if args.labelled:
+        import h5py
+
+        with h5py.File(args.labelled, "r") as f:
+            missing = [name for name in ("images", "labels") if name not in f]
+            if missing:
+                raise UsageError(f"{args.labelled}: no /{' or /'.join(missing)} dataset (expected /images and /labels)")
+            user_images, user_labels = f["images"][()], f["labels"][()]
+        if user_images.shape != user_labels.shape or user_images.ndim != 3:
+            raise UsageError(f"{args.labelled}: /images {user_images.shape} and /labels {user_labels.shape} "
+                             "must both be (n, ss, fs)")
+    metrics = train_on_simulated(
+        args.out, geometry=load_geometry(geometry), n_train=args.frames, n_val=args.val_frames,
+        n_test=args.test_frames, epochs=args.epochs, seed=args.seed, user_images=user_images,
+        user_labels=user_labels, crop=args.crop, base_channels=args.base_channels, depth=args.depth,
+        device=args.device,
+    )
+    print(f"\ncheckpoint: {args.out}")
+    for key in sorted(metrics):
+        value = metrics[key]
+        if isinstance(value, float):
+            print(f"  {key}: {value:.4f}")
+    return 0
