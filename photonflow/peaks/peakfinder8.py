@@ -151,6 +151,7 @@ class Peakfinder8:
         self._stat_bins = np.where(good.ravel(), self.bins, self.n_bins)
         self._good_count = np.bincount(self._stat_bins, minlength=self.n_bins + 1).astype(np.float64)
         self._bin_order = None  # pixels sorted by bin, built on first need
+        self._band_hint = None  # (upper, lower) band from the last frame's statistics
         ny, nx = self.shape
         fs = np.arange(nx)
         ss = np.arange(ny)
@@ -212,8 +213,9 @@ class Peakfinder8:
                 out = (vc >= np.take(upper, bc)) | (vc <= np.take(lower, bc))
                 if finite_inside is not None:
                     out &= finite_inside if candidates is None else finite_inside[candidates]
-                bo = bc[out]
-                vo = vc[out].astype(np.float64)
+                where = np.flatnonzero(out)  # few: cheaper than boolean indexing twice
+                bo = bc[where]
+                vo = vc[where].astype(np.float64)
                 s1 = total - np.bincount(bo, weights=vo, minlength=nb + 1)
                 s2 = total_sq - np.bincount(bo, weights=vo * vo, minlength=nb + 1)
                 n = total_n - np.bincount(bo, minlength=nb + 1)
@@ -222,20 +224,27 @@ class Peakfinder8:
                 history.append((upper, lower))
             return result, history
 
-        # The second pass compares every pixel: the first pass's sigma can be inflated a
-        # hundredfold by a hot pixel or a bright peak; the second's is close to the final one.
-        second, _ = passes(None, (*first, total_n), 1)
-        # Later passes follow only the pixels outside a band around the second pass's mean (half
-        # its threshold distance), plus every pixel of any bin where a later threshold falls inside
-        # the band; the outliers of those passes are then certainly among the pixels followed.
-        band_upper, band_lower = self._band(second[:4], snr)
+        # Passes after the first follow only the pixels outside a band around the background
+        # mean (half the threshold distance), plus every pixel of any bin where a pass's threshold
+        # falls inside the band: the outliers of every pass are then among the pixels followed,
+        # and the sums are exact. The band comes from the previous frame's final statistics
+        # (frames of a run look alike); for the first frame, from a second pass over every pixel
+        # (the first pass's sigma can be inflated a hundredfold by a hot pixel or a bright peak).
+        hint = self._band_hint
+        if hint is not None and hint[0].shape == total.shape:
+            start, count = (*first, total_n), RADIAL_ITERATIONS - 1
+            band_upper, band_lower = hint
+        else:
+            start, _ = passes(None, (*first, total_n), 1)
+            count = RADIAL_ITERATIONS - 2
+            band_upper, band_lower = self._band(start[:4], snr)
         outside = np.flatnonzero((v >= np.take(band_upper, b)) | (v <= np.take(band_lower, b)))
         checked = total_n > 0  # bins without pixels cannot hold outliers
         checked[nb] = False
         while True:
-            result, history = passes(outside, second, RADIAL_ITERATIONS - 2)
+            result, history = passes(outside, start, count)
             inside_band = np.zeros(nb + 1, bool)
-            for up, lo in [second[:2], *history]:
+            for up, lo in [start[:2], *history]:
                 inside_band |= (up < band_upper) | (lo > band_lower)
             inside_band &= checked
             if not inside_band.any():
@@ -244,6 +253,7 @@ class Peakfinder8:
             merged = np.concatenate([outside, self._pixels_of_bins(np.flatnonzero(inside_band))])
             merged.sort()
             outside = merged[np.concatenate([[True], merged[1:] != merged[:-1]])]
+        self._band_hint = self._band(result[:4], snr)
         upper, lower, offset, sigma, n = result
         stats = RadialStats(offset=offset[:nb], sigma=sigma[:nb], upper=upper[:nb], lower=lower[:nb],
                             count=n[:nb].astype(np.int64))
