@@ -117,9 +117,10 @@ def test_watch_killed_and_restarted_processes_every_frame_exactly_once(tmp_path)
     assert all(r[2] == "done" for r in rows), [r for r in rows if r[2] != "done"][:5]
     assert len(rows) == len(written)  # one ledger item per frame
     assert done_at_kill < len(written)  # the kill really happened mid-stream
-    # at most the batches in flight at the kill were retried (attempts 2); everything else ran once
+    # at most the batches in flight at the kill were retried (attempts 2); everything else ran once.
+    # The session keeps up to workers + 1 = 3 batches of at most 8 frames in flight.
     retried = [r for r in rows if r[3] > 1]
-    assert len(retried) <= 2 * 8 and all(r[3] == 2 for r in retried)
+    assert len(retried) <= (2 + 1) * 8 and all(r[3] == 2 for r in retried)
     # exactly one result per frame, and each frame's curve is the frame's own
     chi = sorted((tmp_path / "out" / "chi").glob("*_full.chi"))
     assert len(chi) == len(written)
