@@ -206,3 +206,71 @@ def test_command_line_config_errors_name_the_field(dataset, tmp_path, capsys):
     assert main(["sfx", str(dataset["ds"].geometry_path), str(dataset["ds"].cxi_files[0]), "--out",
                  str(tmp_path / "o"), "--min-peaks", "9", "--max-peaks", "3"]) == 2
     assert "min_peaks" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def network_run(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out-net")
+    flow = sfx_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
+    summary = flow(geometry=str(dataset["ds"].geometry_path), inputs=[str(p) for p in dataset["ds"].cxi_files],
+                   output_dir=str(out), batch_size=12, finder="peaknet", min_peaks=10, device="cpu")
+    return out, summary
+
+
+def test_network_finds_the_true_spots_without_tuning(network_run, dataset):
+    out, summary = network_run
+    assert summary["frames_done"] == 24 and summary["frames_failed"] == 0
+    truth = dataset["truth"]
+    stored = {}
+    for path in summary["peak_files"]:
+        for (src, event), peaks in zip(read_cxi_sources(path), read_cxi_peaks(path)):
+            stored[(src, event)] = peaks
+    total = strong_total = None
+    for (path, event), t in zip(truth.refs, truth.truths):
+        peaks = stored[(str(path), int(event))]
+        score = match_peaks(peaks.positions(), t.positions(), radius=1.5)
+        strong = match_peaks(peaks.positions(), t.positions()[t.snr >= 8], radius=1.5)
+        total = score if total is None else total + score
+        strong_total = strong if strong_total is None else strong_total + strong
+    assert total.precision > 0.85
+    assert strong_total.recall > 0.85
+
+
+def test_network_artifact_mask_covers_the_hot_pixels(network_run, dataset):
+    """Hot pixels are the same in every frame of a dataset: the automatic mask must hold them."""
+    out, summary = network_run
+    assert summary["artifact_mask"] == str(out / "artifact_mask.h5")
+    with h5py.File(out / "artifact_mask.h5", "r") as f:
+        good = f["mask"][()].astype(bool)
+        assert f.attrs["frames"] == 24
+    hot = dataset["truth"].truths[0].hot_pixels
+    assert len(hot) > 0
+    assert (~good.ravel()[hot]).mean() > 0.8
+    assert (~good).mean() < 0.01  # and little else
+    assert (out / "artifact_mask.png").is_file()
+
+
+def test_single_frame_images_and_an_extra_mask(dataset, tmp_path):
+    """TIFF frames work like CXI events; an extra mask (nonzero = good) removes its pixels' peaks."""
+    import tifffile
+
+    from photonflow.sfx import SfxProcessor
+
+    cxi = dataset["ds"].cxi_files[0]
+    frames = h5py.File(cxi, "r")["/entry_1/data_1/data"][:4]
+    paths = []
+    for k, frame in enumerate(frames):
+        paths.append(tmp_path / f"frame_{k}.tif")
+        tifffile.imwrite(paths[-1], frame)
+    geometry = dataset["ds"].geometry_path
+    plain = SfxProcessor(geometry, tmp_path / "a", peakfinder8=PF8).process([(str(p), None) for p in paths], "b0")
+    from_cxi = SfxProcessor(geometry, tmp_path / "b", peakfinder8=PF8).process([(str(cxi), k) for k in range(4)], "b0")
+    assert [r["n_peaks"] for r in plain.rows] == [r["n_peaks"] for r in from_cxi.rows]
+    assert sum(r["n_peaks"] for r in plain.rows) > 0
+    good = np.ones(frames.shape[1:], np.uint8)
+    good[:, :128] = 0  # mask the left half
+    tifffile.imwrite(tmp_path / "mask.tif", good)
+    masked = SfxProcessor(geometry, tmp_path / "c", peakfinder8=PF8, mask=tmp_path / "mask.tif")
+    report = masked.process([(str(p), None) for p in paths], "b0")
+    for peaks in read_cxi_peaks(report.peaks_file):
+        assert np.all(peaks.fs >= 127.5)
