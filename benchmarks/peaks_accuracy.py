@@ -105,7 +105,7 @@ def network_scores(geometry, frames, batch_size=2):
     good = geometry.good_pixel_mask()
     stack = np.stack([f.image for f in frames])
     t0 = time.perf_counter()
-    peaks, labels = finder.find_with_labels(stack, mask=good)
+    peaks, labels = finder.find_with_labels(stack, mask=~good)  # True = masked
     elapsed = time.perf_counter() - t0
     s = score(peaks, frames)
     truth = np.stack([f.labels for f in frames])

@@ -85,12 +85,14 @@ def add_parsers(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", required=True, metavar="MODEL.pt", help="checkpoint to write (metadata beside it as .json)")
-    p.add_argument("--geometry", default="config/geometry/sim256.geom", metavar="GEOM",
-                   help="geometry to simulate through (default config/geometry/sim256.geom)")
-    p.add_argument("--frames", type=int, default=160, metavar="N", help="simulated training frames (default 160)")
-    p.add_argument("--val-frames", type=int, default=16, metavar="N", help="validation frames (default 16)")
-    p.add_argument("--test-frames", type=int, default=32, metavar="N", help="held-out test frames (default 32)")
-    p.add_argument("--epochs", type=int, default=30, metavar="N", help="epochs (default 30)")
+    p.add_argument("--geometry", action="append", metavar="GEOM",
+                   help="geometry to simulate through; repeat for several (default: config/geometry/sim256.geom "
+                   "and sim1920.geom, as the shipped model)")
+    p.add_argument("--frames", type=int, nargs="+", metavar="N", help="training frames per geometry (default 160 24)")
+    p.add_argument("--val-frames", type=int, nargs="+", metavar="N", help="validation frames per geometry")
+    p.add_argument("--test-frames", type=int, nargs="+", metavar="N", help="held-out test frames per geometry")
+    p.add_argument("--epochs", type=int, default=25, metavar="N", help="epochs of --steps-per-epoch steps (default 25)")
+    p.add_argument("--steps-per-epoch", type=int, default=100, metavar="N", help="optimiser steps per epoch (default 100)")
     p.add_argument("--crop", type=int, default=128, metavar="PX", help="training crop size, pixels (default 128)")
     p.add_argument("--base-channels", type=int, default=8, metavar="N", help="U-Net width (default 8)")
     p.add_argument("--depth", type=int, default=3, metavar="N", help="U-Net depth (default 3)")
@@ -270,11 +272,16 @@ def cmd_sfx_train(args: argparse.Namespace) -> int:
     from photonflow.io.geom import load_geometry
     from photonflow.peaks.training import train_on_simulated
 
-    geometry = Path(args.geometry)
-    if not geometry.is_absolute() and not geometry.exists():
-        geometry = REPO_ROOT / geometry
-    if not geometry.is_file():
-        raise FileNotFoundError(f"{geometry}: geometry file not found")
+    geometries = None
+    if args.geometry:
+        geometries = []
+        for name in args.geometry:
+            path = Path(name)
+            if not path.is_absolute() and not path.exists():
+                path = REPO_ROOT / path
+            if not path.is_file():
+                raise FileNotFoundError(f"{name}: geometry file not found")
+            geometries.append(load_geometry(path))
     user_images = user_labels = None
     if args.labelled:
         import h5py
@@ -287,15 +294,17 @@ def cmd_sfx_train(args: argparse.Namespace) -> int:
         if user_images.shape != user_labels.shape or user_images.ndim != 3:
             raise UsageError(f"{args.labelled}: /images {user_images.shape} and /labels {user_labels.shape} "
                              "must both be (n, ss, fs)")
-    metrics = train_on_simulated(
-        args.out, geometry=load_geometry(geometry), n_train=args.frames, n_val=args.val_frames,
-        n_test=args.test_frames, epochs=args.epochs, seed=args.seed, user_images=user_images,
+    metadata = train_on_simulated(
+        args.out, geometry=geometries, n_train=args.frames, n_val=args.val_frames, n_test=args.test_frames,
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed, user_images=user_images,
         user_labels=user_labels, crop=args.crop, base_channels=args.base_channels, depth=args.depth,
         device=args.device,
     )
+    metrics = metadata.get("validation", {})
     print(f"\ncheckpoint: {args.out}")
-    for key in sorted(metrics):
-        value = metrics[key]
-        if isinstance(value, float):
-            print(f"  {key}: {value:.4f}")
+    print("held-out simulated frames:")
+    for key in ("peak_precision", "peak_recall", "peak_f1", "artifact_pixel_recall", "artifact_mask_recall",
+                "peak_median_offset"):
+        if isinstance(metrics.get(key), float):
+            print(f"  {key}: {metrics[key]:.4f}")
     return 0

@@ -144,7 +144,7 @@ class SfxProcessor:
     def find(self, frames: np.ndarray) -> tuple[list[PeakList], np.ndarray | None]:
         """Peak lists of a (n, ss, fs) stack, and the network's labels (None for peakfinder8)."""
         if self.finder_name == "peaknet":
-            return self.finder.find_with_labels(frames, mask=self.good)
+            return self.finder.find_with_labels(frames, mask=~self.good)  # True = masked
         return self.finder.find_batch(frames), None
 
     def process(self, refs, batch_name: str) -> SfxBatchReport:

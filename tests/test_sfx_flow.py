@@ -274,3 +274,26 @@ def test_single_frame_images_and_an_extra_mask(dataset, tmp_path):
     report = masked.process([(str(p), None) for p in paths], "b0")
     for peaks in read_cxi_peaks(report.peaks_file):
         assert np.all(peaks.fs >= 127.5)
+
+
+def test_train_command_writes_a_checkpoint_the_flow_uses(dataset, tmp_path, capsys):
+    """`photonflow sfx-train` (a tiny run) then `photonflow sfx --finder peaknet --checkpoint`."""
+    from deployments.cli import main
+    from photonflow.peaks.peaknet import load_checkpoint
+
+    model = tmp_path / "tiny.pt"
+    code = main(["sfx-train", "--out", str(model), "--geometry", GEOMETRY, "--frames", "4", "--val-frames", "2",
+                 "--test-frames", "2", "--epochs", "1", "--steps-per-epoch", "2", "--base-channels", "4",
+                 "--depth", "2", "--crop", "64", "--device", "cpu"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "peak_recall" in printed and "artifact_pixel_recall" in printed
+    net, meta = load_checkpoint(model, device="cpu")
+    assert meta["architecture"]["base_channels"] == 4 and "validation" in meta
+    assert json.loads(model.with_suffix(".json").read_text())["architecture"]["depth"] == 2
+    code = main(["sfx", str(dataset["ds"].geometry_path), f"{dataset['ds'].cxi_files[0]}:0-3", "--out",
+                 str(tmp_path / "run"), "--finder", "peaknet", "--checkpoint", str(model), "--cluster", "threads",
+                 "--device", "cpu"])
+    assert code == 0, capsys.readouterr().out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["frames_done"] == 3 and summary["parameters"]["checkpoint"] == str(model)
