@@ -1,8 +1,8 @@
 """`photonflow serve`: one deployment per flow against a running Prefect server.
 
-Each flow is served under its own name ("saxs/saxs", "saxs-live/saxs-live") with the default
-parameters of the serve config, an optional cron schedule, and — for the SAXS flow — an optional
-event trigger: every ``photonflow.files.arrived`` event (emitted by ``photonflow watch``, or posted
+Each flow is served under its own name ("saxs/saxs", "saxs-live/saxs-live", "sfx/sfx") with the
+default parameters of the serve config, an optional cron schedule, and — for the SAXS and SFX flows —
+an optional event trigger: every ``photonflow.files.arrived`` event (emitted by ``photonflow watch``, or posted
 by any writer over HTTP, see docs/realtime.md) starts a run on the event's paths.
 """
 
@@ -29,6 +29,12 @@ def load_serve_config(path) -> dict:
             if saxs.get(key):
                 saxs[key] = resolve(saxs[key])
         saxs["inputs"] = [resolve(p) for p in saxs.get("inputs", [])]
+    sfx = cfg.get("sfx")
+    if sfx:
+        for key in ("geometry", "output_dir", "watch_output_dir", "mask"):
+            if sfx.get(key):
+                sfx[key] = resolve(sfx[key])
+        sfx["inputs"] = [resolve(p) for p in sfx.get("inputs", [])]
     live = cfg.get("saxs_live")
     if live:
         if live.get("config"):
@@ -65,6 +71,17 @@ def build_deployments(cfg: dict) -> list:
         triggers = [files_arrived_trigger(saxs.get("watch_output_dir"))] if saxs.get("on_files_arrived") else []
         deployments.append(flow.to_deployment(name="saxs", parameters=params, cron=saxs.get("cron"), triggers=triggers,
                                               description="Integrate SAXS/WAXS frames (photonflow saxs)."))
+    sfx = cfg.get("sfx", {}) if cfg else {}
+    if sfx is not None:
+        from flows.sfx import sfx_flow
+
+        keys = ("geometry", "output_dir", "inputs", "finder", "batch_size", "min_peaks", "max_peaks", "peakfinder8",
+                "peaknet", "mask", "backend", "device", "save_hit_frames")
+        params = {k: sfx[k] for k in keys if sfx.get(k) is not None}
+        flow = sfx_flow.with_options(task_runner=task_runner_for(load_cluster_profile(sfx.get("cluster", "local"))))
+        triggers = [files_arrived_trigger(sfx.get("watch_output_dir"))] if sfx.get("on_files_arrived") else []
+        deployments.append(flow.to_deployment(name="sfx", parameters=params, cron=sfx.get("cron"), triggers=triggers,
+                                              description="Find Bragg peaks and hits (photonflow sfx)."))
     live = cfg.get("saxs_live", {}) if cfg else {}
     if live is not None:
         params = {k: live[k] for k in ("config", "directories") if live.get(k)}

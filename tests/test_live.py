@@ -206,9 +206,16 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
     config = write_setup(tmp_path)
     data = tmp_path / "data"
     data.mkdir()
+    from photonflow.io.geom import load_geometry
+    from photonflow.simulate.sfx import write_sfx_dataset
+
+    sfx_data = write_sfx_dataset(tmp_path / "sfx-data", load_geometry(REPO / "config" / "geometry" / "sim256.geom"), 6,
+                                 frames_per_file=6, seed=4)
     serve_cfg = {"saxs": {"calibration": "cal.json", "output_dir": "served-out", "batch_size": 50, "cluster": "threads",
                           "on_files_arrived": True, "watch_output_dir": "out"},
-                 "saxs_live": {"config": "watch.json"}}
+                 "saxs_live": {"config": "watch.json"},
+                 "sfx": {"geometry": str(sfx_data.geometry_path), "output_dir": "sfx-out", "cluster": "threads",
+                         "min_peaks": 5, "peakfinder8": {"adc_threshold": 100, "max_pixel_count": 40}}}
     (tmp_path / "serve.json").write_text(json.dumps(serve_cfg))
     env = _client_env(real_server)
     serve = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve", str(tmp_path / "serve.json")],
@@ -224,7 +231,7 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
                 with get_client(sync_client=True) as client:
                     return {d.name for d in client.read_deployments()}
 
-            wait_for(lambda: {"saxs", "saxs-live"} <= deployments(), 120, "the served deployments")
+            wait_for(lambda: {"saxs", "saxs-live", "sfx"} <= deployments(), 120, "the served deployments")
             # the watcher (its flow, in this process, reporting to the real server) sees 5 frames and
             # emits 'photonflow.files.arrived'; the trigger runs the saxs deployment on those paths
             writer = DetectorWriter(data, frames(), rate_hz=20, mode="rename", count=5)
@@ -254,6 +261,11 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
             state = photonflow.status(run_id)
             assert state["state"] == "COMPLETED" and state["final"]
             assert len(list((tmp_path / "submitted" / "chi").rglob("*_full.chi"))) == 5
+            # the served sfx deployment, with the serve config's geometry and parameters
+            run_id = photonflow.submit("sfx", {"inputs": [str(p) for p in sfx_data.cxi_files]}, wait=True, timeout=180)
+            assert photonflow.status(run_id)["state"] == "COMPLETED"
+            sfx_summary = json.loads((tmp_path / "sfx-out" / "summary.json").read_text())
+            assert sfx_summary["frames_done"] == 6 and sfx_summary["parameters"]["adc_threshold"] == 100
             from deployments.local_api import drain_prefect_workers
 
             drain_prefect_workers()  # the events for this server go now, not at exit when it is gone
