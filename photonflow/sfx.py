@@ -109,21 +109,19 @@ class SfxProcessor:
         good = self.geometry.good_pixel_mask()
         if mask is not None:
             good &= ~_read_good_mask(mask, self.shape)
+        # The geometry's HDF5 masks: from mask_file once; from the data files per file.
+        self._mask_in_data = any(p.mask and not p.mask_file for p in self.geometry.panels)
+        if self.geometry.has_file_masks() and not self._mask_in_data:
+            good &= self.geometry.file_mask()
         self.good = good
         self.resolution_map = self.geometry.resolution_map()
         self.dataset = self._data_path()
+        self._backend, self._device = backend, device
         if finder == "peakfinder8":
             params = peakfinder8 if isinstance(peakfinder8, Peakfinder8Params) else \
                 Peakfinder8Params.from_dict(dict(peakfinder8 or {}))
-            layout = self.geometry.asic_layout()
-            asics = AsicGrid.from_layout(layout) if layout is not None else AsicGrid.whole(self.shape)
-            args = (self.geometry.radius_map(), asics, good, params)
-            if backend == "torch":
-                from .peaks.peakfinder8_torch import TorchPeakfinder8
-
-                self.finder = TorchPeakfinder8(*args, device=device)
-            else:
-                self.finder = Peakfinder8(*args)
+            self._pf8_params = params
+            self.finder = self._peakfinder8(good)
             self.parameters = {"finder": finder, "backend": backend, **params.to_dict()}
         else:
             from .peaks.peaknet import PeakNetFinder
@@ -131,6 +129,46 @@ class SfxProcessor:
             options = dict(peaknet or {})
             self.finder = PeakNetFinder(device=device, panel_map=self.geometry.panel_map(), **options)
             self.parameters = {"finder": finder, "device": str(device), **{k: str(v) for k, v in options.items()}}
+
+    def _peakfinder8(self, good: np.ndarray):
+        """A peakfinder8 (numpy or torch backend) for the geometry with the given good-pixel mask."""
+        layout = self.geometry.asic_layout()
+        asics = AsicGrid.from_layout(layout) if layout is not None else AsicGrid.whole(self.shape)
+        args = (self.geometry.radius_map(), asics, good, self._pf8_params)
+        if self._backend == "torch":
+            from .peaks.peakfinder8_torch import TorchPeakfinder8
+
+            return TorchPeakfinder8(*args, device=self._device)
+        return Peakfinder8(*args)
+
+    def _find_with_data_file_masks(self, frames: np.ndarray, refs: list[FrameRef], report: SfxBatchReport):
+        """Peaks when the geometry's mask is stored in the data files: each file's mask (its 2-D
+        mask dataset, or the event's slice of a 3-D one) joins the other masks. A frame whose file
+        lacks the mask fails, named; the others go on."""
+        from .io.geom import GeometryError
+
+        keep, masks = [], []
+        for k, ref in enumerate(refs):
+            try:
+                masks.append(self.good & self.geometry.file_mask(ref.path, ref.event))
+            except GeometryError as exc:
+                report.failures.append(f"{ref}: {exc}")
+                continue
+            keep.append(k)
+        frames, refs = frames[keep], [refs[k] for k in keep]
+        if not keep:
+            return frames, refs, [], None
+        if self.finder_name == "peaknet":
+            peaks, labels = self.finder.find_with_labels(frames, mask=~np.stack(masks))
+            return frames, refs, peaks, labels
+        peaks = []
+        finders: dict[bytes, object] = {}
+        for frame, good in zip(frames, masks):
+            key = np.packbits(good).tobytes()
+            if key not in finders:  # usually one mask per file: one finder per distinct mask
+                finders[key] = self._peakfinder8(good)
+            peaks.append(finders[key].find(frame))
+        return frames, refs, peaks, None
 
     def _data_path(self) -> str | None:
         """The geometry's HDF5 data path when it names one fixed dataset."""
@@ -164,7 +202,10 @@ class SfxProcessor:
             report.elapsed_s = time.perf_counter() - t0
             return report
         t_find = time.perf_counter()
-        peak_lists, labels = self.find(frames)
+        if self._mask_in_data:
+            frames, good_refs, peak_lists, labels = self._find_with_data_file_masks(frames, good_refs, report)
+        else:
+            peak_lists, labels = self.find(frames)
         report.finder_s = time.perf_counter() - t_find
 
         hit_rows = []

@@ -297,3 +297,39 @@ def test_train_command_writes_a_checkpoint_the_flow_uses(dataset, tmp_path, caps
     assert code == 0, capsys.readouterr().out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["frames_done"] == 3 and summary["parameters"]["checkpoint"] == str(model)
+
+
+def test_geometry_masks_from_a_mask_file_and_from_the_data_files(dataset, tmp_path):
+    """CrystFEL's `mask`/`mask_file`/`mask_good`/`mask_bad`: good when value & good == good and
+    value & bad == 0; a mask stored in each data file is read per file."""
+    from photonflow.sfx import SfxProcessor
+
+    geom_text = dataset["ds"].geometry_path.read_text()
+    cxi = dataset["ds"].cxi_files[0]
+    frames = h5py.File(cxi, "r")["/entry_1/data_1/data"][:6]
+    bits = np.ones(frames.shape[1:], np.uint16)  # bit 0: good
+    bits[:, :100] = 0  # not good
+    bits[200:, :] |= 2  # bit 1: bad
+    with h5py.File(tmp_path / "mask.h5", "w") as f:
+        f["/mask"] = bits
+    static = tmp_path / "static.geom"
+    static.write_text("mask = /mask\nmask_file = mask.h5\nmask_good = 0x1\nmask_bad = 0x2\n" + geom_text)
+    processor = SfxProcessor(static, tmp_path / "o1", peakfinder8=PF8)
+    expected = ((bits & 1) == 1) & ((bits & 2) == 0) & load_geometry(GEOMETRY).good_pixel_mask()
+    np.testing.assert_array_equal(processor.good, expected)
+    report = processor.process([(str(cxi), k) for k in range(6)], "b0")
+    for peaks in read_cxi_peaks(report.peaks_file):
+        assert np.all((peaks.fs >= 99.5) & (peaks.ss <= 199.5))
+
+    # the same mask inside each data file (no mask_file): read per file; a file without it fails, named
+    with h5py.File(tmp_path / "with_mask.cxi", "w") as f:
+        f["/entry_1/data_1/data"] = frames
+        f["/entry_1/data_1/mask"] = bits
+    in_data = tmp_path / "in_data.geom"
+    in_data.write_text("mask = /entry_1/data_1/mask\nmask_good = 0x1\nmask_bad = 0x2\n" + geom_text)
+    processor = SfxProcessor(in_data, tmp_path / "o2", peakfinder8=PF8)
+    report = processor.process([(str(tmp_path / "with_mask.cxi"), k) for k in range(6)] + [(str(cxi), 0)], "b0")
+    assert report.frames_done == 6 and len(report.failures) == 1
+    assert str(cxi) in report.failures[0] and "mask" in report.failures[0]
+    same = SfxProcessor(static, tmp_path / "o3", peakfinder8=PF8).process([(str(cxi), k) for k in range(6)], "b0")
+    assert [r["n_peaks"] for r in report.rows] == [r["n_peaks"] for r in same.rows]

@@ -400,12 +400,60 @@ class DetectorGeometry:
             out[p.slab_slices] = i
         return out
 
+    def has_file_masks(self) -> bool:
+        """Whether any panel takes a mask from an HDF5 dataset (``mask``, optionally ``mask_file``)."""
+        return any(p.mask for p in self.panels)
+
+    def file_mask(self, data_file: str | os.PathLike | None = None, event: int | None = None) -> np.ndarray:
+        """True for pixels the geometry's HDF5 masks call good (CrystFEL's rule: good when
+        ``value & mask_good == mask_good`` and ``value & mask_bad == 0``).
+
+        Each panel with a ``mask`` dataset reads it from ``mask_file`` (relative to the geometry
+        file's directory) or, without one, from ``data_file`` (event ``event`` of a 3-D mask
+        dataset; a 2-D one serves every event). Panels without a mask are all True. A missing
+        file or dataset raises GeometryError naming the geometry, the panel and the file.
+        """
+        import h5py
+
+        good = np.ones(self.slab_shape, dtype=bool)
+        cache: dict[tuple[str, str], np.ndarray] = {}
+        for p in self.panels:
+            if not p.mask:
+                continue
+            if p.mask_file:
+                path = Path(p.mask_file)
+                if not path.is_absolute() and self.source_path is not None:
+                    path = self.source_path.parent / path
+            elif data_file is not None:
+                path = Path(data_file)
+            else:
+                raise GeometryError(f"{self._label}: panel {p.name}: mask {p.mask} is in the data files; "
+                                    "give the data file to read it from")
+            key = (str(path), p.mask)
+            if key not in cache:
+                try:
+                    with h5py.File(path, "r") as f:
+                        ds = f[p.mask]
+                        values = ds[()] if ds.ndim == 2 else ds[0 if event is None else int(event)]
+                except (OSError, KeyError, IndexError) as exc:
+                    raise GeometryError(f"{self._label}: panel {p.name}: cannot read mask {p.mask} from {path}: "
+                                        f"{exc}") from None
+                if values.shape != tuple(self.slab_shape):
+                    raise GeometryError(f"{self._label}: panel {p.name}: mask {p.mask} in {path} has shape "
+                                        f"{values.shape}, the slab is {tuple(self.slab_shape)}")
+                cache[key] = np.asarray(values).astype(np.int64)
+            block = cache[key][p.slab_slices]
+            mask_good = int(p.mask_good if p.mask_good is not None else (self.mask_good or 0))
+            mask_bad = int(p.mask_bad if p.mask_bad is not None else (self.mask_bad or 0))
+            good[p.slab_slices] = ((block & mask_good) == mask_good) & ((block & mask_bad) == 0)
+        return good
+
     def good_pixel_mask(self) -> np.ndarray:
         """True for usable pixels; False in bad regions, on no_index panels and off panels.
 
         Follows CrystFEL: fs/ss regions are inclusive slab ranges (limited to their
         panel if one is named); x/y regions are inclusive ranges of :meth:`pixel_maps` x, y.
-        Masks stored in data files (``mask``, ``mask_file``) are not read here.
+        Masks stored in HDF5 files (``mask``, ``mask_file``) are read by :meth:`file_mask`.
         """
         pmap = self.panel_map()
         good = pmap >= 0
