@@ -6,6 +6,9 @@
 * :mod:`photonflow.simulate.sfx` — serial-crystallography frames on a CrystFEL ``.geom`` detector:
   Bragg spots of a random crystal on the Ewald sphere, water ring, artifact rings and streaks, hot
   and dead pixels, noise; the true peak list and a per-pixel label map; multi-event CXI datasets.
+* :mod:`photonflow.simulate.padt` — frames with the artefacts PADT screens out (a gain-switching
+  miscalibration when the water ring crosses the switching threshold, shadows, a misaligned
+  window) on a small ePix10k-like detector; good/bad truth, CXI datasets and CrystFEL label lists.
 """
 
 from .saxs import (
@@ -72,4 +75,39 @@ __all__ = [
     "simulate_sfx_frame",
     "simulate_sfx_frames",
     "write_sfx_dataset",
+]
+
+# PADT (Pixel Anomaly Detector Tool) artefacts: gain-switch miscalibration, shadows, misaligned window
+from .padt import (  # noqa: E402
+    ARTEFACTS,
+    BAD,
+    GOOD,
+    PadtConfig,
+    PadtDataset,
+    PadtFrame,
+    PadtTruth,
+    epix_detector,
+    iter_padt_frames,
+    padt_roi,
+    read_padt_truth,
+    simulate_padt_frame,
+    simulate_padt_frames,
+    write_padt_dataset,
+)
+
+__all__ += [
+    "ARTEFACTS",
+    "BAD",
+    "GOOD",
+    "PadtConfig",
+    "PadtDataset",
+    "PadtFrame",
+    "PadtTruth",
+    "epix_detector",
+    "iter_padt_frames",
+    "padt_roi",
+    "read_padt_truth",
+    "simulate_padt_frame",
+    "simulate_padt_frames",
+    "write_padt_dataset",
 ]
