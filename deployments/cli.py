@@ -82,6 +82,9 @@ flows:
             network) and hit finding over multi-event CXI/HDF5 files and images with a
             CrystFEL geometry; writes CXI peak lists, a CrystFEL hit list, plots.
   sfx-train Train the PeakNet-style network on simulated (and user-labelled) frames.
+  classify  Good/bad frame classification after PADT: label (lists, automatic profile
+            fits, contact sheets), train and evaluate scikit-learn models on a ROI, and
+            sort whole experiments into good/bad CrystFEL lists.
   demo      A flow end to end with nothing to configure. 'demo' (or 'demo saxs'): the
             real Pilatus 1M images in ../shared/data/saxs (CeO2 calibrant with its .poni,
             Fe3O4C map frames) when present, otherwise generated images with known ground
@@ -171,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     from deployments.cli_sfx import add_parsers as add_sfx_parsers
 
     add_sfx_parsers(sub)
+
+    # -- classify
+    from deployments.cli_classify import add_parsers as add_classify_parsers
+
+    add_classify_parsers(sub)
 
     # -- demo
     p = sub.add_parser(
