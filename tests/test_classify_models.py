@@ -292,3 +292,27 @@ def test_confusion_png_and_evaluation_files(tmp_path, forest):
     assert numbers["n_test"] == 180
     assert "precision" in open(paths["txt"]).read()
     assert open(paths["png"], "rb").read(4) == b"\x89PNG"
+
+
+def test_operating_point_rejects_the_target_fraction_of_bad_frames(tmp_path):
+    """bad_rejected_target: a threshold on p(good) from out-of-fold training probabilities; it is
+    saved with the model and used by predict."""
+    from photonflow.classify.models import load_classifier, save_classifier, train_classifier
+
+    rng = np.random.default_rng(3)
+    n = 1200
+    y = (rng.random(n) < 0.65).astype(int)
+    X = rng.normal(0, 1, (n, 20))
+    X[:, 0] += 1.6 * y  # overlapping classes: the 0.5 rule rejects too few bad frames
+    default = train_classifier(X, y, "logistic_regression", seed=1)
+    tuned = train_classifier(X, y, "logistic_regression", seed=1, bad_rejected_target=0.98)
+    assert default.threshold is None and 0.5 < tuned.threshold < 1.0
+    assert tuned.training_summary["operating_point"]["bad_rejected_target"] == 0.98
+    assert tuned.evaluation.bad_rejected > default.evaluation.bad_rejected
+    assert tuned.evaluation.bad_rejected >= 0.93  # held out: near the 0.98 chosen on training folds
+    p_good = tuned.predict_proba(X)[:, 1]
+    np.testing.assert_array_equal(tuned.predict(X), (p_good >= tuned.threshold).astype(int))
+    path = save_classifier(tmp_path / "lr.joblib", tuned)
+    loaded = load_classifier(path)
+    assert loaded.threshold == tuned.threshold
+    np.testing.assert_array_equal(loaded.predict(X), tuned.predict(X))
