@@ -127,3 +127,20 @@ def test_command_line_train_sort_sheet_and_ids(data, tmp_path, capsys):
     assert read_label_list(tmp_path / "bad.lst") == [ids[3], ids[5], ids[6]]
     assert main(["classify", "train", "--good", "x.lst", "--bad", "y.lst", "--box", "0", "10", "0", "10",
                  "--out", str(tmp_path / "z"), "--split", "60/30"]) == 2
+
+
+def test_training_from_automatic_labels(data, tmp_path):
+    """--auto: labels by profile fitting (most frames good), written as lists, then a model."""
+    from photonflow.classify.autolabel import auto_label
+    from photonflow.classify.features import roi_from_panel
+
+    summary = threads(classify_train_flow)(
+        output_dir=str(tmp_path), auto_label_inputs=[str(p) for p in data["train"].cxi_files], geometry=GEOMETRY,
+        panel="p0", binning=16, batch_size=150)
+    good = read_label_list(tmp_path / "auto_good.lst")
+    bad = read_label_list(tmp_path / "auto_bad.lst")
+    auto = auto_label([(str(p), e) for p, e in data["train"].refs], roi_from_panel(GEOMETRY, "p0"))
+    assert len(good) == int(np.sum(auto.good & auto.decided)) and len(bad) == int(np.sum(~auto.good & auto.decided))
+    assert len(good) > len(bad) > 0  # most frames good, some not
+    assert summary["events_with_features"] == len(good) + len(bad)
+    assert (tmp_path / "model_random_forest.joblib").is_file()
