@@ -38,7 +38,8 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-PADT_GOOD_KEPT, PADT_BAD_REJECTED = 0.943, 0.983
+PADT_GOOD_KEPT, PADT_BAD_REJECTED = 0.943, 0.983  # published (real data)
+TARGET_GOOD_KEPT, TARGET_BAD_REJECTED = 0.94, 0.98  # the bar
 
 
 def main() -> int:
@@ -91,7 +92,7 @@ def main() -> int:
             fit_s = time.perf_counter() - t0
             e = clf.evaluation
             h = evaluate(y_held, clf.predict(held.X))
-            flag = " meets PADT" if h.good_kept >= PADT_GOOD_KEPT and h.bad_rejected >= PADT_BAD_REJECTED else ""
+            flag = " >= 94 % / 98 %" if h.good_kept >= TARGET_GOOD_KEPT and h.bad_rejected >= TARGET_BAD_REJECTED else ""
             point = "p(good) >= 0.5" if target is None else f"p(good) >= {clf.threshold:.3f}"
             print(f"{name:24s} {point:>16s} | {e.good_kept:11.3f} {e.bad_rejected:9.3f} | {h.good_kept:14.3f} "
                   f"{h.bad_rejected:9.3f} {h.accuracy:9.3f} | {fit_s:6.1f}{flag}", flush=True)
