@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     # -- serve
     p = sub.add_parser(
         "serve",
-        description="Serve the deployments 'saxs/saxs', 'saxs-live/saxs-live' and 'sfx/sfx' against the Prefect server in "
+        description="Serve the deployments 'saxs/saxs', 'saxs-live/saxs-live', 'sfx/sfx' and 'classify-sort/classify-sort' "
+        "against the Prefect server in "
         "PREFECT_API_URL (start one with 'prefect server start'), with the default parameters, cron schedules "
         "and file-event triggers of CONFIG (config/schemas/serve.schema.json). Runs until interrupted.",
     )
@@ -246,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- submit / status
     p = sub.add_parser("submit", description="Start a run of a served deployment and print its flow run id.")
-    p.add_argument("flow", metavar="FLOW", help="saxs, saxs-live, sfx, or FLOW/DEPLOYMENT")
+    p.add_argument("flow", metavar="FLOW", help="saxs, saxs-live, sfx, classify-sort, or FLOW/DEPLOYMENT")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a flow parameter; VALUE is read as JSON when it parses, else as a string")
     p.add_argument("--wait", action="store_true", help="wait until the run is final and exit 0 only if it completed")

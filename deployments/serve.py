@@ -1,8 +1,9 @@
 """`photonflow serve`: one deployment per flow against a running Prefect server.
 
-Each flow is served under its own name ("saxs/saxs", "saxs-live/saxs-live", "sfx/sfx") with the
+Each flow is served under its own name ("saxs/saxs", "saxs-live/saxs-live", "sfx/sfx",
+"classify-sort/classify-sort") with the
 default parameters of the serve config, an optional cron schedule, and — for the SAXS and SFX flows —
-an optional event trigger: every ``photonflow.files.arrived`` event (emitted by ``photonflow watch``, or posted
+an optional event trigger (SAXS, SFX and frame sorting): every ``photonflow.files.arrived`` event (emitted by ``photonflow watch``, or posted
 by any writer over HTTP, see docs/realtime.md) starts a run on the event's paths.
 """
 
@@ -35,6 +36,12 @@ def load_serve_config(path) -> dict:
             if sfx.get(key):
                 sfx[key] = resolve(sfx[key])
         sfx["inputs"] = [resolve(p) for p in sfx.get("inputs", [])]
+    sort = cfg.get("classify_sort")
+    if sort:
+        for key in ("model", "output_dir", "watch_output_dir"):
+            if sort.get(key):
+                sort[key] = resolve(sort[key])
+        sort["inputs"] = [resolve(p) for p in sort.get("inputs", [])]
     live = cfg.get("saxs_live")
     if live:
         if live.get("config"):
@@ -82,6 +89,17 @@ def build_deployments(cfg: dict) -> list:
         triggers = [files_arrived_trigger(sfx.get("watch_output_dir"))] if sfx.get("on_files_arrived") else []
         deployments.append(flow.to_deployment(name="sfx", parameters=params, cron=sfx.get("cron"), triggers=triggers,
                                               description="Find Bragg peaks and hits (photonflow sfx)."))
+    sort = cfg.get("classify_sort", {}) if cfg else {}
+    if sort is not None:
+        from flows.classify import classify_sort_flow
+
+        params = {k: sort[k] for k in ("model", "output_dir", "inputs", "batch_size", "dataset") if sort.get(k) is not None}
+        flow = classify_sort_flow.with_options(
+            task_runner=task_runner_for(load_cluster_profile(sort.get("cluster", "local"))))
+        triggers = [files_arrived_trigger(sort.get("watch_output_dir"))] if sort.get("on_files_arrived") else []
+        deployments.append(flow.to_deployment(name="classify-sort", parameters=params, cron=sort.get("cron"),
+                                              triggers=triggers,
+                                              description="Sort frames into good/bad lists (photonflow classify sort)."))
     live = cfg.get("saxs_live", {}) if cfg else {}
     if live is not None:
         params = {k: live[k] for k in ("config", "directories") if live.get(k)}

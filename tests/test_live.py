@@ -211,11 +211,25 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
 
     sfx_data = write_sfx_dataset(tmp_path / "sfx-data", load_geometry(REPO / "config" / "geometry" / "sim256.geom"), 6,
                                  frames_per_file=6, seed=4)
+    # a small frame classifier for the served classify-sort deployment
+    from photonflow.classify.features import FeatureRecipe, extract_features, roi_from_box
+    from photonflow.classify.labels import load_labels
+    from photonflow.classify.models import save_classifier, train_classifier
+    from photonflow.simulate.padt import write_padt_dataset
+
+    padt = write_padt_dataset(tmp_path / "padt", load_geometry(REPO / "config" / "geometry" / "sim_epix.geom"), 60,
+                              frames_per_file=30, seed=5)
+    recipe = FeatureRecipe(roi=roi_from_box(0, 176, 0, 192), binning=16, log=True)
+    labels = load_labels([padt.good_list], [padt.bad_list])
+    feats = extract_features(labels.refs, recipe)
+    save_classifier(tmp_path / "rf.joblib", train_classifier(feats.X, labels.labels, "random_forest", n_jobs=1,
+                                                             recipe=recipe.to_dict(), frame_shape=(352, 384)))
     serve_cfg = {"saxs": {"calibration": "cal.json", "output_dir": "served-out", "batch_size": 50, "cluster": "threads",
                           "on_files_arrived": True, "watch_output_dir": "out"},
                  "saxs_live": {"config": "watch.json"},
                  "sfx": {"geometry": str(sfx_data.geometry_path), "output_dir": "sfx-out", "cluster": "threads",
-                         "min_peaks": 5, "peakfinder8": {"adc_threshold": 100, "max_pixel_count": 40}}}
+                         "min_peaks": 5, "peakfinder8": {"adc_threshold": 100, "max_pixel_count": 40}},
+                 "classify_sort": {"model": "rf.joblib", "output_dir": "sorted", "cluster": "threads"}}
     (tmp_path / "serve.json").write_text(json.dumps(serve_cfg))
     env = _client_env(real_server)
     serve = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve", str(tmp_path / "serve.json")],
@@ -231,7 +245,8 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
                 with get_client(sync_client=True) as client:
                     return {d.name for d in client.read_deployments()}
 
-            wait_for(lambda: {"saxs", "saxs-live", "sfx"} <= deployments(), 120, "the served deployments")
+            wait_for(lambda: {"saxs", "saxs-live", "sfx", "classify-sort"} <= deployments(), 120,
+                     "the served deployments")
             # the watcher (its flow, in this process, reporting to the real server) sees 5 frames and
             # emits 'photonflow.files.arrived'; the trigger runs the saxs deployment on those paths
             writer = DetectorWriter(data, frames(), rate_hz=20, mode="rename", count=5)
@@ -266,6 +281,12 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
             assert photonflow.status(run_id)["state"] == "COMPLETED"
             sfx_summary = json.loads((tmp_path / "sfx-out" / "summary.json").read_text())
             assert sfx_summary["frames_done"] == 6 and sfx_summary["parameters"]["adc_threshold"] == 100
+            # and the served frame sorter, with the serve config's model
+            run_id = photonflow.submit("classify-sort", {"inputs": [str(p) for p in padt.cxi_files]}, wait=True,
+                                       timeout=180)
+            assert photonflow.status(run_id)["state"] == "COMPLETED"
+            sorted_summary = json.loads((tmp_path / "sorted" / "summary.json").read_text())
+            assert sorted_summary["sorted"] == 60 and sorted_summary["good"] + sorted_summary["bad"] == 60
             from deployments.local_api import drain_prefect_workers
 
             drain_prefect_workers()  # the events for this server go now, not at exit when it is gone
