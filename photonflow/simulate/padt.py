@@ -83,13 +83,14 @@ import copy
 import csv
 import json
 import os
-import weakref
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 from scipy.special import ndtr
+
+from ._common import cached_per_geometry, water_profile
 
 __all__ = [
     "GOOD",
@@ -376,10 +377,7 @@ class _Maps:
         if t is None:
             q = self.q.astype(np.float64)
             w = self.cos3 * self.pol if config.polarization else self.cos3.astype(np.float64)
-            h2, q2, s2 = (float(v) for v in config.water_shoulder)
-            zw = (q - config.water_q_nm) / config.water_sigma_nm
-            z2 = (q - q2) / s2
-            water = (np.exp(-0.5 * zw * zw) + h2 * np.exp(-0.5 * z2 * z2)) * w
+            water = water_profile(q, config.water_q_nm, config.water_sigma_nm, config.water_shoulder) * w
             diffuse = np.exp(-0.5 * q * q / config.diffuse_q_nm**2) * w
             if self.off is not None:
                 water[self.off] = 0.0
@@ -395,21 +393,7 @@ _MAPS: dict[int, tuple[Any, _Maps]] = {}
 
 
 def _maps(geometry) -> _Maps:
-    key = id(geometry)
-    entry = _MAPS.get(key)
-    if entry is not None:
-        ref, maps = entry
-        if (ref() if callable(ref) else ref) is geometry:
-            return maps
-    maps = _Maps(geometry)
-    try:
-        ref = weakref.ref(geometry, lambda _r, k=key: _MAPS.pop(k, None))
-    except TypeError:  # not weak-referenceable: keep it alive with the cache
-        ref = geometry
-    if len(_MAPS) > 16:
-        _MAPS.clear()
-    _MAPS[key] = (ref, maps)
-    return maps
+    return cached_per_geometry(_MAPS, geometry, _Maps)
 
 
 # ---------------------------------------------------------------------------------- pieces of a frame

@@ -69,13 +69,14 @@ from __future__ import annotations
 
 import json
 import os
-import weakref
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from scipy.special import erf
+
+from ._common import cached_per_geometry, water_profile
 
 __all__ = [
     "LABEL_BACKGROUND",
@@ -492,10 +493,7 @@ class _Maps:
             q = self.q
             w = self.cos3 * self.pol if config.polarization else self.cos3
             diffuse = np.exp(np.float32(-0.5 / config.diffuse_q_nm**2) * q * q) * w
-            h2, q2, s2 = (np.float32(v) for v in config.water_shoulder)
-            zw = (q - np.float32(config.water_q_nm)) / np.float32(config.water_sigma_nm)
-            z2 = (q - q2) / s2
-            water = (np.exp(np.float32(-0.5) * zw * zw) + h2 * np.exp(np.float32(-0.5) * z2 * z2)) * w
+            water = water_profile(q, config.water_q_nm, config.water_sigma_nm, config.water_shoulder) * w
             t = (self.cos3, diffuse.astype(np.float32), water.astype(np.float32))
             self._templates = {key: t}
         return t
@@ -505,21 +503,7 @@ _MAPS: dict[int, tuple[Any, _Maps]] = {}
 
 
 def _maps(geometry) -> _Maps:
-    key = id(geometry)
-    entry = _MAPS.get(key)
-    if entry is not None:
-        ref, maps = entry
-        if (ref() if callable(ref) else ref) is geometry:
-            return maps
-    maps = _Maps(geometry)
-    try:
-        ref = weakref.ref(geometry, lambda _r, k=key: _MAPS.pop(k, None))
-    except TypeError:  # not weak-referenceable: keep it alive with the cache
-        ref = geometry
-    if len(_MAPS) > 16:
-        _MAPS.clear()
-    _MAPS[key] = (ref, maps)
-    return maps
+    return cached_per_geometry(_MAPS, geometry, _Maps)
 
 
 # ---------------------------------------------------------------------------------- pieces of a frame
