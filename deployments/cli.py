@@ -484,15 +484,31 @@ def _run_saxs(kwargs: dict, profile: dict, title: str = "saxs") -> int:
         f"  outputs go to: {kwargs['output_dir']}",
         flush=True,
     )
+    return _print_summary(run_on_profile(saxs_flow, kwargs, profile))
+
+
+def run_on_profile(flow_fn, kwargs: dict, profile: dict):
+    """Run a flow with the cluster profile's task runner, inside the Prefect API the profile needs
+    (one local API shared with the Dask workers by default); returns the flow's result."""
     _quiet_dask_logs()
-    flow = saxs_flow.with_options(task_runner=task_runner_for(profile))
+    flow = flow_fn.with_options(task_runner=task_runner_for(profile))
     with contextlib.ExitStack() as stack:
         with warnings.catch_warnings():  # a missing shared Prefect API is one line on stderr
             warnings.simplefilter("always")
             warnings.showwarning = _show_warning
             stack.enter_context(prefect_api_for(profile))
-        summary = flow(**kwargs)
-    return _print_summary(summary)
+        return flow(**kwargs)
+
+
+def print_failures(failures, where: str = "the run summary in the output directory") -> None:
+    """The first 20 failures, one per line, and how many more there are."""
+    failures = list(failures or [])
+    if failures:
+        print("failures:")
+        for line in failures[:20]:
+            print(f"  - {line}")
+        if len(failures) > 20:
+            print(f"  ... and {len(failures) - 20} more (see {where})")
 
 
 def _quiet_dask_logs() -> None:
@@ -537,13 +553,7 @@ def _print_summary(summary: Any) -> int:
         timing += f" ({rate:.1f} frames/s)"
     skip = f", skipped (outputs already there): {skipped}" if skipped else ""
     print(f"\nframes integrated: {done}{skip}, failed: {failed}{timing}")
-    failures = list(summary.get("failures") or [])
-    if failures:
-        print("failures:")
-        for line in failures[:20]:
-            print(f"  - {line}")
-        if len(failures) > 20:
-            print(f"  ... and {len(failures) - 20} more (see the run summary in the output directory)")
+    print_failures(summary.get("failures"))
     print(f"outputs: {summary.get('output_dir', '?')}")
     for key, label in (("plot", "plot:   "), ("curves_plot", "curves: "), ("table", "table:  ")):
         if summary.get(key):

@@ -8,9 +8,7 @@ turns the ids read off a sheet into a label list.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import textwrap
-import warnings
 from pathlib import Path
 
 MODEL_CHOICES = ("logistic_regression", "knn", "decision_tree", "random_forest", "hist_gradient_boosting", "all")
@@ -118,27 +116,16 @@ def _check_roi(args) -> None:
 
 
 def _run(flow_fn, kwargs: dict, cluster: str):
-    from deployments.cli import _quiet_dask_logs, _show_warning
-    from deployments.clusters import load_cluster_profile, prefect_api_for, task_runner_for
+    from deployments.cli import run_on_profile
+    from deployments.clusters import load_cluster_profile
 
-    profile = load_cluster_profile(cluster)
-    _quiet_dask_logs()
-    flow = flow_fn.with_options(task_runner=task_runner_for(profile))
-    with contextlib.ExitStack() as stack:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = _show_warning
-            stack.enter_context(prefect_api_for(profile))
-        return flow(**kwargs)
+    return run_on_profile(flow_fn, kwargs, load_cluster_profile(cluster))
 
 
 def _print_failures(failures) -> None:
-    if failures:
-        print("failures:")
-        for line in failures[:20]:
-            print(f"  - {line}")
-        if len(failures) > 20:
-            print(f"  ... and {len(failures) - 20} more (see the summary JSON)")
+    from deployments.cli import print_failures
+
+    print_failures(failures, "the summary JSON")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

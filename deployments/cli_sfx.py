@@ -6,10 +6,8 @@ Kept apart from :mod:`deployments.cli` (which registers them) so each file stays
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import textwrap
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +184,8 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
 
 def run_flow(kwargs: dict, profile: dict, title: str = "sfx") -> int:
     """Run the sfx flow on the profile's task runner and print the summary; returns the exit code."""
-    from deployments.cli import _describe_runner, _quiet_dask_logs, _show_warning
-    from deployments.clusters import prefect_api_for, task_runner_for, task_runner_spec
+    from deployments.cli import _describe_runner, run_on_profile
+    from deployments.clusters import task_runner_spec
     from flows.sfx import sfx_flow
 
     runner_name, runner_kwargs = task_runner_spec(profile)
@@ -198,14 +196,7 @@ def run_flow(kwargs: dict, profile: dict, title: str = "sfx") -> int:
         f"  outputs go to: {kwargs['output_dir']}",
         flush=True,
     )
-    _quiet_dask_logs()
-    flow = sfx_flow.with_options(task_runner=task_runner_for(profile))
-    with contextlib.ExitStack() as stack:
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = _show_warning
-            stack.enter_context(prefect_api_for(profile))
-        summary = flow(**kwargs)
+    summary = run_on_profile(sfx_flow, kwargs, profile)
     return print_summary(summary)
 
 
@@ -217,13 +208,9 @@ def print_summary(summary: dict) -> int:
         res = summary.get("median_resolution_A_of_hits")
         print(f"peaks per hit (median): {summary['median_peaks_per_hit']:.0f}"
               + (f", resolution of hits (median): {res:.2f} Å" if res is not None else ""))
-    failures = list(summary.get("failures") or [])
-    if failures:
-        print("failures:")
-        for line in failures[:20]:
-            print(f"  - {line}")
-        if len(failures) > 20:
-            print(f"  ... and {len(failures) - 20} more (see summary.json in the output directory)")
+    from deployments.cli import print_failures
+
+    print_failures(summary.get("failures"), "summary.json in the output directory")
     print(f"outputs: {summary.get('output_dir', '?')}")
     for key, label in (("hit_list", "hit list:"), ("table", "table:   "), ("hit_rate_plot", "plot:    "),
                        ("overlay_plot", "overlay: "), ("artifact_mask", "mask:    ")):
