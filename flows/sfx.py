@@ -25,7 +25,8 @@ from photonflow.io.atomic import atomic_path
 from photonflow.io.cxi import read_cxi_peaks, read_cxi_sources, write_hit_list
 from photonflow.io.geom import load_geometry
 from photonflow.plots import plot_hit_rate, plot_mask, plot_peak_overlay
-from photonflow.sfx import FINDERS, batch_name
+from photonflow.sfx import FINDERS, artifact_mask, batch_name
+from flows.saxs import _bar
 from tasks.sfx import build_processor, find_peaks_batch
 
 TABLE_COLUMNS = ["index", "path", "event", "n_peaks", "hit", "resolution_A", "total_intensity"]
@@ -129,15 +130,10 @@ def sfx_flow(
                                 "finder_s_per_frame": finder_s / done if done else None,
                                 "parameters": parameters, "finder": finder})
     logger.info("SFX run: %d frames, %d hits (%.1f %%), %d failed in %.1f s (%.1f frames/s); outputs in %s",
-                done, hits, summary["hit_rate_percent"], len(failures), elapsed, summary["frames_per_s"], out)
+                done, hits, summary["hit_rate_percent"], summary["frames_failed"], elapsed, summary["frames_per_s"], out)
     for failure in failures[:20]:
         logger.warning("failed: %s", failure)
     return summary
-
-
-def _bar(fraction: float, width: int = 30) -> str:
-    filled = int(round(fraction * width))
-    return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
 def _finish(out: Path, geom, rows, failures, peak_files, hit_files, artifact_files, elapsed, extra) -> dict:
@@ -151,16 +147,24 @@ def _finish(out: Path, geom, rows, failures, peak_files, hit_files, artifact_fil
         write_table_hdf5(out / "frames.h5", table)
         hit_rate_plot = plot_hit_rate(rows, out / "hit_rate.png")
     write_hit_list(out / "hits.lst", [(r["path"], None if r["event"] < 0 else r["event"]) for r in hit_rows])
+    # Extras after the run: a failure here is reported, and the summary is still written.
+    frames_failed = len(failures)
     if hit_files:
-        overlay_plot = _overlay(out, hit_files)
+        try:
+            overlay_plot = _overlay(out, hit_files)
+        except Exception as exc:  # noqa: BLE001
+            failures.append(f"peak overlay plot not made: {type(exc).__name__}: {exc}")
     if artifact_files:
-        mask_file = _artifact_mask(out, artifact_files, done)
+        try:
+            mask_file = _write_artifact_mask(out, artifact_files, done)
+        except Exception as exc:  # noqa: BLE001
+            failures.append(f"artifact mask not written: {type(exc).__name__}: {exc}")
     n_peaks_hits = [r["n_peaks"] for r in hit_rows]
     res_hits = [r["resolution_A"] for r in hit_rows if math.isfinite(r["resolution_A"])]
     rate = done / elapsed if elapsed > 0 else 0.0
     summary = {
         "frames_done": done,
-        "frames_failed": len(failures),
+        "frames_failed": frames_failed,
         "hits": len(hit_rows),
         "hit_rate_percent": 100.0 * len(hit_rows) / done if done else 0.0,
         "median_peaks_per_hit": float(np.median(n_peaks_hits)) if n_peaks_hits else None,
@@ -194,7 +198,7 @@ def _finish(out: Path, geom, rows, failures, peak_files, hit_files, artifact_fil
         "| frames | hits | hit rate (%) | peaks per hit (median) | resolution of hits (median, Å) | failed | frames/s |",
         "|---|---|---|---|---|---|---|",
         f"| {done} | {len(hit_rows)} | {summary['hit_rate_percent']:.1f} | {'—' if med is None else f'{med:.0f}'} | "
-        f"{'—' if res is None else f'{res:.2f}'} | {len(failures)} | {rate:.1f} |",
+        f"{'—' if res is None else f'{res:.2f}'} | {frames_failed} | {rate:.1f} |",
         "",
         f"Finder: `{extra['finder']}`. Outputs: `{out}`: `frames.csv`, `hits.lst` (CrystFEL list), "
         "`peaks/*.cxi` (peak lists of every frame), `hits/*.cxi` (hit frames with their peaks), `hit_rate.png`, "
@@ -231,16 +235,11 @@ def _overlay(out: Path, hit_files: list[str]) -> str | None:
     return plot_peak_overlay(frames, peak_lists, labels, out / "peak_overlay.png")
 
 
-def _artifact_mask(out: Path, artifact_files: list[str], frames: int) -> str:
+def _write_artifact_mask(out: Path, artifact_files: list[str], frames: int) -> str:
     """The network's automatic mask: pixels marked artifact in at least half of the frames."""
     import h5py
 
-    counts = None
-    for path in artifact_files:
-        c = np.load(path)
-        counts = c.astype(np.int64) if counts is None else counts + c
-    fraction = counts / max(frames, 1)
-    mask = fraction >= ARTIFACT_MASK_FRACTION
+    counts, fraction, mask = artifact_mask([np.load(path) for path in artifact_files], frames, ARTIFACT_MASK_FRACTION)
     path = out / "artifact_mask.h5"
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:

@@ -289,6 +289,16 @@ def _read_good_mask(mask, shape) -> np.ndarray:
     return masked
 
 
+def artifact_mask(batch_counts, frames: int, fraction: float = 0.5):
+    """The network's automatic mask from per-batch artifact counts (per pixel, frames marked
+    artifact): (total counts, fraction of frames, True where marked in at least ``fraction``)."""
+    counts = None
+    for c in batch_counts:
+        counts = np.asarray(c, dtype=np.int64) if counts is None else counts + c
+    share = counts / max(int(frames), 1)
+    return counts, share, share >= fraction
+
+
 def batch_name(index: int) -> str:
     """Name of the index-th batch's outputs."""
     return f"batch_{index:05d}"
