@@ -52,9 +52,17 @@ def collect(watcher, writer=None, n=None, timeout=15.0, on_refs=None):
 
 
 def read_h5_event(path, event):
-    """Read an event of a (possibly still growing) SWMR file."""
-    with h5py.File(path, "r", swmr=True, locking=False) as f:
-        return f["/entry/data/data"][event]
+    """Read an event of a (possibly still growing) SWMR file. HDF5 shares one open file per process:
+    while the watcher thread (same process here, unlike a beamline) holds it open with other flags,
+    opening as a SWMR reader fails; try again shortly (the watcher closes its handle at once)."""
+    for attempt in range(100):
+        try:
+            with h5py.File(path, "r", swmr=True, locking=False) as f:
+                return f["/entry/data/data"][event]
+        except OSError as exc:
+            if "already open" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.01)
 
 
 def latencies(writer, got):
