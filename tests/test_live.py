@@ -45,10 +45,16 @@ def frames(n=6, seed=0):
 
 
 def ledger_rows(path: Path):
+    """The ledger's items; none yet while the watch process has created the file but not its table."""
     con = sqlite3.connect(str(path))
-    rows = con.execute("SELECT path, event, state, attempts, outputs FROM items").fetchall()
-    con.close()
-    return rows
+    try:
+        return con.execute("SELECT path, event, state, attempts, outputs FROM items").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return []
+    finally:
+        con.close()
 
 
 def watch_process(config: Path, directory: Path, log: Path, *extra) -> subprocess.Popen:
