@@ -55,11 +55,13 @@ def read_back(client: httpx.Client, api_url: str, event_id: str, timeout: float 
         r = client.post(f"{api_url}/events/filter", json=body)
         assert r.status_code == 200, r.text
         page = r.json()
-        if page["events"]:
-            assert page["total"] == 1
+        # the server can list the event a moment before its count includes it: wait for both
+        if page["events"] and page["total"] == 1:
+            assert len(page["events"]) == 1
             return page["events"][0]
         if time.monotonic() > deadline:
-            pytest.fail(f"event {event_id} not readable through {api_url}/events/filter after {timeout} s")
+            pytest.fail(f"event {event_id} not readable through {api_url}/events/filter after {timeout} s "
+                        f"(events {len(page['events'])}, total {page['total']})")
         time.sleep(0.2)
 
 
