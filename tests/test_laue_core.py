@@ -203,10 +203,51 @@ def test_real_scmos_vs_lauetools(shared_data):
     frac_f, off_f = _match(ref, tab["Pos"][okm])
     print(f"AH12 r14_0000: {len(seeds)} seeds, {okm.sum()} fitted; LaueTools {len(ref)} peaks: seeds match "
           f"{frac_s:.3f} (median {off_s:.3f} px), fits match {frac_f:.3f} (median {off_f:.4f} px)")
-    # ~20 % of the seeds are one- or two-pixel spots (sigma < 0.5 px): the point-sampled Gaussian
-    # does not converge on them (recorded as such); hence the lower match fraction for the fits
-    collapsed = np.array(["sigma collapsing" in str(s) for s in tab["status"]])
-    print(f"  not converged, sigma collapsing: {collapsed.sum()}")
+    # ~20 % of the seeds are one- or two-pixel spots: the point-sampled Gaussian has no minimum
+    # there (sigma -> 0); they stop early as "undersampled", and their stopped positions still
+    # agree with LaueTools' peaks
+    under = np.array([str(s).startswith("undersampled") for s in tab["status"]])
+    frac_u, off_u = _match(ref, tab["Pos"][okm | under])
+    print(f"  undersampled: {under.sum()}; fitted + undersampled match {frac_u:.3f} (median {off_u:.4f} px)")
     assert frac_s >= 0.95
-    assert frac_f >= 0.65
+    assert frac_f >= 0.6
+    assert frac_u >= 0.95 and off_u < 0.05
     assert off_f < 0.05
+
+
+def test_pixel_integrated_model():
+    """The pixel-integrated profile: Jacobian = finite differences, integral = 2π α σ1 σ2, fits of
+    spots sharper than the sampled model can take (σ 0.4–0.8 px) agree with scipy and the truth."""
+    p = np.array([[1000.0, 50.0, 15.3, 16.7, 0.4, 1.3]])
+    m, J = model_and_jacobian(p, (SIZE, SIZE), pixel_integrated=True)
+    assert np.isclose(m[0].sum() - 50 * SIZE * SIZE, 2 * np.pi * 1000 * 0.4 * 1.3, rtol=1e-9)
+    eps = 1e-6
+    for k in range(6):
+        q = p.copy()
+        q[0, k] += eps
+        num = (model_and_jacobian(q, (SIZE, SIZE), jac=False, pixel_integrated=True)[0] - m) / eps
+        assert np.abs(num.ravel() - J[0, :, k]).max() < 1e-4 * np.abs(J[0]).max()
+    rng = np.random.default_rng(11)
+    n = 40
+    truth = np.stack([rng.uniform(2000, 8000, n), np.full(n, 100.0), 16 + rng.uniform(-0.5, 0.5, n),
+                      16 + rng.uniform(-0.5, 0.5, n), rng.uniform(0.4, 0.8, n), rng.uniform(0.4, 0.8, n)], axis=1)
+    stack = rng.poisson(model_and_jacobian(truth, (SIZE, SIZE), jac=False, pixel_integrated=True)[0]).astype(float)
+    w = np.ones_like(stack)
+    res = fit_gaussians(stack, w, pixel_integrated=True)
+    assert res.converged.mean() > 0.9
+    err = np.hypot(*(res.params[res.converged, 2:4] - truth[res.converged, 2:4]).T)
+    assert np.median(err) < 0.02
+    from scipy.optimize import least_squares
+
+    p0 = initial_guess(stack, w)
+    for i in np.flatnonzero(res.converged)[:10]:
+        def f(q, i=i):
+            return (model_and_jacobian(q[None], (SIZE, SIZE), jac=False, pixel_integrated=True)[0][0] - stack[i]).ravel()
+
+        def j(q):
+            return model_and_jacobian(q[None], (SIZE, SIZE), pixel_integrated=True)[1][0]
+
+        ref = least_squares(f, p0[i], jac=j, method="lm", xtol=1e-12, ftol=1e-12, gtol=1e-12).x
+        assert np.abs(ref[2:6] - res.params[i, 2:6]).max() < 1e-3
+    with pytest.raises(ValueError, match="axis-aligned"):
+        fit_gaussians(stack, w, pixel_integrated=True, rotated=True)
