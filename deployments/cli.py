@@ -82,6 +82,9 @@ flows:
             network) and hit finding over multi-event CXI/HDF5 files and images with a
             CrystFEL geometry; writes CXI peak lists, a CrystFEL hit list, plots.
   sfx-train Train the PeakNet-style network on simulated (and user-labelled) frames.
+  laue      Laue microdiffraction over a raster scan: LaueTools-style spot search, batched
+            2D Gaussian fits (or the spot CNN) with the CNN Laue spot paper's descriptors
+            (position, sigma, Sim, Asp, Area, quality); spot tables and scan maps.
   classify  Good/bad frame classification after PADT: label (lists, automatic profile
             fits, contact sheets), train and evaluate scikit-learn models on a ROI, and
             sort whole experiments into good/bad CrystFEL lists.
@@ -89,6 +92,7 @@ flows:
             real Pilatus 1M images in ../shared/data/saxs (CeO2 calibrant with its .poni,
             Fe3O4C map frames) when present, otherwise generated images with known ground
             truth. 'demo sfx': simulated 1920 x 1920 serial-crystallography frames.
+            'demo laue': a simulated Laue raster scan (2018 x 2016 images).
 
 real time:
   watch     Reduce frames as they arrive: watches directories (and/or listens to
@@ -116,13 +120,15 @@ examples:
   photonflow demo sfx --out demo-output/sfx
   photonflow sfx det.geom run7/*.cxi --out peaks --min-snr 5 --adc-threshold 100
   photonflow sfx det.geom run7/ --out peaks --finder peaknet
+  photonflow demo laue --out demo-output/laue
+  photonflow laue scan/ --out spots --threshold 400 --scan-shape 20 30
   photonflow watch watch.json /data/run42 --idle-timeout 600
   photonflow serve serve.json
   photonflow submit saxs --param inputs='["/data/run42"]' --wait
   photonflow cluster show slurm
   photonflow validate calib.json
 
-exit codes: 0 done; 1 done but some frames failed; 2 configuration error; 130 interrupted.
+exit codes: 0 done; 1 done but some frames (images) failed; 2 configuration error; 130 interrupted.
 Run 'photonflow COMMAND --help' for a command's options.
 """
 
@@ -180,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_classify_parsers(sub)
 
+    # -- laue
+    from deployments.cli_laue import add_parsers as add_laue_parsers
+
+    add_laue_parsers(sub)
+
     # -- demo
     p = sub.add_parser(
         "demo",
@@ -193,14 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("which", nargs="?", choices=["saxs", "sfx"], default="saxs",
-                   help="which flow: saxs (default) or sfx (serial crystallography on simulated frames)")
+    p.add_argument("which", nargs="?", choices=["saxs", "sfx", "laue"], default="saxs",
+                   help="which flow: saxs (default), sfx (serial crystallography on simulated frames) or laue "
+                   "(a simulated Laue raster scan)")
     p.add_argument("--out", default="demo-output", metavar="DIR", help="output directory (default: demo-output)")
     p.add_argument(
         "--frames", type=int, metavar="N",
-        help="frames to process: at most N of the real frames, or N generated frames (default 100; sfx: 60)",
+        help="frames to process: at most N of the real frames, or N generated frames (default 100; sfx: 60; "
+        "laue: 12 images)",
     )
     p.add_argument("--finder", choices=["peakfinder8", "peaknet"], help="demo sfx: the peak finder (default peakfinder8)")
+    p.add_argument("--method", choices=["fit", "cnn"], help="demo laue: spot descriptors (default fit)")
     p.add_argument("--synthetic", action="store_true", help="use generated data even where the real images are present")
     _add_run_options(p, overwrite_default=True)
     p.set_defaults(func=_cmd_demo)
@@ -237,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     # -- serve
     p = sub.add_parser(
         "serve",
-        description="Serve the deployments 'saxs/saxs', 'saxs-live/saxs-live', 'sfx/sfx' and 'classify-sort/classify-sort' "
+        description="Serve the deployments 'saxs/saxs', 'saxs-live/saxs-live', 'sfx/sfx', 'classify-sort/classify-sort' "
+        "and 'laue/laue' "
         "against the Prefect server in "
         "PREFECT_API_URL (start one with 'prefect server start'), with the default parameters, cron schedules "
         "and file-event triggers of CONFIG (config/schemas/serve.schema.json). Runs until interrupted.",
@@ -247,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- submit / status
     p = sub.add_parser("submit", description="Start a run of a served deployment and print its flow run id.")
-    p.add_argument("flow", metavar="FLOW", help="saxs, saxs-live, sfx, classify-sort, or FLOW/DEPLOYMENT")
+    p.add_argument("flow", metavar="FLOW", help="saxs, saxs-live, sfx, classify-sort, laue, or FLOW/DEPLOYMENT")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a flow parameter; VALUE is read as JSON when it parses, else as a string")
     p.add_argument("--wait", action="store_true", help="wait until the run is final and exit 0 only if it completed")
@@ -333,17 +348,21 @@ def _cmd_saxs(args: argparse.Namespace) -> int:
     return _run_saxs(kwargs, profile)
 
 
+def load_run_file(config: str | None, resolve) -> tuple[dict, str]:
+    """A run file (--config RUN.json) as a dict with its paths resolved against the file's
+    directory by ``resolve(data, base)``, and the source name; ({}, "command line") without one."""
+    if not config:
+        return {}, "command line"
+    data = load_json(config)
+    if not isinstance(data, dict):
+        raise ConfigError(config, [("", f"must be a JSON object, not {type(data).__name__}")])
+    return resolve(data, Path(os.path.abspath(config)).parent), config
+
+
 def _saxs_run_from_args(args: argparse.Namespace) -> tuple[dict, str]:
     """Merge --config RUN.json (paths relative to the file) with the command line (paths
     relative to the working directory; takes precedence). Returns (run dict, source name)."""
-    run: dict[str, Any] = {}
-    source = "command line"
-    if args.config:
-        data = load_json(args.config)
-        if not isinstance(data, dict):
-            raise ConfigError(args.config, [("", f"must be a JSON object, not {type(data).__name__}")])
-        run = _resolve_paths(data, Path(os.path.abspath(args.config)).parent)
-        source = args.config
+    run, source = load_run_file(args.config, _resolve_paths)
     cli: dict[str, Any] = {
         "calibration": args.calibration,
         "inputs": list(args.inputs) or None,
@@ -580,6 +599,10 @@ def _real_demo_data() -> tuple[Path, list[Path]] | None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise UsageError("--frames must be at least 1")
+    if args.which == "laue":
+        from deployments.cli_laue import cmd_demo_laue
+
+        return cmd_demo_laue(args)
     if args.which == "sfx":
         from deployments.cli_sfx import cmd_demo_sfx
 

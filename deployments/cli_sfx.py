@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from photonflow.config import ConfigError, load_json, validate_config
+from photonflow.config import ConfigError, validate_config
 
 PF8_FLAGS = (
     ("adc_threshold", "--adc-threshold", float, "ADU", "minimum value of a peak pixel (CrystFEL default 800)"),
@@ -104,16 +104,9 @@ def add_parsers(sub) -> None:
 
 def run_from_args(args: argparse.Namespace) -> tuple[dict, str]:
     """Merge --config RUN.json (paths relative to the file) with the command line (which wins)."""
-    from deployments.cli import UsageError
+    from deployments.cli import UsageError, load_run_file
 
-    run: dict[str, Any] = {}
-    source = "command line"
-    if args.config:
-        data = load_json(args.config)
-        if not isinstance(data, dict):
-            raise ConfigError(args.config, [("", f"must be a JSON object, not {type(data).__name__}")])
-        run = _resolve_sfx_paths(data, Path(os.path.abspath(args.config)).parent)
-        source = args.config
+    run, source = load_run_file(args.config, _resolve_sfx_paths)
     pf8 = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag, *_ in PF8_FLAGS}
     pf8 = {k: v for k, v in pf8.items() if v is not None}
     cli: dict[str, Any] = {

@@ -1,9 +1,9 @@
 """`photonflow serve`: one deployment per flow against a running Prefect server.
 
 Each flow is served under its own name ("saxs/saxs", "saxs-live/saxs-live", "sfx/sfx",
-"classify-sort/classify-sort") with the
+"classify-sort/classify-sort", "laue/laue") with the
 default parameters of the serve config, an optional cron schedule, and — for the SAXS and SFX flows —
-an optional event trigger (SAXS, SFX and frame sorting): every ``photonflow.files.arrived`` event (emitted by ``photonflow watch``, or posted
+an optional event trigger (SAXS, SFX, frame sorting and Laue): every ``photonflow.files.arrived`` event (emitted by ``photonflow watch``, or posted
 by any writer over HTTP, see docs/realtime.md) starts a run on the event's paths.
 """
 
@@ -42,6 +42,12 @@ def load_serve_config(path) -> dict:
             if sort.get(key):
                 sort[key] = resolve(sort[key])
         sort["inputs"] = [resolve(p) for p in sort.get("inputs", [])]
+    laue = cfg.get("laue")
+    if laue:
+        for key in ("output_dir", "watch_output_dir", "mask", "checkpoint"):
+            if laue.get(key):
+                laue[key] = resolve(laue[key])
+        laue["inputs"] = [resolve(p) for p in laue.get("inputs", [])]
     live = cfg.get("saxs_live")
     if live:
         if live.get("config"):
@@ -100,6 +106,16 @@ def build_deployments(cfg: dict) -> list:
         deployments.append(flow.to_deployment(name="classify-sort", parameters=params, cron=sort.get("cron"),
                                               triggers=triggers,
                                               description="Sort frames into good/bad lists (photonflow classify sort)."))
+    laue = cfg.get("laue", {}) if cfg else {}
+    if laue is not None:
+        from flows.laue import laue_flow
+
+        keys = ("output_dir", "inputs", "method", "search", "saturation", "batch_size", "checkpoint", "mask")
+        params = {k: laue[k] for k in keys if laue.get(k) is not None}
+        flow = laue_flow.with_options(task_runner=task_runner_for(load_cluster_profile(laue.get("cluster", "local"))))
+        triggers = [files_arrived_trigger(laue.get("watch_output_dir"))] if laue.get("on_files_arrived") else []
+        deployments.append(flow.to_deployment(name="laue", parameters=params, cron=laue.get("cron"), triggers=triggers,
+                                              description="Laue spot tables and scan maps (photonflow laue)."))
     live = cfg.get("saxs_live", {}) if cfg else {}
     if live is not None:
         params = {k: live[k] for k in ("config", "directories") if live.get(k)}

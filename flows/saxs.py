@@ -146,6 +146,16 @@ def _bar(fraction: float, width: int = 30) -> str:
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
+def failures_markdown(failures: list[str], limit: int = 100) -> list[str]:
+    """Markdown lines of a run summary's failures section (empty when none)."""
+    if not failures:
+        return []
+    lines = ["", "## Failures", ""] + [f"- {f}" for f in failures[:limit]]
+    if len(failures) > limit:
+        lines.append(f"- … and {len(failures) - limit} more (see summary.json)")
+    return lines
+
+
 def _finish(cal, out: Path, rows, failures, done, skipped, elapsed, input_root, extra: dict) -> dict:
     """Run table (CSV + HDF5), plots, artifacts and summary.json."""
     rows = sorted(rows, key=lambda r: (r["integration"], r["time"], r["frame"]))
@@ -184,10 +194,7 @@ def _finish(cal, out: Path, rows, failures, done, skipped, elapsed, input_root, 
         "",
         f"Outputs: `{out}` (per-frame `.chi` under `chi/`, NeXus batches under `curves/`, `integral_parameters.csv/.h5/.png`).",
     ]
-    if failures:
-        lines += ["", "## Failures", ""] + [f"- {f}" for f in failures[:100]]
-        if len(failures) > 100:
-            lines.append(f"- … and {len(failures) - 100} more (see summary.json)")
+    lines += failures_markdown(failures)
     create_markdown_artifact("\n".join(lines), key="saxs-run-summary", description="SAXS run summary")
     from photonflow.io import atomic_write_text
 

@@ -26,7 +26,7 @@ from photonflow.io.cxi import read_cxi_peaks, read_cxi_sources, write_hit_list
 from photonflow.io.geom import load_geometry
 from photonflow.plots import plot_hit_rate, plot_mask, plot_peak_overlay
 from photonflow.sfx import FINDERS, artifact_mask, batch_name
-from flows.saxs import _bar
+from flows.saxs import _bar, failures_markdown
 from tasks.sfx import build_processor, find_peaks_batch
 
 TABLE_COLUMNS = ["index", "path", "event", "n_peaks", "hit", "resolution_A", "total_intensity"]
@@ -204,10 +204,7 @@ def _finish(out: Path, geom, rows, failures, peak_files, hit_files, artifact_fil
         "`peaks/*.cxi` (peak lists of every frame), `hits/*.cxi` (hit frames with their peaks), `hit_rate.png`, "
         "`peak_overlay.png`" + (", `artifact_mask.h5`" if mask_file else "") + ".",
     ]
-    if failures:
-        lines += ["", "## Failures", ""] + [f"- {f}" for f in failures[:100]]
-        if len(failures) > 100:
-            lines.append(f"- … and {len(failures) - 100} more (see summary.json)")
+    lines += failures_markdown(failures)
     create_markdown_artifact("\n".join(lines), key="sfx-run-summary", description="Serial crystallography run summary")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     return summary

@@ -174,6 +174,8 @@ def guess_schema(data: Any) -> str | None:
         return "cluster_profile"
     if "geometry" in data:
         return "sfx_run"
+    if "search" in data or "scan_shape" in data or data.get("method") in ("fit", "cnn"):
+        return "laue_run"
     if "calibration" in data or "inputs" in data:
         return "saxs_run"
     return None

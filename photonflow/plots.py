@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_integral_parameters", "plot_curves", "plot_hit_rate", "plot_peak_overlay", "plot_mask"]
+__all__ = ["plot_integral_parameters", "plot_curves", "plot_hit_rate", "plot_peak_overlay", "plot_mask", "plot_scan_map"]
 
 
 def _pyplot():
@@ -139,5 +139,27 @@ def plot_mask(mask_fraction, path, title: str = "Artifact mask") -> str:
     ax.set_title(title)
     ax.set_xlabel("fs (pixels)")
     ax.set_ylabel("ss (pixels)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_scan_map(values, path, title: str, label: str, extent=None, cmap: str = "viridis", vmin=None, vmax=None) -> str:
+    """One raster-scan map (rows = map rows, from the top); grey where there is no value.
+    ``extent`` (x0, x1, y0, y1) in µm puts the axes in sample coordinates, else map indices."""
+    plt = _pyplot()
+    values = np.ma.masked_invalid(np.asarray(values, dtype=float))
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    colours = plt.get_cmap(cmap).with_extremes(bad="0.8")
+    im = ax.imshow(values, cmap=colours, origin="upper", interpolation="nearest", vmin=vmin, vmax=vmax,
+                   extent=extent, aspect="auto" if extent is not None else "equal")
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(title)
+    ax.set_xlabel("x (µm)" if extent is not None else "map column")
+    ax.set_ylabel("y (µm)" if extent is not None else "map row")
+    if extent is None:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return _save(fig, path)

@@ -269,7 +269,7 @@ def test_load_json_config_validates_the_file(tmp_path):
 
 
 def test_unknown_schema_lists_the_available_ones():
-    with pytest.raises(ConfigError, match="unknown schema 'nope'; available: cluster_profile, saxs_run"):
+    with pytest.raises(ConfigError, match="unknown schema 'nope'; available: cluster_profile, laue_run, saxs_run"):
         validate_config({}, "nope")
 
 
@@ -277,6 +277,7 @@ def test_guess_schema():
     assert guess_schema(SAXSDOG_NATIVE) == "saxsdog_calibration"
     assert guess_schema({"kind": "local"}) == "cluster_profile"
     assert guess_schema({"calibration": "c.poni"}) == "saxs_run"
+    assert guess_schema({"inputs": ["a.tif"], "search": {}}) == "laue_run"
     assert guess_schema({"$schema": "../schemas/saxs_run.schema.json", "kind": "x"}) == "saxs_run"
     assert guess_schema({"foo": 1}) is None
     assert guess_schema([]) is None

@@ -30,26 +30,18 @@ def _dtype_saturation(dtype: np.dtype) -> float:
     return float("inf")
 
 
-def read_laue_image(path, saturation: float | None = None) -> LaueImage:
-    """Read an sCMOS TIFF (tifffile) or a MarCCD / other fabio-readable image.
+def read_laue_image(path, saturation: float | None = None, event: int | None = None) -> LaueImage:
+    """Read an sCMOS TIFF, a MarCCD or any other fabio-readable image, or one event of an HDF5 file.
 
-    ``saturation``: the detector's saturation value; default from the stored dtype
-    (65535 for 16-bit, 255 for 8-bit, +inf for float images).
+    ``saturation``: the detector's saturation value, ADU; default from the stored dtype (65535
+    for 16-bit, 255 for 8-bit, +inf for float images).  Raises
+    :class:`photonflow.io.FrameReadError` (naming file, event and reason) when it cannot be read.
     """
-    path = Path(path)
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
+    from photonflow.io import read_frame
 
-        raw = tifffile.imread(path)
-    else:
-        import fabio
-
-        raw = fabio.open(str(path)).data
-    raw = np.asarray(raw)
-    if raw.ndim != 2:
-        raise ValueError(f"{path}: expected a 2D image, got shape {raw.shape}")
+    raw = np.asarray(read_frame(path, event))
     sat = _dtype_saturation(raw.dtype) if saturation is None else float(saturation)
-    return LaueImage(data=raw.astype(np.float32), saturation=sat, path=path)
+    return LaueImage(data=raw.astype(np.float32), saturation=sat, path=Path(path))
 
 
 @dataclass

@@ -1,0 +1,201 @@
+"""The Laue microdiffraction flow: a raster scan of images → per image a spot table, per scan maps.
+
+Images go to the workers in batches (``batch_size`` images per Prefect task); each image is read,
+its spots searched as LaueTools does (minimum-filter background, threshold, blobs, merged seeds),
+and described by the batched 2D Gaussian fit or the spot CNN (Kirstein et al. 2023 descriptors:
+position, intensity, σ1, σ2, Sim, Asp, Area, quality). Outputs: ``spots/<image>.h5`` and ``.csv``,
+``images.csv``/``.h5`` (one row per image with its map place), ``map_good_spots.png``,
+``map_mean_sim.png``, Prefect artifacts and ``summary.json``. An image that cannot be read, a
+cutout at the image edge or a fit that does not converge is recorded with its reason; the rest
+of the scan goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.futures import as_completed
+from prefect_dask import DaskTaskRunner
+
+from photonflow.io import FrameRef, atomic_write_text, iter_frame_refs, write_table_csv, write_table_hdf5
+from photonflow.laue.scan import IMAGE_COLUMNS, LaueSettings, read_positions_csv, scan_maps, scan_positions
+from photonflow.plots import plot_scan_map
+from flows.saxs import _bar, failures_markdown
+from tasks.laue import laue_spots_batch
+
+MAX_TABLE_ARTIFACT_ROWS = 500
+
+
+@flow(name="laue", task_runner=DaskTaskRunner(), log_prints=True)
+def laue_flow(
+    inputs: list[str],
+    output_dir: str,
+    method: str = "fit",
+    search: dict | None = None,
+    saturation: float | None = None,
+    positions: str | None = None,
+    scan_shape: list[int] | None = None,
+    snake: bool = False,
+    batch_size: int = 4,
+    rotated: bool = False,
+    pixel_integrated: bool = False,
+    quality_sim: float = 0.5,
+    quality_dist: float = 0.9,
+    mask: str | None = None,
+    checkpoint: str | None = None,
+    device: str = "auto",
+) -> dict:
+    """Spot search and spot descriptors over a Laue raster scan.
+
+    inputs: image files (sCMOS TIFF, MarCCD, any fabio format, HDF5 events) or directories;
+    output_dir: where results go; method: "fit" (batched 2D Gaussian least squares) or "cnn" (the
+    spot network); search: LaueTools-named search parameters (IntensityThreshold ADU above the
+    minimum-filter background, PixelNearRadius px, boxsize px, min_pixels); saturation: ADU
+    (default: the dtype's maximum); positions: CSV of image, x, y (µm) map positions, or
+    scan_shape [rows, cols] for a raster in file order (``snake`` reverses every other row);
+    batch_size: images per task; rotated / pixel_integrated: fit model options; quality_sim,
+    quality_dist (px): the quality flag's thresholds; mask: bad-pixel file (nonzero = bad);
+    checkpoint, device: the CNN's (default: the shipped model, "auto").
+    """
+    logger = get_run_logger()
+    t0 = time.perf_counter()
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    settings = LaueSettings(search=dict(search or {}), method=method, saturation=saturation, rotated=rotated,
+                            pixel_integrated=pixel_integrated, quality_sim=quality_sim, quality_dist=quality_dist,
+                            mask=None if mask is None else str(Path(mask).resolve()),
+                            checkpoint=None if checkpoint is None else str(Path(checkpoint).resolve()), device=device)
+    if settings.rotated and settings.pixel_integrated:
+        raise ValueError("the pixel-integrated model is axis-aligned only: choose rotated or pixel_integrated")
+    if settings.method == "cnn":
+        from photonflow.laue.cnn import load_cnn
+
+        load_cnn(settings.checkpoint, device="cpu")  # a bad checkpoint fails here, before any work
+    refs = list(iter_frame_refs(list(inputs)))
+    if not refs:
+        raise ValueError(f"no images found in {list(inputs)}")
+    places = scan_positions(refs, read_positions_csv(positions) if positions else None, scan_shape, snake)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spots_dir = out / "spots"
+    logger.info("%d images, method %s, batches of %d, search %s", len(refs), method, batch_size, settings.search)
+
+    index = {(r.path, -1 if r.event is None else int(r.event)): k for k, r in enumerate(refs)}
+    batches = [refs[i:i + batch_size] for i in range(0, len(refs), batch_size)]
+    progress_id = create_progress_artifact(0.0, description=f"Laue: {len(refs)} images in {len(batches)} batches")
+    t_ready = time.perf_counter()
+    futures = {laue_spots_batch.submit(settings.to_dict(), [tuple(r) for r in batch], str(spots_dir)): batch
+               for batch in batches}
+    rows: list[dict] = []
+    finished = 0
+    for fut in as_completed(list(futures)):
+        batch = futures[fut]
+        result = fut.result(raise_on_failure=False)
+        if isinstance(result, list):
+            rows.extend(result)
+        else:  # the whole task failed (after its retries): every image of it is a failure
+            rows.extend({"path": r.path, "event": -1 if r.event is None else int(r.event), "n_spots": 0, "n_good": 0,
+                         "mean_sim": math.nan, "n_not_fitted": 0, "status": f"{FrameRef(*r)}: batch failed: {result}",
+                         "spots_file": "", "seconds": 0.0, "spot_status": {}} for r in batch)
+        finished += len(batch)
+        update_progress_artifact(progress_id, 100.0 * finished / len(refs))
+        spots = sum(r["n_spots"] for r in rows)
+        logger.info("%s %5.1f %% (%d/%d images; %d spots; %.2f images/s)", _bar(finished / len(refs)),
+                    100.0 * finished / len(refs), finished, len(refs), spots,
+                    finished / max(time.perf_counter() - t_ready, 1e-9))
+    elapsed = time.perf_counter() - t_ready
+    for r in rows:
+        k = index[(r["path"], r["event"])]
+        r.update(index=k, **places[k])
+    rows.sort(key=lambda r: r["index"])
+    summary = _finish(out, rows, elapsed, {"preparation_s": t_ready - t0, "method": method,
+                                           "settings": settings.to_dict()})
+    logger.info("Laue scan: %d images (%d failed), %d spots, %d good, in %.1f s; outputs in %s", len(rows),
+                summary["images_failed"], summary["spots"], summary["good_spots"], elapsed, out)
+    return summary
+
+
+def _sum_counts(dicts) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for d in dicts:
+        for key, value in d.items():
+            total[key] = total.get(key, 0) + value
+    return dict(sorted(total.items(), key=lambda kv: -kv[1]))
+
+
+def _finish(out: Path, rows: list[dict], elapsed: float, extra: dict) -> dict:
+    """Scan table, maps, Prefect artifacts and summary.json."""
+    table = {c: [r[c] for r in rows] for c in IMAGE_COLUMNS}
+    write_table_csv(out / "images.csv", table)
+    write_table_hdf5(out / "images.h5", table, group="images")
+    failures = [r["status"] for r in rows if r["status"] != "ok"]
+    plots = {}
+    maps = scan_maps(rows)
+    xs = [r["x_um"] for r in rows if math.isfinite(r["x_um"])]
+    ys = [r["y_um"] for r in rows if math.isfinite(r["y_um"])]
+    extent = None
+    if xs and len(xs) == len(rows) and maps:
+        ny, nx = maps["n_good"].shape
+        dx = (max(xs) - min(xs)) / max(nx - 1, 1) or 1.0
+        dy = (max(ys) - min(ys)) / max(ny - 1, 1) or 1.0
+        extent = (min(xs) - dx / 2, max(xs) + dx / 2, max(ys) + dy / 2, min(ys) - dy / 2)
+    try:
+        if maps:
+            plots["map_good_spots"] = plot_scan_map(maps["n_good"], out / "map_good_spots.png",
+                                                    "Good spots per image (quality flag)", "good spots", extent)
+            plots["map_mean_sim"] = plot_scan_map(maps["mean_sim"], out / "map_mean_sim.png", "Mean Sim per image",
+                                                  "mean Sim", extent, cmap="magma", vmin=0, vmax=1)
+    except Exception as exc:  # noqa: BLE001 - the tables are written; report and go on
+        failures.append(f"maps not plotted: {type(exc).__name__}: {exc}")
+    ok = [r for r in rows if r["status"] == "ok"]
+    spots = sum(r["n_spots"] for r in ok)
+    good = sum(r["n_good"] for r in ok)
+    sims = [r["mean_sim"] for r in ok if math.isfinite(r["mean_sim"])]
+    summary = {
+        "images_done": len(ok),
+        "images_failed": len(rows) - len(ok),
+        "spots": spots,
+        "good_spots": good,
+        "spots_not_fitted": sum(r["n_not_fitted"] for r in ok),
+        "spots_not_fitted_by_reason": _sum_counts(r.get("spot_status", {}) for r in ok),
+        "mean_spots_per_image": spots / len(ok) if ok else None,
+        "mean_sim": float(np.mean(sims)) if sims else None,
+        "elapsed_s": elapsed,
+        "images_per_s": len(rows) / elapsed if elapsed > 0 else 0.0,
+        "spot_seconds_per_image": float(np.mean([r["seconds"] for r in ok])) if ok else None,
+        "failures": failures,
+        "output_dir": str(out),
+        "table": str(out / "images.csv"),
+        "spots_dir": str(out / "spots"),
+        **plots,
+        **extra,
+    }
+    create_table_artifact(
+        table=[{c: r[c] for c in ("index", "path", "map_row", "map_col", "n_spots", "n_good", "mean_sim", "status")}
+               for r in rows[:MAX_TABLE_ARTIFACT_ROWS]],
+        key="laue-images",
+        description=f"Spots per image ({min(len(rows), MAX_TABLE_ARTIFACT_ROWS)} of {len(rows)} rows; all in "
+                    f"{out / 'images.csv'})",
+    )
+    mean_sim = summary["mean_sim"]
+    lines = [
+        "# Laue scan summary",
+        "",
+        "| images | failed | spots | good spots | spots not fitted | mean Sim | images/s |",
+        "|---|---|---|---|---|---|---|",
+        f"| {len(ok)} | {summary['images_failed']} | {spots} | {good} | {summary['spots_not_fitted']} | "
+        f"{'—' if mean_sim is None else f'{mean_sim:.3f}'} | {summary['images_per_s']:.2f} |",
+        "",
+        f"Method: `{extra['method']}`. Outputs in `{out}`: `images.csv`, `spots/*.h5` and `spots/*.csv` (one spot "
+        "table per image), `map_good_spots.png`, `map_mean_sim.png`.",
+    ]
+    lines += failures_markdown(failures)
+    create_markdown_artifact("\n".join(lines), key="laue-scan-summary", description="Laue scan summary")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
+    return summary
