@@ -61,7 +61,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--quality-dist", type=float, metavar="PX", help="quality flag: |Pos - seed| at most PX (default 0.9)")
     p.add_argument("--mask", metavar="FILE", help="bad-pixel mask (nonzero = bad)")
     p.add_argument("--checkpoint", metavar="MODEL.pt", help="cnn: model checkpoint (default: shipped)")
-    p.add_argument("--device", metavar="DEV", help="cnn: torch device: auto (default), cpu, cuda")
+    p.add_argument("--backend", choices=["numpy", "torch"], help="fit: numpy (default) or torch (GPU)")
+    p.add_argument("--device", metavar="DEV", help="torch device (cnn, fit --backend torch): auto (default), cpu, cuda")
     p.add_argument("--batch-size", type=int, metavar="N", help="images per task (default 4)")
     p.add_argument("--cluster", metavar="PROFILE",
                    help="cluster profile: local (default), threads, slurm, address, or a profile JSON path")
@@ -80,7 +81,8 @@ def run_from_args(args: argparse.Namespace) -> tuple[dict, str]:
         "saturation": args.saturation, "positions": args.positions,
         "scan_shape": list(args.scan_shape) if args.scan_shape else None, "snake": args.snake,
         "rotated": args.rotated, "pixel_integrated": args.pixel_integrated, "quality_sim": args.quality_sim,
-        "quality_dist": args.quality_dist, "mask": args.mask, "checkpoint": args.checkpoint, "device": args.device,
+        "quality_dist": args.quality_dist, "mask": args.mask, "checkpoint": args.checkpoint, "backend": args.backend,
+        "device": args.device,
         "batch_size": args.batch_size, "cluster": args.cluster,
     }
     overrides = {k: v for k, v in cli.items() if v is not None}
@@ -118,10 +120,12 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
     if run["rotated"] and run["pixel_integrated"]:
         raise ConfigError(source, [("pixel_integrated", "the pixel-integrated model is axis-aligned only; "
                                                         "it cannot be combined with rotated")])
+    if run["rotated"] and run["backend"] == "torch":
+        raise ConfigError(source, [("backend", "the torch fit is axis-aligned only; it cannot be combined with rotated")])
     inputs = _expand_inputs(run["inputs"])
     profile = load_cluster_profile(run["cluster"])
     keys = ("output_dir", "method", "search", "saturation", "positions", "scan_shape", "snake", "batch_size",
-            "rotated", "pixel_integrated", "quality_sim", "quality_dist", "mask", "checkpoint", "device")
+            "rotated", "pixel_integrated", "quality_sim", "quality_dist", "mask", "checkpoint", "backend", "device")
     kwargs = {"inputs": inputs, **{k: run.get(k) for k in keys}}
     kwargs["search"] = kwargs["search"] or {}
     return kwargs, profile

@@ -49,6 +49,7 @@ def laue_flow(
     quality_dist: float = 0.9,
     mask: str | None = None,
     checkpoint: str | None = None,
+    backend: str = "numpy",
     device: str = "auto",
 ) -> dict:
     """Spot search and spot descriptors over a Laue raster scan.
@@ -61,7 +62,8 @@ def laue_flow(
     scan_shape [rows, cols] for a raster in file order (``snake`` reverses every other row);
     batch_size: images per task; rotated / pixel_integrated: fit model options; quality_sim,
     quality_dist (px): the quality flag's thresholds; mask: bad-pixel file (nonzero = bad);
-    checkpoint, device: the CNN's (default: the shipped model, "auto").
+    checkpoint: the CNN's (default: the shipped model); backend: the fit's, "numpy" or "torch";
+    device: torch's ("auto": a GPU when there is one).
     """
     logger = get_run_logger()
     t0 = time.perf_counter()
@@ -70,9 +72,11 @@ def laue_flow(
     settings = LaueSettings(search=dict(search or {}), method=method, saturation=saturation, rotated=rotated,
                             pixel_integrated=pixel_integrated, quality_sim=quality_sim, quality_dist=quality_dist,
                             mask=None if mask is None else str(Path(mask).resolve()),
-                            checkpoint=None if checkpoint is None else str(Path(checkpoint).resolve()), device=device)
-    if settings.rotated and settings.pixel_integrated:
-        raise ValueError("the pixel-integrated model is axis-aligned only: choose rotated or pixel_integrated")
+                            checkpoint=None if checkpoint is None else str(Path(checkpoint).resolve()),
+                            backend=backend, device=device)
+    if settings.rotated and (settings.pixel_integrated or settings.backend == "torch"):
+        raise ValueError("the rotated model needs the numpy backend and the sampled profile "
+                         "(pixel_integrated and backend torch are axis-aligned only)")
     if settings.method == "cnn":
         from photonflow.laue.cnn import load_cnn
 

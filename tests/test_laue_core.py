@@ -251,3 +251,20 @@ def test_pixel_integrated_model():
         assert np.abs(ref[2:6] - res.params[i, 2:6]).max() < 1e-3
     with pytest.raises(ValueError, match="axis-aligned"):
         fit_gaussians(stack, w, pixel_integrated=True, rotated=True)
+
+
+@pytest.mark.parametrize("pixel_integrated", [False, True])
+def test_torch_backend_matches_numpy(pixel_integrated):
+    """The torch fit (run here on CPU torch; on a GPU in production) gives the numpy fit's results."""
+    stack, _ = _simulate(60, seed=4)
+    weights = np.ones_like(stack)
+    weights[3, 10:12, 14:18] = 0
+    weights[7, 16, 16] = 0
+    stack[5] = np.random.default_rng(0).poisson(100.0, stack[5].shape)  # no spot: does not converge cleanly
+    a = fit_gaussians(stack, weights, pixel_integrated=pixel_integrated)
+    b = fit_gaussians(stack, weights, pixel_integrated=pixel_integrated, backend="torch", device="cpu")
+    assert (a.converged == b.converged).all() and a.reason == b.reason
+    assert np.abs(a.params - b.params)[a.converged, 2:6].max() < 1e-6  # px (rounding differs: W == 1 shortcut)
+    assert np.abs(a.params - b.params)[:, 2:6].max() < 1e-6
+    with pytest.raises(ValueError, match="axis-aligned"):
+        fit_gaussians(stack, weights, rotated=True, backend="torch")

@@ -332,7 +332,7 @@ def _normal_equations(p, D: _Data, rotated, pixel_integrated=False):
 
 def fit_gaussians(stack, weights, *, max_iter: int = 50, tol: float = 1e-8, rotated: bool = False,
                   p0: np.ndarray | None = None, lambda0: float = 1e-3, pixel_integrated: bool = False,
-                  sigma_floor: float | None = None) -> FitResult:
+                  sigma_floor: float | None = None, backend: str = "numpy", device: str = "auto") -> FitResult:
     """Batched Levenberg–Marquardt (Marquardt diagonal scaling, per-spot damping λ) over all cutouts.
 
     Minimises ``0.5 * sum(w * (m - A)^2)`` with the analytic Jacobian; for the unrotated model the
@@ -344,7 +344,18 @@ def fit_gaussians(stack, weights, *, max_iter: int = 50, tol: float = 1e-8, rota
     is stopped as undersampled (not converged).
     ``pixel_integrated``: fit the pixel-integrated Gaussian instead of the point-sampled one (the
     paper's); needed for spots sharper than about 0.5 px (axis-aligned only).
+    ``backend="torch"``: the same fit in torch on ``device`` (a GPU when "auto" finds one; axis-aligned
+    model only), see :mod:`photonflow.laue.fit_torch`.
     """
+    if backend == "torch":
+        if rotated:
+            raise ValueError("the torch backend fits the axis-aligned model only (rotated=False)")
+        from .fit_torch import fit_gaussians_torch
+
+        return fit_gaussians_torch(stack, weights, max_iter=max_iter, tol=tol, p0=p0, lambda0=lambda0,
+                                   pixel_integrated=pixel_integrated, sigma_floor=sigma_floor, device=device)
+    if backend != "numpy":
+        raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
     if pixel_integrated and rotated:
         raise ValueError("the pixel-integrated model is axis-aligned only (rotated=False)")
     if sigma_floor is None:
@@ -357,7 +368,7 @@ def fit_gaussians(stack, weights, *, max_iter: int = 50, tol: float = 1e-8, rota
     lam = np.full(n, lambda0)
     converged = np.zeros(n, bool)
     n_iter = np.zeros(n, int)
-    reason = [""] * n
+    undersampled = np.zeros(n, bool)
     D_all = _Data(A_all, W_all, rotated)
     cost, JTJ, g = _normal_equations(p, D_all, rotated, pixel_integrated)
     eye = np.eye(k)
@@ -397,24 +408,39 @@ def fit_gaussians(stack, weights, *, max_iter: int = 50, tol: float = 1e-8, rota
             cost[acc], JTJ[acc], g[acc] = _normal_equations(p[acc], D if accept.all() else D.take(accept), rotated, pixel_integrated)
         lam[active[~accept]] *= 10.0
         converged[active[done]] = True
-        for i in active[collapsed]:
-            reason[i] = f"undersampled spot: sigma < {sigma_floor} px (sharper than a pixel)"
+        undersampled[active[collapsed]] = True
         finished = done | collapsed
         if finished.any():
             active = active[~finished]
             D = None
-    for i in active:
+    unfinished = np.zeros(n, bool)
+    unfinished[active] = True
+    p, converged, reason = fit_outcome(p, converged, undersampled, unfinished, max_iter, sigma_floor, (R, C))
+    return FitResult(params=p, converged=converged, n_iter=n_iter, cost=cost, reason=reason,
+                     pixel_integrated=pixel_integrated)
+
+
+def fit_outcome(p, converged, undersampled, unfinished, max_iter, sigma_floor, shape):
+    """Final parameters (|σ|, canonical rotation), converged flags and reasons ("" when converged):
+    undersampled, not converged in max_iter, or out of bounds (α ≤ 0, σ larger than the cutout,
+    μ outside it)."""
+    R, C = shape
+    p = np.array(p, dtype=np.float64)
+    converged = np.array(converged, bool)
+    reason = [""] * len(p)
+    for i in np.flatnonzero(undersampled):
+        reason[i] = f"undersampled spot: sigma < {sigma_floor} px (sharper than a pixel)"
+    for i in np.flatnonzero(unfinished):
         reason[i] = f"not converged in {max_iter} iterations"
     p[:, 4:6] = np.abs(p[:, 4:6])
-    if rotated:
+    if p.shape[1] == 7:
         p = canonical_rotation(p)
     oob = converged & ((p[:, 0] <= 0) | (p[:, 4] > R) | (p[:, 5] > C) | (p[:, 2] < -0.5) | (p[:, 2] > R - 0.5)
                        | (p[:, 3] < -0.5) | (p[:, 3] > C - 0.5))
     for i in np.flatnonzero(oob):
         converged[i] = False
         reason[i] = "fit out of bounds (alpha<=0, sigma>box or mu outside cutout)"
-    return FitResult(params=p, converged=converged, n_iter=n_iter, cost=cost, reason=reason,
-                     pixel_integrated=pixel_integrated)
+    return p, converged, reason
 
 
 def canonical_rotation(p: np.ndarray) -> np.ndarray:
@@ -483,7 +509,7 @@ def descriptors(stack, weights, result: FitResult, origins, seeds, quality_sim: 
 
 def fit_spots(image, seeds, *, size: int = 32, mask=None, saturation=None, rotated: bool = False,
               max_iter: int = 50, tol: float = 1e-8, quality_sim: float = 0.5, quality_dist: float = 0.9,
-              pixel_integrated: bool = False) -> dict:
+              pixel_integrated: bool = False, backend: str = "numpy", device: str = "auto") -> dict:
     """Cut out, fit (only cutouts that are ok) and describe every seed. Returns a dict of arrays,
     one row per seed (in seed order): seed, origin, alpha, beta, mu1, mu2, sigma1, sigma2
     [, theta], converged, n_iter, cost, Sim0, Sim, Pos, Asp, Area, dist, quality, status."""
@@ -499,7 +525,7 @@ def fit_spots(image, seeds, *, size: int = 32, mask=None, saturation=None, rotat
     idx = np.flatnonzero(ok)
     if len(idx):
         res = fit_gaussians(stack[idx], weights[idx], max_iter=max_iter, tol=tol, rotated=rotated,
-                            pixel_integrated=pixel_integrated)
+                            pixel_integrated=pixel_integrated, backend=backend, device=device)
         params[idx] = res.params
         conv[idx] = res.converged
         n_iter[idx] = res.n_iter

@@ -41,7 +41,8 @@ class LaueSettings:
 
     saturation: ADU at and above which pixels are excluded (default: the dtype's maximum);
     size: cutout side, px; quality_sim / quality_dist (px): the quality flag's thresholds;
-    mask: mask file (nonzero = bad pixel); checkpoint / device: the CNN's."""
+    mask: mask file (nonzero = bad pixel); backend: the fit's, "numpy" or "torch"; device: torch's
+    (the CNN's, and the fit's with backend "torch"); checkpoint: the CNN's."""
 
     search: SearchParams = field(default_factory=SearchParams)
     method: str = "fit"
@@ -53,6 +54,7 @@ class LaueSettings:
     quality_dist: float = 0.9
     mask: str | None = None
     checkpoint: str | None = None
+    backend: str = "numpy"
     device: str = "auto"
 
     def __post_init__(self):
@@ -86,7 +88,8 @@ def spot_table(image, seeds, settings: LaueSettings, mask=None) -> dict:
     if settings.method == "fit":
         t = fit_spots(image, seeds, size=settings.size, mask=mask, saturation=settings.saturation,
                       rotated=settings.rotated, pixel_integrated=settings.pixel_integrated,
-                      quality_sim=settings.quality_sim, quality_dist=settings.quality_dist)
+                      quality_sim=settings.quality_sim, quality_dist=settings.quality_dist,
+                      backend=settings.backend, device=settings.device)
         fitted = np.isfinite(t["alpha"])
         intensity = np.where(fitted, 2 * np.pi * t["alpha"] * t["sigma1"] * t["sigma2"], np.nan)
         return {
