@@ -82,6 +82,8 @@ flows:
             network) and hit finding over multi-event CXI/HDF5 files and images with a
             CrystFEL geometry; writes CXI peak lists, a CrystFEL hit list, plots.
   sfx-train Train the PeakNet-style network on simulated (and user-labelled) frames.
+  tomo      Chunked tomography of DXchange scans (DanMAX pipeline): preprocessing, stitching,
+            Paganin, reconstruction by Fourier gridding, a volume with its pyramid, a PDF report.
   laue      Laue microdiffraction over a raster scan: LaueTools-style spot search, batched
             2D Gaussian fits (or the spot CNN) with the CNN Laue spot paper's descriptors
             (position, sigma, Sim, Asp, Area, quality); spot tables and scan maps.
@@ -122,6 +124,7 @@ examples:
   photonflow sfx det.geom run7/ --out peaks --finder peaknet
   photonflow demo laue --out demo-output/laue
   photonflow laue scan/ --out spots --threshold 400 --scan-shape 20 30
+  photonflow tomo scan.h5 --out recon --config tomo.json --dry-run
   photonflow watch watch.json /data/run42 --idle-timeout 600
   photonflow serve serve.json
   photonflow submit saxs --param inputs='["/data/run42"]' --wait
@@ -190,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     from deployments.cli_laue import add_parsers as add_laue_parsers
 
     add_laue_parsers(sub)
+
+    # -- tomo
+    from deployments.cli_tomo import add_parsers as add_tomo_parsers
+
+    add_tomo_parsers(sub)
 
     # -- demo
     p = sub.add_parser(

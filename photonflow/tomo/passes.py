@@ -30,7 +30,7 @@ import numpy as np
 
 from . import preprocess as pre
 from .dxchange import open_scan, read_projections, read_references
-from .stitch import blend
+from .stitch import blend, stitched_width
 
 SINO_CHUNK_ROWS = 4
 
@@ -83,7 +83,7 @@ def pass1_chunk(scan_paths: list[str], p0: int, p1: int, steps: dict, rows_per_s
     refs = [read_references(s) for s in scans]
     i0 = [chunk_i0(s, r, p0, p1, steps) for s, r in zip(scans, refs)]
     n, rows, cols = scans[0].shape
-    width = cols if len(scans) == 1 else int(np.ceil(sum(offsets) + scans[-1].shape[2] - 1e-9))
+    width = cols if len(scans) == 1 else stitched_width(offsets, scans[-1].shape[2])
     paganin = steps.get("paganin")
     out_path = Path(out_path)
     tmp = _tmp(out_path)
@@ -176,14 +176,11 @@ def read_sinograms(joined_path, r0: int, r1: int, dataset: str = "data") -> np.n
     return np.ascontiguousarray(block.transpose(1, 0, 2))
 
 
-def sinograms_to_slices(sino, theta_deg, center: float, steps: dict) -> tuple[np.ndarray, dict]:
-    """Transmission sinograms (rows, n, cols) → float32 slices (rows, W, W) in 1/px, with the
-    pass-2 steps: −log, stripes, rings, 360° → 180°, reconstruction, circular mask."""
-    from .recon import reconstruct
-    from .sino import apply_circle_mask, minus_log, remove_rings, sino_360_to_180
+def corrected_sinograms(sino, steps: dict) -> np.ndarray:
+    """Transmission sinograms (rows, n, cols) → −log line integrals with the pass-2 stripe and ring
+    removal applied (before any 360° → 180° conversion)."""
+    from .sino import minus_log, remove_rings
 
-    timings = {}
-    t = time.perf_counter()
     s = minus_log(sino)
     if steps.get("stripes"):
         opts = dict(steps["stripes"])
@@ -191,6 +188,18 @@ def sinograms_to_slices(sino, theta_deg, center: float, steps: dict) -> tuple[np
         s = np.stack([pre.STRIPE_METHODS[method](x, **opts) for x in s])
     if steps.get("rings"):
         s = remove_rings(s, **steps["rings"])
+    return s
+
+
+def sinograms_to_slices(sino, theta_deg, center: float, steps: dict) -> tuple[np.ndarray, dict]:
+    """Transmission sinograms (rows, n, cols) → float32 slices (rows, W, W) in 1/px, with the
+    pass-2 steps: −log, stripes, rings, 360° → 180°, reconstruction, circular mask."""
+    from .recon import reconstruct
+    from .sino import apply_circle_mask, sino_360_to_180
+
+    timings = {}
+    t = time.perf_counter()
+    s = corrected_sinograms(sino, steps)
     theta = np.asarray(theta_deg, dtype=np.float64)
     if steps.get("half_acquisition"):
         s, center = sino_360_to_180(s, center)

@@ -31,6 +31,11 @@ class StitchResult:
         return {"offsets_px": self.offsets, "guesses_px": self.guesses, "costs": self.costs, "width_px": self.width}
 
 
+def stitched_width(offsets, last_cols: int) -> int:
+    """Columns of the stitched projections: up to the last whole column the last scan covers."""
+    return int(np.floor(float(np.sum(offsets)) + last_cols - 1 + 1e-9)) + 1
+
+
 def offset_guesses(motor_positions_mm, pixel_size_um: float) -> list[float]:
     """Offsets (px) between consecutive scans from their horizontal motor positions (mm): a move of
     the sample by +d shows the next scan's field d further along the detector."""
@@ -124,7 +129,7 @@ def stitch_offsets(scans, guesses, window: int = 20, method: str = "difference",
         o, c = find_offset(scans[i][pick], scans[i + 1][pick], guesses[i], window, method)
         offsets.append(float(o))
         costs.append(float(c))
-    width = int(np.ceil(sum(offsets) + scans[-1].shape[-1] - 1e-9))
+    width = stitched_width(offsets, scans[-1].shape[-1])
     return StitchResult(offsets=offsets, guesses=[float(g) for g in guesses], costs=costs, width=width)
 
 
@@ -133,7 +138,7 @@ def blend(scans, offsets) -> np.ndarray:
     (fractional parts by linear interpolation), overlaps blended with weights that fall linearly
     from each scan's edge and sum to 1."""
     starts = np.concatenate([[0.0], np.cumsum(offsets)])
-    width = int(np.ceil(starts[-1] + scans[-1].shape[-1] - 1e-9))
+    width = stitched_width(offsets, scans[-1].shape[-1])
     n, rows = scans[0].shape[:2]
     total = np.zeros((n, rows, width), np.float64)
     weight = np.zeros(width)
