@@ -95,6 +95,7 @@ flows:
             Fe3O4C map frames) when present, otherwise generated images with known ground
             truth. 'demo sfx': simulated 1920 x 1920 serial-crystallography frames.
             'demo laue': a simulated Laue raster scan (2018 x 2016 images).
+            'demo tomo': a simulated tomography scan, reconstructed chunk by chunk.
 
 real time:
   watch     Reduce frames as they arrive: watches directories (and/or listens to
@@ -124,6 +125,7 @@ examples:
   photonflow sfx det.geom run7/ --out peaks --finder peaknet
   photonflow demo laue --out demo-output/laue
   photonflow laue scan/ --out spots --threshold 400 --scan-shape 20 30
+  photonflow demo tomo --out demo-output/tomo
   photonflow tomo scan.h5 --out recon --config tomo.json --dry-run
   photonflow watch watch.json /data/run42 --idle-timeout 600
   photonflow serve serve.json
@@ -212,14 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("which", nargs="?", choices=["saxs", "sfx", "laue"], default="saxs",
-                   help="which flow: saxs (default), sfx (serial crystallography on simulated frames) or laue "
-                   "(a simulated Laue raster scan)")
+    p.add_argument("which", nargs="?", choices=["saxs", "sfx", "laue", "tomo"], default="saxs",
+                   help="which flow: saxs (default), sfx (serial crystallography on simulated frames), laue "
+                   "(a simulated Laue raster scan) or tomo (a simulated tomography scan)")
     p.add_argument("--out", default="demo-output", metavar="DIR", help="output directory (default: demo-output)")
     p.add_argument(
         "--frames", type=int, metavar="N",
         help="frames to process: at most N of the real frames, or N generated frames (default 100; sfx: 60; "
-        "laue: 12 images)",
+        "laue: 12 images; tomo: detector rows, 32)",
     )
     p.add_argument("--finder", choices=["peakfinder8", "peaknet"], help="demo sfx: the peak finder (default peakfinder8)")
     p.add_argument("--method", choices=["fit", "cnn"], help="demo laue: spot descriptors (default fit)")
@@ -607,6 +609,10 @@ def _real_demo_data() -> tuple[Path, list[Path]] | None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise UsageError("--frames must be at least 1")
+    if args.which == "tomo":
+        from deployments.cli_tomo import cmd_demo_tomo
+
+        return cmd_demo_tomo(args)
     if args.which == "laue":
         from deployments.cli_laue import cmd_demo_laue
 

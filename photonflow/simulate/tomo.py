@@ -607,3 +607,19 @@ def read_dxchange(path) -> DXchangeData:
     except OSError as exc:
         raise OSError(f"read_dxchange: cannot read {path}: {exc}") from exc
     return DXchangeData(**out)
+
+
+def write_tomo_scan(path, scan: TomoScan, *, compression: str | None = "blosc-lz4", external_links: bool = False) -> Path:
+    """A simulated scan as DXchange: :func:`write_dxchange` with the flats before the scan in
+    ``data_white`` and those after it in ``/exchange/data_white_end``, and the monitor in
+    ``/exchange/monitor``."""
+    import h5py
+
+    nb = scan.n_flats_before
+    path = write_dxchange(path, scan.data, scan.flats[:nb], scan.darks, scan.theta_deg, compression=compression,
+                          monitor=scan.monitor, external_links=external_links)
+    if len(scan.flats) > nb:
+        with h5py.File(path, "a") as f:
+            f["exchange"].create_dataset("data_white_end", data=scan.flats[nb:].astype(np.uint16),
+                                         chunks=(1,) + scan.flats.shape[1:], **_compression_kwargs(compression))
+    return path
