@@ -81,3 +81,19 @@ def test_plan_fits_memory_and_covers_the_scan():
     assert half["pass2"]["reconstructed_width"] == 4096
     with pytest.raises(ValueError, match="cannot hold one"):
         plan_chunks((24002, 2586, 24608), 64 * 2**20, overlap=20)
+
+
+def test_non_finite_values_are_named(tmp_path):
+    _write(tmp_path / "a.h5")
+    with h5py.File(tmp_path / "a.h5", "a") as f:
+        data = f["exchange/data"][()].astype(np.float32)
+        data[7, 2, 3] = np.nan
+        del f["exchange/data"]
+        f["exchange/data"] = data
+    scan = open_scan(tmp_path / "a.h5")  # projection 7 is not among the sampled ones
+    with pytest.raises(DxchangeError, match=r"a.h5: /exchange/data: projection 7 has NaN or inf \(row 0 \+ 2, column 3"):
+        read_projections(scan, 5, 10)
+    with h5py.File(tmp_path / "a.h5", "a") as f:
+        f["exchange/data"][5, 0, 0] = np.inf
+    with pytest.raises(DxchangeError, match="projection 5 contains NaN or inf"):
+        open_scan(tmp_path / "a.h5")

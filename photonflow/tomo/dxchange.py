@@ -77,8 +77,9 @@ def _parent_exists(f, name):
 def open_scan(path, monitor: str | None = None) -> DxchangeScan:
     """Check a DXchange file and describe it. Raises :class:`DxchangeError` for: a missing file or
     dataset (including unresolvable external links), projections that are not 3D, flats or darks
-    missing or of another frame shape, theta of the wrong length or not finite, a monitor of the
-    wrong length or with non-positive values."""
+    missing or of another frame shape, non-finite flats, darks or (sampled: first, middle, last)
+    float projections, theta of the wrong length or not finite, a monitor of the wrong length or
+    with non-positive values. Pass 1 checks every projection it reads (:func:`read_projections`)."""
     path = os.fspath(path)
     if not Path(path).is_file():
         raise DxchangeError(f"{path}: file not found")
@@ -107,6 +108,13 @@ def open_scan(path, monitor: str | None = None) -> DxchangeScan:
             raise DxchangeError(f"{path}: {THETA}: {len(theta)} angles for {n} projections")
         if not np.all(np.isfinite(theta)):
             raise DxchangeError(f"{path}: {THETA}: non-finite angles")
+        for name in (FLATS, FLATS_END, DARKS):
+            if frames[name] and f[name].dtype.kind == "f" and not np.all(np.isfinite(f[name][()])):
+                raise DxchangeError(f"{path}: {name}: contains NaN or inf")
+        if data.dtype.kind == "f":  # sample first, middle and last projections (reading all could take hours)
+            for k in sorted({0, n // 2, n - 1}):
+                if not np.all(np.isfinite(data[k])):
+                    raise DxchangeError(f"{path}: {DATA}: projection {k} contains NaN or inf")
         if monitor:
             m = np.asarray(_dataset(f, path, monitor)[()], dtype=np.float64).ravel()
             if len(m) != n:
@@ -122,7 +130,13 @@ def read_projections(scan: DxchangeScan, start: int, stop: int, rows: slice | No
     """Projections ``start .. stop-1`` (rows ``rows``, all by default) as float32."""
     with h5py.File(scan.path, "r") as f:
         sel = (slice(start, stop), rows or slice(None), slice(None))
-        return np.asarray(f[DATA][sel], dtype=np.float32)
+        block = np.asarray(f[DATA][sel], dtype=np.float32)
+    bad = ~np.isfinite(block)
+    if bad.any():
+        k, r, c = np.argwhere(bad)[0]
+        raise DxchangeError(f"{scan.path}: {DATA}: projection {start + k} has NaN or inf (row {(rows or slice(0)).start or 0} + {r}, "
+                            f"column {c}; {int(bad.sum())} such pixels in projections {start}..{stop - 1})")
+    return block
 
 
 def read_references(scan: DxchangeScan, rows: slice | None = None) -> dict[str, np.ndarray | None]:
