@@ -253,6 +253,15 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
 
             wait_for(lambda: {"saxs", "saxs-live", "sfx", "classify-sort"} <= deployments(), 120,
                      "the served deployments")
+
+            def trigger_automations():
+                with get_client(sync_client=True) as client:
+                    return [a for a in client.read_automations() if "files-arrived" in a.name]
+
+            # the trigger is an automation: an event that arrives before the server has loaded it is
+            # not matched (seen once on a loaded CI machine); wait until it is listed, then a little
+            wait_for(lambda: len(trigger_automations()) >= 1, 120, "the deployment trigger's automation")
+            time.sleep(5)
             # the watcher (its flow, in this process, reporting to the real server) sees 5 frames and
             # emits 'photonflow.files.arrived'; the trigger runs the saxs deployment on those paths
             writer = DetectorWriter(data, frames(), rate_hz=20, mode="rename", count=5)
