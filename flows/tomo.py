@@ -140,8 +140,9 @@ def tomo_flow(
     preprocess: {"i0": {"monitor": path} | {"air_columns": [a, b]}, "zingers": {"threshold",
     "size"}, "air": {"columns": [a, b]}, "paganin": {"delta_beta", "energy_kev", "distance_mm",
     "pixel_size_um"}} (omitted = off); sinogram: {"stripes": {"method": "all"|"sorting"|"large"|"dead",
-    "snr", ...}, "rings": {...}, "half_acquisition": bool}; reconstruction: {"backend": "gridrec",
-    "filter": "shepp", "center": px or None (found), "circle_mask": true}; output: {"dtype":
+    "snr", ...}, "rings": {...}, "half_acquisition": bool}; reconstruction: {"backend": "gridrec" (or
+    "fbp", "torch" (GPU path), "algotom", "tomopy"), "filter": "shepp", "center": px or None (found),
+    "circle_mask": true, "device": "auto"}; output: {"dtype":
     "uint16"|"uint8"|"float32", "range": [vmin, vmax] in 1/px or None (from sample slices), "volume":
     "virtual"|"file", "pyramid_levels": 3, "keep_intermediate": false}; stitch: {"motor_positions_mm":
     [...], "pixel_size_um", "window": 20, "method": "difference"|"phase"}; memory_per_worker_gib: the
@@ -205,7 +206,8 @@ def tomo_flow(
     t = time.perf_counter()
     center, center_how = _center(joined, theta, rows, sinogram, reconstruction.get("center"))
     steps2 = {**sinogram, "backend": reconstruction.get("backend", "gridrec"),
-              "filter": reconstruction.get("filter", "shepp"), "circle_mask": reconstruction.get("circle_mask", True)}
+              "filter": reconstruction.get("filter", "shepp"), "circle_mask": reconstruction.get("circle_mask", True),
+              "device": reconstruction.get("device", "auto")}
     value_range, range_how = _output_range(joined, theta, center, rows, steps2, output)
     timings["centre and range"] = time.perf_counter() - t
     logger.info("centre of rotation %.2f px (%s); output %s range %s (%s)", center, center_how, output["dtype"],

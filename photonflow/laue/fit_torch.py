@@ -14,14 +14,9 @@ import math
 import numpy as np
 import torch
 
+from photonflow.torch_device import resolve_device
+
 from .fit import _SEP_COL, _SEP_ROW, FitResult, fit_outcome
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``/None → CUDA when available, else CPU."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _axis_factors(d, s, pixel_integrated):

@@ -43,6 +43,7 @@ from scipy import ndimage
 from torch import nn
 
 from photonflow.io.atomic import atomic_path
+from photonflow.torch_device import resolve_device
 
 from .peaklist import PeakList
 
@@ -73,13 +74,6 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "models" / "peaknet_defau
 # ----------------------------------------------------------------------------------------------
 # device, normalisation, loss
 # ----------------------------------------------------------------------------------------------
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``/None → CUDA when available, else CPU; anything else → ``torch.device(device)``."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _as_frames(frames) -> tuple[np.ndarray | torch.Tensor, bool]:
     """(n, H, W) view of ``frames`` and whether the input was a single (H, W) frame."""
     single = frames.ndim == 2

@@ -207,7 +207,7 @@ def sinograms_to_slices(sino, theta_deg, center: float, steps: dict) -> tuple[np
     timings["sinogram"] = time.perf_counter() - t
     t = time.perf_counter()
     rec = reconstruct(s, theta, center, backend=steps.get("backend", "gridrec"), filter_name=steps.get("filter", "shepp"),
-                      circle_mask=False)
+                      circle_mask=False, device=steps.get("device", "auto"))
     if steps.get("circle_mask", True):
         rec = apply_circle_mask(rec)
     timings["reconstruct"] = time.perf_counter() - t
