@@ -23,17 +23,11 @@ warm-up frame (per-detector tables, model load, JIT of oneDNN kernels).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
-THREADS = "1"
-for _i, _arg in enumerate(sys.argv):
-    if _arg == "--threads" and _i + 1 < len(sys.argv):
-        THREADS = sys.argv[_i + 1]
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(var, THREADS)
+import _threads  # noqa: E402, F401 - sets the thread counts before numpy loads
 
 import numpy as np  # noqa: E402
 

@@ -136,3 +136,22 @@ def test_cli_laue_config_errors(tmp_path, capsys):
 
 def test_search_params_reach_the_flow(run):
     assert run["summary"]["settings"]["search"] == {**SearchParams().__dict__, "IntensityThreshold": 100}
+
+
+def test_cnn_method_through_the_flow(shared_data, tmp_path):
+    """method "cnn": the shipped network describes the spots; positions agree with LaueTools'."""
+    laue = shared_data / "laue"
+    flow = laue_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
+    summary = flow(inputs=[str(laue / "Ge_blanc_0000.mccd")], output_dir=str(tmp_path), method="cnn",
+                   search={"IntensityThreshold": 100}, device="cpu")
+    assert summary["images_done"] == 1 and summary["method"] == "cnn"
+    spots = read_table_hdf5(tmp_path / "spots" / "Ge_blanc_0000.h5", group="spots")
+    ok = spots["status"] == "ok"
+    assert np.isnan(spots["sigma1"][ok]).all() and np.isfinite(spots["Sim"][ok]).all()
+    assert (spots["intensity"][ok] > 0).mean() > 0.95
+    lt = read_lauetools_dat(laue / "Ge_blanc_0000.dat")
+    frac, off = _match(np.c_[lt[:, 1] - 1, lt[:, 0] - 1], np.c_[spots["row"], spots["col"]][ok])
+    print(f"CNN via the flow: {frac:.3f} of LaueTools' peaks matched, median offset {off:.3f} px; "
+          f"good {spots['quality'].mean():.2f}")
+    assert frac >= 0.85 and off < 0.4
+    assert spots["quality"].mean() > 0.5

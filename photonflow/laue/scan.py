@@ -110,7 +110,7 @@ def spot_table(image, seeds, settings: LaueSettings, mask=None) -> dict:
     idx = np.flatnonzero(ok)
     if len(idx):
         pred = predict_descriptors(stack[idx], seeds[idx], checkpoint=settings.checkpoint, device=settings.device,
-                                   weights=weights[idx], quality_sim=settings.quality_sim,
+                                   valid=weights[idx] > 0, quality_sim=settings.quality_sim,
                                    quality_dist=settings.quality_dist)
         table["row"][idx], table["col"][idx] = pred["Pos"][:, 0], pred["Pos"][:, 1]
         for key in ("Sim", "Asp", "Area"):
