@@ -4,7 +4,8 @@ worker's memory and carries seconds of work.
 Pass 1 cuts the projections into chunks of ``k`` consecutive projections (a task and an output
 file each; reading whole projections is how the raw files are laid out). Inside a task the rows
 are processed in subchunks of ``s`` rows, each read with ``overlap`` extra rows on both sides that
-are dropped after processing: the steps that look at neighbouring rows need them — Paganin's
+are dropped after processing (``k`` is lowered, down to 16, until the overlap is under a quarter of
+``s``): the steps that look at neighbouring rows need them — Paganin's
 filter (its real-space kernel falls to 1e-3 within ``paganin_pad`` px, see
 :func:`photonflow.tomo.preprocess.paganin_pad`) and the 3 × 3 zinger median (1 row). With the
 overlap, a subchunk's output rows equal those of the whole projection up to the kernel's 1e-3 tail.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 
 PASS1_COPIES = 6
+MIN_PROJECTIONS_PER_CHUNK = 16
 PASS2_SINO_COPIES = 3
 FLOAT = 4
 
@@ -51,6 +53,12 @@ def plan_chunks(shape, worker_memory_bytes: int, *, overlap: int = 0, half_acqui
     if s < 1:
         raise ValueError(f"a worker with {worker_memory_bytes / 2**30:.2f} GiB cannot hold one projection row block "
                          f"of {1 + 2 * overlap} rows x {cols} columns in pass 1")
+    # fewer projections per chunk buy taller subchunks: keep the overlap rows (read and processed
+    # twice) under a quarter of the rows kept, down to MIN_PROJECTIONS_PER_CHUNK
+    while s < rows and 2 * overlap > 0.25 * s and k > MIN_PROJECTIONS_PER_CHUNK:
+        k = max(MIN_PROJECTIONS_PER_CHUNK, k // 2)
+        per_row = PASS1_COPIES * FLOAT * cols * k
+        s = (budget // per_row) - 2 * overlap
     s = min(s, rows)
     pass1 = [(a, min(a + k, n)) for a in range(0, n, k)]
     # pass 2: r rows of sinograms per chunk
