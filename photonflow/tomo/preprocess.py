@@ -90,13 +90,36 @@ def apply_i0(proj, factors) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- zingers
+def _reflect(index, n: int):
+    """Indices outside 0..n-1 mirrored about the edge (ndimage's "reflect": d c b a | a b c d | d c b a)."""
+    index = np.where(index < 0, -index - 1, index)
+    return np.where(index >= n, 2 * n - index - 1, index)
+
+
 def remove_zingers(proj, threshold: float = 0.1, size: int = 3) -> np.ndarray:
     """Replace pixels exceeding the median of their ``size`` × ``size`` neighbourhood (within the
     projection) by more than ``threshold`` (absolute, in the units of ``proj``) with that median
-    (tomopy's ``remove_outlier``; on normalised projections 0.1 means 10 % of the beam)."""
+    (tomopy's ``remove_outlier``; on normalised projections 0.1 means 10 % of the beam).
+
+    The median is computed only where it can matter: a pixel more than ``threshold`` above its
+    median is more than that above the neighbourhood's minimum (a cheap separable filter), so only
+    those candidates get a median — the same result as filtering everything, ~20× faster."""
     proj = np.asarray(proj, dtype=np.float32)
-    med = ndimage.median_filter(proj, size=(1, size, size), mode="reflect")
-    return np.where(proj - med > threshold, med, proj)
+    low = ndimage.minimum_filter1d(ndimage.minimum_filter1d(proj, size, axis=1, mode="reflect"), size, axis=2,
+                                   mode="reflect")
+    cand = np.argwhere(proj - low > threshold)
+    out = proj.copy()
+    if len(cand) == 0:
+        return out
+    k, r, c = cand.T
+    off = np.arange(size) - size // 2
+    rows = _reflect(r[:, None] + off[None, :], proj.shape[1])  # ndimage's "reflect" edge
+    cols = _reflect(c[:, None] + off[None, :], proj.shape[2])
+    windows = proj[k[:, None, None], rows[:, :, None], cols[:, None, :]]
+    med = np.median(windows.reshape(len(cand), -1), axis=1).astype(np.float32)
+    hit = proj[k, r, c] - med > threshold
+    out[k[hit], r[hit], c[hit]] = med[hit]
+    return out
 
 
 # --------------------------------------------------------------------------- stripes (Vo et al. 2018)
@@ -246,6 +269,16 @@ def paganin_pad(shape, pixel_size_um: float, distance_mm: float, energy_kev: flo
     return int(max(8, np.ceil(7 * L)))
 
 
+def _fft_filter(stack, kernel) -> np.ndarray:
+    """``irfft2(rfft2(image) · kernel)`` for every image of a float32 stack, in single precision
+    (scipy.fft keeps float32 as complex64: half the time of numpy's double-precision FFT)."""
+    import scipy.fft
+
+    spec = scipy.fft.rfft2(stack)
+    spec *= kernel.astype(np.float32)[None]
+    return scipy.fft.irfft2(spec, s=stack.shape[1:]).astype(np.float32, copy=False)
+
+
 def paganin_filter(proj, pixel_size_um: float, distance_mm: float, energy_kev: float, delta_beta: float,
                    pad: int | None = None) -> np.ndarray:
     """Single-material phase retrieval of normalised projections ``(n, rows, cols)`` (or one
@@ -257,9 +290,17 @@ def paganin_filter(proj, pixel_size_um: float, distance_mm: float, energy_kev: f
     stack = proj[None] if single else proj
     if pad is None:
         pad = paganin_pad(stack.shape[1:], pixel_size_um, distance_mm, energy_kev, delta_beta)
-    work = np.pad(stack, ((0, 0), (pad, pad), (pad, pad)), mode="edge") if pad else stack
-    kernel = paganin_kernel(work.shape[1:], pixel_size_um, distance_mm, energy_kev, delta_beta)
-    out = np.fft.irfft2(np.fft.rfft2(work) * kernel, s=work.shape[1:]).astype(np.float32)
     if pad:
-        out = out[:, pad:-pad, pad:-pad]
+        import scipy.fft
+
+        rows, cols = stack.shape[1:]
+        extra_r = scipy.fft.next_fast_len(rows + 2 * pad, real=True) - rows  # FFT-friendly sizes
+        extra_c = scipy.fft.next_fast_len(cols + 2 * pad, real=True) - cols
+        work = np.pad(stack, ((0, 0), (extra_r // 2, extra_r - extra_r // 2), (extra_c // 2, extra_c - extra_c // 2)),
+                      mode="edge")
+    else:
+        work = stack
+    out = _fft_filter(work, paganin_kernel(work.shape[1:], pixel_size_um, distance_mm, energy_kev, delta_beta))
+    if pad:
+        out = out[:, extra_r // 2:extra_r // 2 + rows, extra_c // 2:extra_c // 2 + cols]
     return out[0] if single else out
