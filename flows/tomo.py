@@ -248,7 +248,8 @@ def tomo_flow(
         "dtype": output["dtype"], "range_1_per_px": value_range, "range_from": range_how, "center_px": center,
         "center_from": center_how, "stitch_offsets_px": offsets, "stitch_guesses_px": guesses,
         "pyramid": [list(s) for s in pyramid], "plan": {k: plan[k] for k in ("pass1", "pass2", "tasks")},
-        "timings_s": timings, "pass1_chunk_s": [r["seconds"] for r in results1],
+        "timings_s": timings, "pass1_steps_cpu_s": _sum_timings(results1), "pass2_steps_cpu_s": _sum_timings(results2),
+        "pass1_chunk_s": [r["seconds"] for r in results1],
         "pass2_chunk_s": [r["seconds"] for r in results2], "backend": steps2["backend"],
     }
     if report:
@@ -269,6 +270,15 @@ def tomo_flow(
         key="tomo-summary", description="Tomography reconstruction")
     logger.info("volume %s (%s) in %.1f s; report %s", volume, output["dtype"], summary["elapsed_s"], summary.get("report"))
     return summary
+
+
+def _sum_timings(results: list[dict]) -> dict[str, float]:
+    """Seconds per step summed over the chunks (worker time, not wall time)."""
+    total: dict[str, float] = {}
+    for r in results:
+        for key, value in r.get("timings", {}).items():
+            total[key] = total.get(key, 0.0) + float(value)
+    return total
 
 
 def _report(out, scan, joined, volume, summary, preprocess, steps2, theta, center, timings):

@@ -194,3 +194,15 @@ def test_zinger_removal_equals_the_full_median_filter(size):
     proj[:, 0, :5] += 1.0  # at the edges too
     med = ndimage.median_filter(proj, size=(1, size, size), mode="reflect")
     assert np.array_equal(remove_zingers(proj, 0.2, size), np.where(proj - med > 0.2, med, proj))
+
+
+@pytest.mark.parametrize("shape, size", [((7, 50), 5), ((40, 300), 21), ((3, 22), 21), ((4, 10), 21)])
+def test_running_median_equals_ndimage(shape, size):
+    """The sorting filter's running median gives ndimage's median_filter values (ties, short rows)."""
+    from scipy import ndimage
+
+    from photonflow.tomo.preprocess import median_filter_rows
+
+    x = RNG.random(shape).astype(np.float32)
+    x[:, 3] = x[:, 4]
+    assert np.array_equal(median_filter_rows(x, size), ndimage.median_filter(x, size=(1, size), mode="reflect"))

