@@ -520,6 +520,10 @@ def run_on_profile(flow_fn, kwargs: dict, profile: dict):
     """Run a flow with the cluster profile's task runner, inside the Prefect API the profile needs
     (one local API shared with the Dask workers by default); returns the flow's result."""
     _quiet_dask_logs()
+    if profile.get("kind") == "slurm":
+        from deployments.clusters import check_slurm_submission
+
+        check_slurm_submission(profile)  # a job SLURM refuses fails here, not as a run waiting for workers
     flow = flow_fn.with_options(task_runner=task_runner_for(profile))
     with contextlib.ExitStack() as stack:
         with warnings.catch_warnings():  # a missing shared Prefect API is one line on stderr

@@ -204,6 +204,33 @@ def slurm_job_script(profile: dict) -> str:
 
 
 
+
+def check_slurm_submission(profile: dict) -> None:
+    """Ask SLURM whether it would accept this profile's job (``sbatch --test-only``, nothing is
+    submitted): a wrong partition, account, time limit or a request no node can satisfy fails here
+    with SLURM's reason, as a :class:`ConfigError`, instead of leaving the run waiting for workers
+    that never come. Raises too when ``sbatch`` is not on this machine."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    source = profile.get("_source", "<cluster profile>")
+    if shutil.which("sbatch") is None:
+        raise ConfigError(source, [("kind", "is 'slurm', but there is no sbatch on this machine "
+                                            "(run from a SLURM login node)")])
+    script = slurm_job_script(profile)
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:
+        f.write(script)
+    try:
+        out = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(source, [("", "sbatch --test-only did not answer within 60 s: is slurmctld up?")]) from None
+    finally:
+        os.unlink(f.name)
+    if out.returncode != 0:
+        reason = (out.stderr or out.stdout).strip().replace("\n", " ")
+        raise ConfigError(source, [("", f"SLURM would not accept the job: {reason}")])
+
 @contextmanager
 def prefect_api_for(profile: dict):
     """Context manager: the flow run inside it and its Dask workers report to one Prefect API.
