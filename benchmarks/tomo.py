@@ -188,7 +188,8 @@ def flow_benchmark(args) -> int:
         print(f"  {label} (worker seconds, all chunks): " + ", ".join(f"{k} {v:.0f} s" for k, v in steps.items()))
     print(f"  pass-1 chunks: {len(summary['pass1_chunk_s'])}, median {np.median(summary['pass1_chunk_s']):.1f} s; "
           f"pass-2 chunks: {len(summary['pass2_chunk_s'])}, median {np.median(summary['pass2_chunk_s']):.1f} s")
-    print(json.dumps({"centre_px": summary["center_px"], "range": summary["range_1_per_px"]}))
+    print(json.dumps({"centre_px": summary["center_px"], "range": summary["range_1_per_px"],
+                      "worker_peak_rss_mb": summary["worker_peak_rss_mb"]}))
     return 0
 
 

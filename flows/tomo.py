@@ -249,6 +249,7 @@ def tomo_flow(
         "center_from": center_how, "stitch_offsets_px": offsets, "stitch_guesses_px": guesses,
         "pyramid": [list(s) for s in pyramid], "plan": {k: plan[k] for k in ("pass1", "pass2", "tasks")},
         "timings_s": timings, "pass1_steps_cpu_s": _sum_timings(results1), "pass2_steps_cpu_s": _sum_timings(results2),
+        "worker_peak_rss_mb": max(r.get("peak_rss_mb", 0.0) for r in results1 + results2),
         "pass1_chunk_s": [r["seconds"] for r in results1],
         "pass2_chunk_s": [r["seconds"] for r in results2], "backend": steps2["backend"],
     }

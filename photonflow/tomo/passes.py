@@ -28,6 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from photonflow.saxs import peak_rss_mb, reset_peak_rss
+
 from . import preprocess as pre
 from .dxchange import open_scan, read_projections, read_references
 from .stitch import blend, stitched_width
@@ -79,6 +81,7 @@ def pass1_chunk(scan_paths: list[str], p0: int, p1: int, steps: dict, rows_per_s
     """Preprocess projections p0..p1-1 (see the module doc) into ``out_path``; returns a summary
     (file, projections, seconds per step). ``offsets``: stitching offsets (px) between the scans."""
     t0 = time.perf_counter()
+    reset_peak_rss()
     scans = [open_scan(p, monitor=(steps.get("i0") or {}).get("monitor")) for p in scan_paths]
     refs = [read_references(s) for s in scans]
     i0 = [chunk_i0(s, r, p0, p1, steps) for s, r in zip(scans, refs)]
@@ -111,7 +114,7 @@ def pass1_chunk(scan_paths: list[str], p0: int, p1: int, steps: dict, rows_per_s
         ds.attrs["complete"] = True
     os.replace(tmp, out_path)
     return {"file": str(out_path), "p0": p0, "p1": p1, "width": width, "seconds": time.perf_counter() - t0,
-            "timings": timings}
+            "timings": timings, "peak_rss_mb": peak_rss_mb()}
 
 
 def check_sources(files: list[str], ranges: list[tuple[int, int]], axis: int, shape_rest: tuple) -> None:
@@ -229,6 +232,7 @@ def to_output(slices, output: dict) -> np.ndarray:
 def pass2_chunk(joined_path, r0: int, r1: int, theta_deg, center: float, steps: dict, output: dict, out_path) -> dict:
     """Reconstruct rows r0..r1-1 into ``out_path`` (dataset ``data``, (rows, W, W)); returns a summary."""
     t0 = time.perf_counter()
+    reset_peak_rss()
     sino = read_sinograms(joined_path, r0, r1)
     t_read = time.perf_counter() - t0
     slices, timings = sinograms_to_slices(sino, theta_deg, center, steps)
@@ -243,7 +247,8 @@ def pass2_chunk(joined_path, r0: int, r1: int, theta_deg, center: float, steps: 
     os.replace(tmp, out_path)
     timings.update(read=t_read, write=time.perf_counter() - t)
     return {"file": str(out_path), "r0": r0, "r1": r1, "shape": list(data.shape), "seconds": time.perf_counter() - t0,
-            "timings": timings, "min": float(np.nanmin(slices)), "max": float(np.nanmax(slices))}
+            "timings": timings, "min": float(np.nanmin(slices)), "max": float(np.nanmax(slices)),
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def copy_volume(joined_path, out_path, dataset: str = "volume", slab: int = 16) -> Path:
