@@ -266,10 +266,13 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
             # emits 'photonflow.files.arrived'; the trigger runs the saxs deployment on those paths
             writer = DetectorWriter(data, frames(), rate_hz=20, mode="rename", count=5)
             writer.start()
-            from flows.live import saxs_live_flow
-
-            summary = saxs_live_flow(config=str(config), directories=[str(data)], idle_timeout_s=2.0)
+            # the watcher as a beamline runs it: its own process, reporting to the server
+            watch = subprocess.run([sys.executable, "-m", "deployments.cli", "watch", str(config), str(data),
+                                    "--idle-timeout", "2"], cwd=REPO, env=env, capture_output=True, text=True,
+                                   timeout=300)
             writer.join()
+            assert watch.returncode == 0, watch.stdout[-2000:] + watch.stderr[-2000:]
+            summary = json.loads((tmp_path / "out" / "live_summary.json").read_text())
             assert summary["done"] == 5
             served = tmp_path / "served-out" / "chi"
             wait_for(lambda: len(list(served.rglob("*_full.chi"))) == 5, 180,
