@@ -24,6 +24,7 @@ range, pass 2, volume and pyramid, report) and per chunk.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -56,6 +57,9 @@ def main(argv=None) -> int:
     ap.add_argument("--flow-rows", type=int, default=512)
     ap.add_argument("--flow-cols", type=int, default=2048)
     ap.add_argument("--flow-dir", default="/tmp/photonflow-tomo-benchmark")
+    ap.add_argument("--flow-worker-memory-gib", type=float, default=None,
+                    help="a local profile of 2 workers with this Dask memory limit each (the bigger-than-memory run: "
+                    "e.g. 1.5 with --flow-projections 3072 --flow-rows 1024 --flow-cols 1024, 6.4 GB raw)")
     args = ap.parse_args(argv)
     if args.flow_only:
         return flow_benchmark(args)
@@ -150,7 +154,6 @@ def write_benchmark_scan(path: Path, n_proj: int, rows: int, cols: int, block: i
 
 
 def flow_benchmark(args) -> int:
-    import json
 
     from deployments.cli import run_on_profile
     from deployments.clusters import load_cluster_profile
@@ -172,15 +175,25 @@ def flow_benchmark(args) -> int:
     print(f"\nflow: scan {n} x {rows} x {cols} uint16 ({n * rows * cols * 2 / 2**30:.2f} GiB) "
           + ("reused" if reuse else f"written in {time.perf_counter() - t:.0f} s"))
     profile = load_cluster_profile("local")
+    memory_gib = 2.0
+    if args.flow_worker_memory_gib:
+        memory_gib = args.flow_worker_memory_gib
+        limited = root / "local_limited.json"
+        limited.write_text(json.dumps({"kind": "local", "n_workers": 2, "threads_per_worker": 1, "processes": True,
+                                       "memory_limit": f"{memory_gib}GiB"}))
+        profile = load_cluster_profile(limited)
+        print(f"bigger than memory: raw {n * rows * cols * 2 / 2**30:.2f} GiB against 2 workers x {memory_gib} GiB "
+              "(Dask memory limit: a worker above 95 % of it is restarted)")
     kwargs = {"inputs": [str(scan)], "output_dir": str(root / "out"),
               "preprocess": {"zingers": {"threshold": 0.3},
                              "paganin": {"delta_beta": 50, "energy_kev": 20, "distance_mm": 50, "pixel_size_um": 1.0}},
               "sinogram": {"stripes": {"method": "sorting", "size": 21}}, "output": {"dtype": "uint16"},
-              "memory_per_worker_gib": 2.0}
+              "memory_per_worker_gib": memory_gib}
     t = time.perf_counter()
     summary = run_on_profile(tomo_flow, kwargs, profile)
     wall = time.perf_counter() - t
-    print(f"flow wall time {wall:.0f} s on profile 'local' ({profile.get('n_workers', 'auto')} workers)")
+    print(f"flow wall time {wall:.0f} s on profile 'local' ({profile.get('n_workers') or 'auto'} workers, memory "
+          f"limit {profile.get('memory_limit')}); worker peak RSS {summary['worker_peak_rss_mb']:.0f} MB")
     for stage, sec in summary["timings_s"].items():
         print(f"  {stage:20s} {sec:8.1f} s ({100 * sec / summary['elapsed_s']:.0f} %)")
     for label, key in (("pass 1 steps", "pass1_steps_cpu_s"), ("pass 2 steps", "pass2_steps_cpu_s")):
