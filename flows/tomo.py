@@ -26,9 +26,9 @@ from prefect_dask import DaskTaskRunner
 
 from photonflow.io import atomic_write_text
 from photonflow.tomo import passes
-from photonflow.tomo.dxchange import DxchangeError, open_scan, read_projections, read_references
+from photonflow.tomo.dxchange import DxchangeError, open_scan, read_projections
 from photonflow.tomo.plan import describe, plan_chunks
-from photonflow.tomo.preprocess import flat_dark_normalise, paganin_pad
+from photonflow.tomo.preprocess import paganin_pad
 from photonflow.tomo.stitch import stitched_width
 from flows.saxs import _bar
 from tasks.tomo import pass1_task, pass2_task, pyramid_task
@@ -61,50 +61,6 @@ def _check_inputs(inputs, output_dir, preprocess, sinogram, reconstruction, stit
     except OSError as exc:
         raise TomoInputError(f"{out}: output directory not writable ({exc})") from None
     return scans
-
-
-def _stitch_offsets(scans, preprocess, stitch) -> tuple[list[float], list[float]]:
-    """Offsets (px) between consecutive scans, searched on every 10th normalised projection."""
-    from photonflow.tomo.stitch import offset_guesses, stitch_offsets
-
-    n = scans[0].shape[0]
-    pick = list(range(0, n, max(1, n // 10)))
-    normalised = []
-    for s in scans:
-        refs = read_references(s)
-        proj = np.stack([read_projections(s, p, p + 1)[0] for p in pick])
-        normalised.append(flat_dark_normalise(proj, refs["flats"], refs["darks"]))
-    guesses = offset_guesses(stitch["motor_positions_mm"], stitch["pixel_size_um"])
-    res = stitch_offsets(normalised, guesses, window=int(stitch.get("window", 20)),
-                         method=stitch.get("method", "difference"))
-    return res.offsets, guesses
-
-
-def _center(joined, theta, rows, sinogram, given):
-    from photonflow.tomo.center import find_center_360, find_center_vo
-
-    if given is not None:
-        return float(given), "given"
-    # on the corrected sinogram: uncorrected stripes bias the metric
-    sino = passes.corrected_sinograms(passes.read_sinograms(joined, rows // 2, rows // 2 + 1), sinogram)[0]
-    if sinogram.get("half_acquisition"):
-        return find_center_360(sino), "found (360° half acquisition overlap)"
-    return find_center_vo(sino), "found (Vo's method, middle row)"
-
-
-def _output_range(joined, theta, center, rows, sinogram, output) -> tuple[list[float] | None, str]:
-    if np.dtype(output.get("dtype", "uint16")) == np.float32:
-        return None, "float32 (no conversion)"
-    if output.get("range"):
-        return [float(v) for v in output["range"]], "given"
-    picks = sorted({rows // 4, rows // 2, (3 * rows) // 4})
-    vals = []
-    for r in picks:
-        rec, _ = passes.sinograms_to_slices(passes.read_sinograms(joined, r, r + 1), theta, center, sinogram)
-        inside = rec[0][rec[0] != 0]
-        vals.append(inside[np.isfinite(inside)])
-    lo, hi = np.percentile(np.concatenate(vals), [0.01, 99.99])
-    return [float(lo), float(hi)], f"0.01–99.99 percentiles of rows {picks}"
 
 
 def _wait(futures: dict, label: str, progress_id, total_tasks: int, done_before: int, logger) -> tuple[list, list]:
@@ -161,7 +117,7 @@ def tomo_flow(
     offsets, guesses = None, None
     if len(scans) > 1:
         t = time.perf_counter()
-        offsets, guesses = _stitch_offsets(scans, preprocess, stitch)
+        offsets, guesses = passes.scan_stitch_offsets(scans, stitch)
         cols = stitched_width(offsets, scans[-1].shape[2])
         timings["stitch search"] = time.perf_counter() - t
         logger.info("stitching offsets %s px (motor guesses %s)", [round(o, 2) for o in offsets],
@@ -204,11 +160,11 @@ def tomo_flow(
                          work / "projections.h5")
     theta = scans[0].theta_deg
     t = time.perf_counter()
-    center, center_how = _center(joined, theta, rows, sinogram, reconstruction.get("center"))
+    center, center_how = passes.rotation_centre(joined, rows, sinogram, reconstruction.get("center"))
     steps2 = {**sinogram, "backend": reconstruction.get("backend", "gridrec"),
               "filter": reconstruction.get("filter", "shepp"), "circle_mask": reconstruction.get("circle_mask", True),
               "device": reconstruction.get("device", "auto")}
-    value_range, range_how = _output_range(joined, theta, center, rows, steps2, output)
+    value_range, range_how = passes.output_range(joined, theta, center, rows, steps2, output)
     timings["centre and range"] = time.perf_counter() - t
     logger.info("centre of rotation %.2f px (%s); output %s range %s (%s)", center, center_how, output["dtype"],
                 value_range, range_how)

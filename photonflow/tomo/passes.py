@@ -220,13 +220,13 @@ def sinograms_to_slices(sino, theta_deg, center: float, steps: dict) -> tuple[np
 def to_output(slices, output: dict) -> np.ndarray:
     """float32 slices → the output type (``output["dtype"]``: float32, uint16 or uint8) with the
     fixed range ``output["range"]`` = [vmin, vmax] (1/px), values outside clipped."""
+    from .sino import to_uint
+
     dtype = np.dtype(output.get("dtype", "float32"))
     if dtype == np.float32:
         return slices
     vmin, vmax = output["range"]
-    maxint = np.iinfo(dtype).max
-    scaled = (np.nan_to_num(slices, nan=vmin) - vmin) * (maxint / (vmax - vmin))
-    return np.clip(np.rint(scaled), 0, maxint).astype(dtype)
+    return to_uint(slices, vmin, vmax, dtype=dtype).data
 
 
 def pass2_chunk(joined_path, r0: int, r1: int, theta_deg, center: float, steps: dict, output: dict, out_path) -> dict:
@@ -290,3 +290,52 @@ def write_pyramid(volume_path, levels: int = 3, dataset: str = "volume") -> list
             shapes.append((z, y, x))
             below = level
     return shapes
+
+
+def scan_stitch_offsets(scans, stitch: dict) -> tuple[list[float], list[float]]:
+    """Offsets (px) between consecutive side-by-side scans and the motor guesses, searched on every
+    10th flat/dark-normalised projection (``stitch``: motor_positions_mm, pixel_size_um, window, method)."""
+    from .stitch import offset_guesses, stitch_offsets
+
+    n = scans[0].shape[0]
+    pick = list(range(0, n, max(1, n // 10)))
+    normalised = []
+    for s in scans:
+        refs = read_references(s)
+        proj = np.stack([read_projections(s, p, p + 1)[0] for p in pick])
+        normalised.append(pre.flat_dark_normalise(proj, refs["flats"], refs["darks"]))
+    guesses = offset_guesses(stitch["motor_positions_mm"], stitch["pixel_size_um"])
+    res = stitch_offsets(normalised, guesses, window=int(stitch.get("window", 20)),
+                         method=stitch.get("method", "difference"))
+    return res.offsets, guesses
+
+
+def rotation_centre(joined, rows: int, sinogram: dict, given: float | None) -> tuple[float, str]:
+    """The centre of rotation (px) and how it was had: given, or found on the corrected middle-row
+    sinogram (Vo's method; the overlap for 360° half acquisition)."""
+    from .center import find_center_360, find_center_vo
+
+    if given is not None:
+        return float(given), "given"
+    # on the corrected sinogram: uncorrected stripes bias the metric
+    sino = corrected_sinograms(read_sinograms(joined, rows // 2, rows // 2 + 1), sinogram)[0]
+    if sinogram.get("half_acquisition"):
+        return find_center_360(sino), "found (360° half acquisition overlap)"
+    return find_center_vo(sino), "found (Vo's method, middle row)"
+
+
+def output_range(joined, theta, center, rows: int, sinogram: dict, output: dict) -> tuple[list[float] | None, str]:
+    """The [vmin, vmax] (1/px) of the integer volume: given, or the 0.01–99.99 percentiles of three
+    sample slices; None for float32 output."""
+    if np.dtype(output.get("dtype", "uint16")) == np.float32:
+        return None, "float32 (no conversion)"
+    if output.get("range"):
+        return [float(v) for v in output["range"]], "given"
+    picks = sorted({rows // 4, rows // 2, (3 * rows) // 4})
+    vals = []
+    for r in picks:
+        rec, _ = sinograms_to_slices(read_sinograms(joined, r, r + 1), theta, center, sinogram)
+        inside = rec[0][rec[0] != 0]
+        vals.append(inside[np.isfinite(inside)])
+    lo, hi = np.percentile(np.concatenate(vals), [0.01, 99.99])
+    return [float(lo), float(hi)], f"0.01–99.99 percentiles of rows {picks}"
