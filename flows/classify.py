@@ -36,6 +36,7 @@ from photonflow.classify.models import (
     write_evaluation,
 )
 from photonflow.io import atomic_write_text, iter_frame_refs, write_table_csv
+from flows._runrecord import RunRecord, record_failure
 from tasks.classify import features_batch, sort_batch
 
 
@@ -70,7 +71,8 @@ def _batches(refs, size):
     return [refs[i:i + size] for i in range(0, len(refs), size)]
 
 
-@flow(name="classify-train", task_runner=DaskTaskRunner(), log_prints=True)
+@flow(name="classify-train", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
+      on_crashed=[record_failure])
 def classify_train_flow(
     output_dir: str,
     good_lists: list[str] | None = None,
@@ -154,6 +156,7 @@ def classify_train_flow(
 
     feature_dir = out / "features"
     batches = _batches(refs, int(batch_size))
+    record = RunRecord(out, "classify-train", unit="frames", total=len(refs))
     futures = [features_batch.submit(recipe.to_dict(), [list(r) for r in b], str(feature_dir / f"batch_{k:05d}.npy"),
                                      dataset) for k, b in enumerate(batches)]
     X_parts, y_parts, used = [], [], []
@@ -161,8 +164,10 @@ def classify_train_flow(
         result = fut.result(raise_on_failure=False)
         if not isinstance(result, dict):
             failures += [f"{p} //{e}: feature batch failed: {result}" for p, e in batch]
+            record.progress(failed=len(batch))
             continue
         failures += result["failures"]
+        record.progress(done=len(result["refs"]), failed=len(batch) - len(result["refs"]), task_s=result["elapsed_s"])
         X = np.load(result["path"])
         rows = [(p, None if e is None else int(e)) for p, e in result["refs"]]
         X_parts.append(X)
@@ -190,7 +195,7 @@ def classify_train_flow(
         "labelled_events": len(refs), "events_with_features": len(used), "good": int(np.sum(y == GOOD)),
         "bad": int(np.sum(y == BAD)), "roi": recipe.roi.to_dict(), "recipe": recipe.to_dict(), "frame_shape": shape,
         "split": split, "models": results, "failures": failures, "output_dir": str(out),
-        "feature_s": t_features - t0, "elapsed_s": elapsed,
+        "feature_s": t_features - t0, "elapsed_s": elapsed, "task_granularity": record.granularity(),
     }
     table = [{"model": n, "accuracy": r["accuracy"], "good kept": r["good_kept"], "bad rejected": r["bad_rejected"],
               "misclassification": r["misclassification_rate"], "test frames": r["n_test"]} for n, r in results.items()]
@@ -203,6 +208,7 @@ def classify_train_flow(
         lines += ["## Failures", ""] + [f"- {f}" for f in failures[:100]]
     create_markdown_artifact("\n".join(lines), key="classify-training", description="Classifier evaluation")
     atomic_write_text(out / "training_summary.json", json.dumps(summary_out, indent=2, default=str))
+    record.finish()
     for name, r in results.items():
         logger.info("%-24s accuracy %.3f, good kept %.3f, bad rejected %.3f (%d test frames) -> %s", name,
                     r["accuracy"], r["good_kept"], r["bad_rejected"], r["n_test"], r["model"])
@@ -211,7 +217,8 @@ def classify_train_flow(
     return summary_out
 
 
-@flow(name="classify-sort", task_runner=DaskTaskRunner(), log_prints=True)
+@flow(name="classify-sort", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
+      on_crashed=[record_failure])
 def classify_sort_flow(model: str, inputs: list[str], output_dir: str, batch_size: int = 2000,
                        dataset: str | None = None) -> dict:
     """Sort frames with a saved classifier into good and bad event lists.
@@ -249,6 +256,9 @@ def classify_sort_flow(model: str, inputs: list[str], output_dir: str, batch_siz
         accepted += events
     out.mkdir(parents=True, exist_ok=True)
     batches = _batches(accepted, int(batch_size))
+    record = RunRecord(out, "classify-sort", unit="frames", total=len(refs))
+    if len(refs) > len(accepted):
+        record.progress(failed=len(refs) - len(accepted))
     progress = create_progress_artifact(0.0, description=f"Sorting {len(accepted)} frames")
     futures = {sort_batch.submit(str(model), [list(r) for r in b], dataset): b for b in batches}
     rows, finished = [], 0
@@ -258,8 +268,12 @@ def classify_sort_flow(model: str, inputs: list[str], output_dir: str, batch_siz
         if isinstance(result, dict):
             rows += result["rows"]
             failures += result["failures"]
+            record.progress(done=len(result["rows"]), failed=len(batch) - len(result["rows"]), task_s=result["elapsed_s"],
+                            rows=[{"path": p, "event": e, "label": "good" if lab == GOOD else "bad", "p_good": pg}
+                                  for p, e, lab, pg in result["rows"]])
         else:
             failures += [f"{p} //{e}: batch failed: {result}" for p, e in batch]
+            record.progress(failed=len(batch))
         finished += len(batch)
         update_progress_artifact(progress, 100.0 * finished / max(len(accepted), 1))
         logger.info("%5.1f %% (%d/%d frames, %.0f frames/s)", 100.0 * finished / max(len(accepted), 1), finished,
@@ -285,7 +299,7 @@ def classify_sort_flow(model: str, inputs: list[str], output_dir: str, batch_siz
                "failed": len(refs) - len(rows), "failures": failures, "elapsed_s": elapsed,
                "frames_per_s": len(rows) / elapsed if elapsed > 0 else 0.0, "model": str(model),
                "good_list": str(out / "good.lst"), "bad_list": str(out / "bad.lst"),
-               "per_file": str(out / "per_file.csv"), "output_dir": str(out)}
+               "per_file": str(out / "per_file.csv"), "output_dir": str(out), "task_granularity": record.granularity()}
     lines = ["# Frame sorting summary", "", "| frames | good | bad | failed | frames/s |", "|---|---|---|---|---|",
              f"| {len(refs)} | {len(good)} | {len(bad)} | {summary['failed']} | {summary['frames_per_s']:.0f} |", "",
              f"Model `{model}`. Lists for CrystFEL: `{out / 'good.lst'}`, `{out / 'bad.lst'}`."]
@@ -293,6 +307,7 @@ def classify_sort_flow(model: str, inputs: list[str], output_dir: str, batch_siz
         lines += ["", "## Failures", ""] + [f"- {f}" for f in failures[:100]]
     create_markdown_artifact("\n".join(lines), key="classify-sort-summary", description="Frame sorting summary")
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    record.finish()
     logger.info("sorted %d frames: %d good, %d bad, %d failed in %.1f s (%.0f frames/s)", len(rows), len(good),
                 len(bad), summary["failed"], elapsed, summary["frames_per_s"])
     return summary

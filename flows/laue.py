@@ -27,12 +27,14 @@ from photonflow.io import FrameRef, atomic_write_text, iter_frame_refs, write_ta
 from photonflow.laue.scan import IMAGE_COLUMNS, LaueSettings, read_positions_csv, scan_maps, scan_positions
 from photonflow.plots import plot_scan_map
 from flows.saxs import _bar, failures_markdown
+from flows._runrecord import RunRecord, record_failure
 from tasks.laue import laue_spots_batch
 
 MAX_TABLE_ARTIFACT_ROWS = 500
 
 
-@flow(name="laue", task_runner=DaskTaskRunner(), log_prints=True)
+@flow(name="laue", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
+      on_crashed=[record_failure])
 def laue_flow(
     inputs: list[str],
     output_dir: str,
@@ -92,6 +94,7 @@ def laue_flow(
 
     index = {(r.path, -1 if r.event is None else int(r.event)): k for k, r in enumerate(refs)}
     batches = [refs[i:i + batch_size] for i in range(0, len(refs), batch_size)]
+    record = RunRecord(out, "laue", unit="images", total=len(refs))
     progress_id = create_progress_artifact(0.0, description=f"Laue: {len(refs)} images in {len(batches)} batches")
     t_ready = time.perf_counter()
     futures = {laue_spots_batch.submit(settings.to_dict(), [tuple(r) for r in batch], str(spots_dir)): batch
@@ -101,12 +104,17 @@ def laue_flow(
     for fut in as_completed(list(futures)):
         batch = futures[fut]
         result = fut.result(raise_on_failure=False)
-        if isinstance(result, list):
-            rows.extend(result)
-        else:  # the whole task failed (after its retries): every image of it is a failure
-            rows.extend({"path": r.path, "event": -1 if r.event is None else int(r.event), "n_spots": 0, "n_good": 0,
-                         "mean_sim": math.nan, "n_not_fitted": 0, "status": f"{FrameRef(*r)}: batch failed: {result}",
-                         "spots_file": "", "seconds": 0.0, "spot_status": {}} for r in batch)
+        if not isinstance(result, list):  # the whole task failed (after its retries): every image of it fails
+            result = [{"path": r.path, "event": -1 if r.event is None else int(r.event), "n_spots": 0, "n_good": 0,
+                       "mean_sim": math.nan, "n_not_fitted": 0, "status": f"{FrameRef(*r)}: batch failed: {result}",
+                       "spots_file": "", "seconds": 0.0, "spot_status": {}} for r in batch]
+        for r in result:
+            k = index[(r["path"], r["event"])]
+            r.update(index=k, **places[k])
+        rows.extend(result)
+        failed = sum(r["status"] != "ok" for r in result)
+        record.progress(done=len(result) - failed, failed=failed, rows=[{c: r[c] for c in IMAGE_COLUMNS} for r in result],
+                        task_s=sum(r["seconds"] for r in result))
         finished += len(batch)
         update_progress_artifact(progress_id, 100.0 * finished / len(refs))
         spots = sum(r["n_spots"] for r in rows)
@@ -114,12 +122,10 @@ def laue_flow(
                     100.0 * finished / len(refs), finished, len(refs), spots,
                     finished / max(time.perf_counter() - t_ready, 1e-9))
     elapsed = time.perf_counter() - t_ready
-    for r in rows:
-        k = index[(r["path"], r["event"])]
-        r.update(index=k, **places[k])
     rows.sort(key=lambda r: r["index"])
     summary = _finish(out, rows, elapsed, {"preparation_s": t_ready - t0, "method": method,
-                                           "settings": settings.to_dict()})
+                                           "settings": settings.to_dict(), "task_granularity": record.granularity()})
+    record.finish()
     logger.info("Laue scan: %d images (%d failed), %d spots, %d good, in %.1f s; outputs in %s", len(rows),
                 summary["images_failed"], summary["spots"], summary["good_spots"], elapsed, out)
     return summary

@@ -33,6 +33,8 @@ from photonflow.realtime.session import LiveSession, ReducerFactory
 from photonflow.realtime.watcher import FileWatcher
 from photonflow.saxs import SaxsReducer
 
+from flows._runrecord import RunRecord, record_failure
+
 FILES_ARRIVED = "photonflow.files.arrived"
 TABLE_COLUMNS = ["frame", "integration", "time", "I0", "I1", "I2", "correlation_length_nm"]
 
@@ -90,7 +92,7 @@ def _sources(cfg: dict, directories: list[str]):
     return sources
 
 
-@flow(name="saxs-live", log_prints=True)
+@flow(name="saxs-live", log_prints=True, on_failure=[record_failure], on_crashed=[record_failure])
 def saxs_live_flow(
     config: str,
     directories: list[str] | None = None,
@@ -126,6 +128,7 @@ def saxs_live_flow(
     if not sources:
         raise ValueError(f"{config}: nothing to watch: give directories (config 'directories' or the command "
                          "line) or a 'feeder'")
+    record = RunRecord(out, "saxs-live", unit="frames", total=None)
     progress_id = create_progress_artifact(0.0, description="live SAXS: frames done / frames arrived")
     state = {"last_progress": 0.0, "last_event": time.time(), "pending_event": []}
     interval = float(cfg["event_interval_s"])
@@ -149,6 +152,8 @@ def saxs_live_flow(
 
     def on_batch(batch, report, stats) -> None:
         announce()
+        record.progress(done=stats.done, failed=stats.failed, arrived=stats.arrived, rows=report.get("rows", []),
+                        totals=True)
         now = time.time()
         if now - state["last_progress"] >= 2.0:
             state["last_progress"] = now
@@ -199,6 +204,8 @@ def saxs_live_flow(
         key="saxs-live-summary",
     )
     atomic_write_text(out / "live_summary.json", json.dumps(summary, indent=2, default=str))
+    record.progress(done=stats.done, failed=stats.failed, arrived=stats.arrived, totals=True)
+    record.finish()
     logger.info("live SAXS: %d arrived, %d done, %d failed in %.1f s", stats.arrived, stats.done, stats.failed,
                 summary["elapsed_s"])
     return summary

@@ -23,6 +23,7 @@ from photonflow.calibration import load_calibration
 from photonflow.io import FrameRef, iter_frame_refs, read_chi, read_frame, write_table_csv, write_table_hdf5
 from photonflow.plots import plot_curves, plot_integral_parameters
 from photonflow.saxs import SaxsReducer
+from flows._runrecord import RunRecord, record_failure
 from tasks.saxs import integrate_batch
 
 TABLE_COLUMNS = ["frame", "integration", "time", "I0", "I1", "I2", "correlation_length_nm"]
@@ -61,7 +62,8 @@ def _calibration_options(calibration: str, refs, npt, q_range, oversampling, mas
     return options
 
 
-@flow(name="saxs", task_runner=DaskTaskRunner(), log_prints=True)
+@flow(name="saxs", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
+      on_crashed=[record_failure])
 def saxs_flow(
     calibration: str,
     inputs: list[str],
@@ -104,6 +106,7 @@ def saxs_flow(
     logger.info("%d frames, %d integrations, %d slices, batches of %d", len(refs), len(cal.radial), len(cal.slices), batch_size)
 
     batches = [refs[i : i + batch_size] for i in range(0, len(refs), batch_size)]
+    record = RunRecord(out, "saxs", unit="frames", total=len(refs))
     progress_id = create_progress_artifact(0.0, description=f"SAXS: {len(refs)} frames in {len(batches)} batches")
     futures = {}
     for batch in batches:
@@ -122,8 +125,12 @@ def saxs_flow(
             skipped += result["frames_skipped"]
             peak_rss_mb = max(peak_rss_mb, result.get("peak_rss_mb", 0.0))
             logger.debug("batch of %d frames reduced in %.2f s", len(batch), result["elapsed_s"])
+            record.progress(done=result["frames_done"], skipped=result["frames_skipped"],
+                            failed=len(batch) - result["frames_done"] - result["frames_skipped"],
+                            rows=result["rows"], task_s=result["elapsed_s"])
         else:  # the whole task failed (after its retries): every frame of it is a failure
             failures.extend(f"{FrameRef(*r)}: batch failed: {result}" for r in batch)
+            record.progress(failed=len(batch))
         finished += len(batch)
         rate = done / max(time.perf_counter() - t_ready, 1e-9)
         update_progress_artifact(progress_id, 100.0 * finished / len(refs))
@@ -132,8 +139,10 @@ def saxs_flow(
                     len(failures), rate)
 
     elapsed = time.perf_counter() - t_ready
-    extra = {"preparation_s": t_ready - t0, "worker_peak_rss_mb": peak_rss_mb}
+    extra = {"preparation_s": t_ready - t0, "worker_peak_rss_mb": peak_rss_mb,
+             "task_granularity": record.granularity()}
     summary = _finish(cal, out, rows, failures, done, skipped, elapsed, input_root, extra)
+    record.finish()
     logger.info("SAXS run: %d frames done, %d skipped, %d failed in %.1f s (%.1f frames/s); outputs in %s",
                 done, skipped, len(failures), elapsed, summary["frames_per_s"], out)
     for failure in failures[:20]:

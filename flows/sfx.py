@@ -27,6 +27,7 @@ from photonflow.io.geom import load_geometry
 from photonflow.plots import plot_hit_rate, plot_mask, plot_peak_overlay
 from photonflow.sfx import FINDERS, artifact_mask, batch_name
 from flows.saxs import _bar, failures_markdown
+from flows._runrecord import RunRecord, record_failure
 from tasks.sfx import build_processor, find_peaks_batch
 
 TABLE_COLUMNS = ["index", "path", "event", "n_peaks", "hit", "resolution_A", "total_intensity"]
@@ -34,7 +35,8 @@ MAX_TABLE_ARTIFACT_ROWS = 500
 ARTIFACT_MASK_FRACTION = 0.5
 
 
-@flow(name="sfx", task_runner=DaskTaskRunner(), log_prints=True)
+@flow(name="sfx", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
+      on_crashed=[record_failure])
 def sfx_flow(
     geometry: str,
     inputs: list[str],
@@ -90,6 +92,7 @@ def sfx_flow(
 
     order = {(r.path, -1 if r.event is None else int(r.event)): k for k, r in enumerate(refs)}
     batches = [refs[i:i + batch_size] for i in range(0, len(refs), batch_size)]
+    record = RunRecord(out, "sfx", unit="frames", total=len(refs))
     progress_id = create_progress_artifact(0.0, description=f"SFX: {len(refs)} frames in {len(batches)} batches")
     futures = {}
     for k, batch in enumerate(batches):
@@ -112,8 +115,13 @@ def sfx_flow(
             peak_files += [result["peaks_file"]] if result["peaks_file"] else []
             hit_files += [result["hits_file"]] if result["hits_file"] else []
             artifact_files += [result["artifact_counts"]] if result["artifact_counts"] else []
+            for r in result["rows"]:
+                r["index"] = order.get((r["path"], r["event"]), -1)
+            record.progress(done=result["frames_done"], failed=len(batch) - result["frames_done"],
+                            rows=result["rows"], task_s=result["elapsed_s"])
         else:  # the whole task failed (after its retries): every frame of it is a failure
             failures.extend(f"{FrameRef(*r)}: batch failed: {result}" for r in batch)
+            record.progress(failed=len(batch))
         finished += len(batch)
         update_progress_artifact(progress_id, 100.0 * finished / len(refs))
         rate = done / max(time.perf_counter() - t_ready, 1e-9)
@@ -122,13 +130,13 @@ def sfx_flow(
                     len(failures), rate)
 
     elapsed = time.perf_counter() - t_ready
-    for r in rows:
-        r["index"] = order.get((r["path"], r["event"]), -1)
     rows.sort(key=lambda r: r["index"])
     summary = _finish(out, geom, rows, failures, sorted(peak_files), sorted(hit_files), artifact_files,
                       elapsed, {"preparation_s": t_ready - t0, "worker_peak_rss_mb": peak_rss_mb,
                                 "finder_s_per_frame": finder_s / done if done else None,
-                                "parameters": parameters, "finder": finder})
+                                "parameters": parameters, "finder": finder,
+                                "task_granularity": record.granularity()})
+    record.finish()
     logger.info("SFX run: %d frames, %d hits (%.1f %%), %d failed in %.1f s (%.1f frames/s); outputs in %s",
                 done, hits, summary["hit_rate_percent"], summary["frames_failed"], elapsed, summary["frames_per_s"], out)
     for failure in failures[:20]:

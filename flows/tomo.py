@@ -31,6 +31,7 @@ from photonflow.tomo.plan import describe, plan_chunks
 from photonflow.tomo.preprocess import paganin_pad
 from photonflow.tomo.stitch import stitched_width
 from flows.saxs import _bar
+from flows._runrecord import RunRecord, record_failure
 from tasks.tomo import pass1_task, pass2_task, pyramid_task
 
 
@@ -63,20 +64,29 @@ def _check_inputs(inputs, output_dir, preprocess, sinogram, reconstruction, stit
     return scans
 
 
-def _wait(futures: dict, label: str, progress_id, total_tasks: int, done_before: int, logger) -> tuple[list, list]:
+def _wait(futures: dict, label: str, progress_id, total_tasks: int, done_before: int, logger,
+          record: RunRecord, stage: str) -> tuple[list, list]:
     results, failures = [], []
+    position = {chunk: i for i, chunk in enumerate(futures.values())}
+    states = record.data["chunks"][stage]
     for k, fut in enumerate(as_completed(list(futures)), start=1):
         res = fut.result(raise_on_failure=False)
         if isinstance(res, dict):
             results.append(res)
+            states[position[futures[fut]]] = "done"
+            record.task_done(res["seconds"])
+            record.progress(done=1)
         else:
             failures.append(f"{label} chunk {futures[fut]}: {res}")
+            states[position[futures[fut]]] = "failed"
+            record.progress(failed=1, force=True)
         update_progress_artifact(progress_id, 100.0 * (done_before + k) / total_tasks)
         logger.info("%s %s %d/%d chunks", label, _bar(k / len(futures)), k, len(futures))
     return results, failures
 
 
-@flow(name="tomo", task_runner=DaskTaskRunner(), log_prints=True)
+@flow(name="tomo", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
+      on_crashed=[record_failure])
 def tomo_flow(
     inputs: list[str],
     output_dir: str,
@@ -146,12 +156,15 @@ def tomo_flow(
     p1_chunks = plan["pass1"]["chunks"]
     p2_chunks = plan["pass2"]["chunks"]
     total = len(p1_chunks) + len(p2_chunks)
+    record = RunRecord(out, "tomo", unit="chunks", total=total)
+    record.update(stage="pass1", chunks={"pass1": ["pending"] * len(p1_chunks), "pass2": ["pending"] * len(p2_chunks)},
+                  force=True)
     progress_id = create_progress_artifact(0.0, description=f"Tomography: {total} chunk tasks")
     t = time.perf_counter()
     futures = {pass1_task.submit(paths, a, b, preprocess, plan["pass1"]["rows_per_subchunk"], overlap,
                                  str(work / "pass1" / f"proj_{a:06d}_{b:06d}.h5"), offsets): (a, b)
                for a, b in p1_chunks}
-    results1, failures = _wait(futures, "pass 1", progress_id, total, 0, logger)
+    results1, failures = _wait(futures, "pass 1", progress_id, total, 0, logger, record, "pass1")
     timings["pass 1"] = time.perf_counter() - t
     if failures:
         raise RuntimeError("pass 1 failed, no volume written: " + "; ".join(failures))
@@ -159,6 +172,7 @@ def tomo_flow(
     joined = passes.join([r["file"] for r in results1], [(r["p0"], r["p1"]) for r in results1], 0,
                          work / "projections.h5")
     theta = scans[0].theta_deg
+    record.update(stage="centre", force=True)
     t = time.perf_counter()
     center, center_how = passes.rotation_centre(joined, rows, sinogram, reconstruction.get("center"))
     steps2 = {**sinogram, "backend": reconstruction.get("backend", "gridrec"),
@@ -169,14 +183,16 @@ def tomo_flow(
     logger.info("centre of rotation %.2f px (%s); output %s range %s (%s)", center, center_how, output["dtype"],
                 value_range, range_how)
     out2 = {"dtype": output["dtype"], "range": value_range}
+    record.update(stage="pass2", center_px=center, force=True)
     t = time.perf_counter()
     futures = {pass2_task.submit(str(joined), a, b, theta.tolist(), center, steps2, out2,
                                  str(work / "pass2" / f"slices_{a:06d}_{b:06d}.h5")): (a, b) for a, b in p2_chunks}
-    results2, failures = _wait(futures, "pass 2", progress_id, total, len(p1_chunks), logger)
+    results2, failures = _wait(futures, "pass 2", progress_id, total, len(p1_chunks), logger, record, "pass2")
     timings["pass 2"] = time.perf_counter() - t
     if failures:
         raise RuntimeError("pass 2 failed, no volume written: " + "; ".join(failures))
     results2.sort(key=lambda r: r["r0"])
+    record.update(stage="volume", force=True)
     t = time.perf_counter()
     attrs = {"units": "1/px" if out2["range"] is None else f"{output['dtype']} of [{value_range[0]}, {value_range[1]}] 1/px",
              "center_px": center}
@@ -208,8 +224,11 @@ def tomo_flow(
         "worker_peak_rss_mb": max(r.get("peak_rss_mb", 0.0) for r in results1 + results2),
         "pass1_chunk_s": [r["seconds"] for r in results1],
         "pass2_chunk_s": [r["seconds"] for r in results2], "backend": steps2["backend"],
+        "task_granularity": record.granularity(),
     }
+    record.update(volume="volume.h5", force=True)
     if report:
+        record.update(stage="report", force=True)
         t = time.perf_counter()
         summary["report"] = str(_report(out, scans[0], joined, volume, summary, preprocess, steps2, theta, center, timings))
         timings["report"] = time.perf_counter() - t
@@ -225,6 +244,8 @@ def tomo_flow(
                    "Stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), "",
                    f"Outputs in `{out}`: `volume.h5`, `report.pdf`, `plan.json`, `summary.json`."]),
         key="tomo-summary", description="Tomography reconstruction")
+    record.update(stage="done", report="report.pdf" if summary.get("report") else None)
+    record.finish()
     logger.info("volume %s (%s) in %.1f s; report %s", volume, output["dtype"], summary["elapsed_s"], summary.get("report"))
     return summary
 

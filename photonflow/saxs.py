@@ -184,7 +184,7 @@ class SaxsReducer:
                     report.files_written += 1
                     report.outputs.setdefault(str(ref), []).append(str(path))
                     if params is not None:
-                        report.rows.append(_row(ref, name, mtimes[f], params, f))
+                        report.rows.append(_row(ref, name, mtimes[f], params, f, self._relative(path)))
                     curves[name]["ids"].append(str(ref))
                     curves[name]["I"].append(res.intensity[f])
                     curves[name]["sigma"].append(res.sigma[f])
@@ -213,8 +213,16 @@ class SaxsReducer:
             except Exception:
                 continue
             params = integral_parameters(q, intensity[None], spec.q_start, spec.q_stop)
-            rows.append(_row(ref, spec.name, _mtime(ref.path), params, 0))
+            rows.append(_row(ref, spec.name, _mtime(ref.path), params, 0,
+                             self._relative(self.chi_path(ref, spec.name))))
         return rows
+
+    def _relative(self, path: Path) -> str:
+        """A path below the output directory, relative to it (as the run's table stores it)."""
+        try:
+            return Path(path).relative_to(self.output_dir).as_posix()
+        except ValueError:
+            return str(path)
 
 
 def reset_peak_rss() -> None:
@@ -246,8 +254,9 @@ def _mtime(path) -> float:
         return float("nan")
 
 
-def _row(ref: FrameRef, name: str, mtime: float, params: dict, f: int) -> dict:
+def _row(ref: FrameRef, name: str, mtime: float, params: dict, f: int, chi: str | None = None) -> dict:
     return {
+        "chi": chi,
         "frame": str(ref),
         "path": ref.path,
         "event": -1 if ref.event is None else int(ref.event),
