@@ -142,7 +142,7 @@ def write_benchmark_scan(path: Path, n_proj: int, rows: int, cols: int, block: i
             li = np.tile(li, (1, -(-rows // 8), 1))[:, :rows]
             counts = flat * np.exp(-li)
             counts += rng.normal(0.0, 1.0, counts.shape) * np.sqrt(counts)
-            counts[:, :, [300, 1500 % cols]] = 50.0  # dead columns
+            counts[:, :, [300 % cols, 1500 % cols]] = 50.0  # dead columns
             hits = rng.random(counts.shape) < 1e-6
             counts[hits] = 60000
             data[a:b] = np.clip(counts + 100, 0, 65535).astype(np.uint16)
