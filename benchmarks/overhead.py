@@ -3,13 +3,14 @@
 1. An empty Prefect task, many times, on the thread pool and on a local Dask cluster (2 workers):
    overhead per task = workers × wall / tasks. This is the figure ``flows/_runrecord.py`` uses
    (``TASK_OVERHEAD_S``) to warn about runs whose tasks are too small.
-2. Each flow's demo (``photonflow demo saxs|sfx|laue|tomo``) on the default profile (a local Dask
-   cluster) with its default batch or chunk sizes: the number of tasks, the median work per task
+2. Each flow's demo (``photonflow demo saxs|sfx|laue|tomo``, sized by ``DEMO_ARGS`` to give each of
+   the 2 workers several tasks) on the default profile (a local Dask cluster) with the default batch
+   or chunk sizes: the number of tasks, the median work per task
    (measured inside the tasks), the overhead share estimated from (1), and the share of the
    workers' time spent outside the tasks' work (overhead, scheduling and idle workers together).
 
 Usage: python benchmarks/overhead.py [--flows saxs sfx laue tomo] [--dir /tmp/pf-overhead]
-(about 4 minutes here).
+(about 8 minutes here).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import _threads  # noqa: F401  (one thread per worker process)
 
 import argparse
 import json
-import statistics
+import os
 import sys
 import time
 from pathlib import Path
 
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet for telemetry
+os.environ.setdefault("DO_NOT_TRACK", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -59,13 +62,19 @@ def task_overhead(runner_name: str, n: int, workers: int) -> float:
     return workers * wall / n
 
 
+#: Demo sizes: SAXS 1600 generated Pilatus 1M frames (8 batches of 200), SFX 200 frames of 1920²
+#: (10 batches of 20), Laue 24 images of 2018 × 2016 (12 batches of 2), tomography 128 rows.
+DEMO_ARGS = {"saxs": ["--synthetic", "--frames", "1600"], "sfx": ["--frames", "200"], "laue": ["--frames", "24"],
+             "tomo": ["--frames", "128"]}
+
+
 def flow_shares(name: str, root: Path) -> dict:
     """Run a flow's demo on the local profile; its task granularity and worker time outside tasks."""
     from deployments.cli import main as cli
 
     out = root / name
     t = time.perf_counter()
-    code = cli(["demo", name, "--out", str(out), "--cluster", "local"])
+    code = cli(["demo", name, "--out", str(out), "--cluster", "local", *DEMO_ARGS.get(name, [])])
     wall = time.perf_counter() - t
     record_path = next(out.rglob("run.json"))
     record = json.loads(record_path.read_text())

@@ -18,6 +18,7 @@ import _threads  # noqa: F401  (one thread per worker process)
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet for telemetry
+os.environ.setdefault("DO_NOT_TRACK", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -73,9 +76,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dir", default="/tmp/pf-scaling")
     args = parser.parse_args(argv)
 
-    from deployments.cli import run_on_profile
-    from deployments.clusters import load_cluster_profile
-    from flows.tomo import tomo_flow
+    from deployments.local_api import local_api
 
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -96,6 +97,20 @@ def main(argv=None) -> int:
               "chunks": {"projections": args.chunk_projections, "rows": args.chunk_rows}}
     partition = slurm_partition() if "slurm" in args.profiles else None
     results, volumes = {}, {}
+    # One Prefect API for every run and all their workers (SLURM jobs on this box reach it on
+    # loopback); without it each SLURM worker would start a temporary server of its own.
+    with local_api():
+        run_all(args, kwargs, partition, root, results, volumes)
+    print_results(results, volumes, raw_mb)
+    same = all(np.array_equal(v, next(iter(volumes.values()))) for v in volumes.values())
+    return 0 if same else 1
+
+
+def run_all(args, kwargs, partition, root, results, volumes) -> None:
+    from deployments.cli import run_on_profile
+    from deployments.clusters import load_cluster_profile
+    from flows.tomo import tomo_flow
+
     for kind in args.profiles:
         if kind == "slurm" and partition is None:
             continue
@@ -116,6 +131,8 @@ def main(argv=None) -> int:
             print(f"  {kind:5s} {workers} worker(s): wall {wall:6.1f} s, flow {summary['elapsed_s']:6.1f} s, "
                   f"chunk stages {stages:6.1f} s", flush=True)
 
+
+def print_results(results, volumes, raw_mb) -> None:
     print(f"\n{'profile':8s} {'workers':>7s} {'wall (s)':>9s} {'chunk stages (s)':>17s} {'MB/s (wall)':>12s} "
           f"{'MB/s (stages)':>14s} {'efficiency':>11s}")
     report = {}
@@ -135,7 +152,6 @@ def main(argv=None) -> int:
     print(f"volumes identical across all {len(volumes)} runs: {same}")
     print(json.dumps({"raw_mb": raw_mb, "runs": {f"{k}_{w}": r for (k, w), r in results.items()},
                       "efficiency": report, "identical": same}))
-    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ def cmd_demo_laue(args: argparse.Namespace) -> int:
     scan = write_laue_scan(out / "demo-data", rows, cols, n_images=n, seed=2026)
     run = {"inputs": [str(p) for p in scan["images"]], "output_dir": str(out / "run"), "positions": str(scan["positions"]),
            "cluster": args.cluster or "local", "method": getattr(args, "method", None) or "fit",
-           "batch_size": args.batch_size or 2}
+           "batch_size": args.batch_size or 4}
     kwargs, profile = prepare(run, "demo laue")
     code = run_flow(kwargs, profile, title="demo laue")
     print(f"\ndemo laue done: outputs in {out / 'run'} (truth: {scan['truth']})")

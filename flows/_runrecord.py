@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
-from photonflow.io import atomic_write_text
+from photonflow.io import atomic_write_text, json_safe
 
 __all__ = ["RunRecord", "record_failure", "task_granularity", "TASK_OVERHEAD_S", "RUN_FORMAT"]
 
@@ -32,7 +32,7 @@ RUN_FORMAT = "photonflow-run/1"
 
 #: Prefect's overhead per task (s) on each task runner, measured here by benchmarks/overhead.py
 #: (an empty task, submit to result): mostly Prefect serialising its settings for a Dask worker.
-TASK_OVERHEAD_S = {"DaskTaskRunner": 0.30, "ThreadPoolTaskRunner": 0.008}
+TASK_OVERHEAD_S = {"DaskTaskRunner": 0.30, "ThreadPoolTaskRunner": 0.010}
 #: The share of worker time spent on overhead above which a run is told to use bigger tasks.
 MAX_OVERHEAD_SHARE = 0.25
 _MAX_HISTORY = 1000
@@ -43,19 +43,6 @@ _log = logging.getLogger("photonflow.run")
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN and infinities become null (browsers' JSON.parse rejects NaN)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        return _clean(value.item())  # numpy scalars
-    return value
 
 
 def task_granularity(task_seconds: Iterable[float], runner: str | None) -> dict:
@@ -157,7 +144,7 @@ class RunRecord:
         rows = list(rows)
         if rows:
             with open(self.rows_path, "a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(_clean(r), default=str) + "\n" for r in rows))
+                f.write("".join(json.dumps(json_safe(r), default=str) + "\n" for r in rows))
         history = d["history"]
         history.append([round(time.time() - self._t0, 3), d["arrived"], d["done"], d["failed"]])
         if len(history) > _MAX_HISTORY:
@@ -195,7 +182,7 @@ class RunRecord:
                 return
             self._last_write = now
             self.data["updated"] = _now()
-            atomic_write_text(self.path, json.dumps(_clean(self.data), indent=1, default=str))
+            atomic_write_text(self.path, json.dumps(json_safe(self.data), indent=1, default=str))
 
 
 def _warn(message: str) -> None:

@@ -35,9 +35,10 @@ from .images import (
 )
 from .masks import detector_mask, read_fit2d_mask, read_mask, write_fit2d_mask
 from .nexus import Curves, read_curves, write_curves
-from .tables import read_table_csv, read_table_hdf5, write_table_csv, write_table_hdf5
+from .tables import json_safe, read_table_csv, read_table_hdf5, write_table_csv, write_table_hdf5
 
 __all__ = [
+    "json_safe",
     "DEFAULT_COLUMN_LABELS",
     "DEFAULT_PATTERNS",
     "HDF5_DATASET_CANDIDATES",

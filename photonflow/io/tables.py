@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import shutil
 from pathlib import Path
@@ -100,3 +101,17 @@ def read_table_hdf5(path: str | os.PathLike, group: str = "table") -> dict[str, 
             ds = g[name]
             out[name] = ds.asstr()[()].astype(str) if h5py.check_string_dtype(ds.dtype) else ds[()]
         return out
+
+
+def json_safe(value):
+    """``value`` with NaN and infinities as None and numpy scalars as Python numbers, recursively
+    through dicts, lists and tuples: what browsers' ``JSON.parse`` accepts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        return json_safe(value.item())  # numpy scalars
+    return value
