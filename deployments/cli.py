@@ -107,6 +107,8 @@ real time:
   submit    Start a run of a served deployment; prints its run id ('status' follows it).
 
 tools:
+  monitor   A web page that shows what running flows are finding (progress, I(q) curves,
+            hit rates, Laue maps, tomography chunks), read from their output directories.
   cluster   List the cluster profiles that choose where tasks run (local Dask cluster,
             threads, SLURM via dask-jobqueue, a running Dask scheduler) and show one;
             for SLURM, print the batch script without submitting anything.
@@ -131,6 +133,7 @@ examples:
   photonflow serve serve.json
   photonflow submit saxs --param inputs='["/data/run42"]' --wait
   photonflow cluster show slurm
+  photonflow monitor results/ demo-output/ --port 8765
   photonflow validate calib.json
 
 exit codes: 0 done; 1 done but some frames (images) failed; 2 configuration error; 130 interrupted.
@@ -200,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     from deployments.cli_tomo import add_parsers as add_tomo_parsers
 
     add_tomo_parsers(sub)
+
+    # -- monitor
+    from deployments.cli_monitor import add_parsers as add_monitor_parsers
+
+    add_monitor_parsers(sub)
 
     # -- demo
     p = sub.add_parser(

@@ -1,0 +1,758 @@
+"""Runs under output roots, read for the live monitor (the run outputs themselves, no second copy).
+
+A run is a directory holding ``run.json`` (written by every flow: kind, state, counts, history,
+Prefect link; see flows/_runrecord.py) or, for a run from before ``run.json``, its
+``summary.json`` (``live_summary.json``/``ledger.sqlite`` for a watch, ``training_summary.json``
+for a classifier training). :class:`RunStore` finds them, reads each into a JSON-able dict (the
+progress, and per kind what the run is finding), and resolves the files the page may fetch.
+
+Polling is cheap: a file is parsed again only when its (mtime, size, inode) changed, the
+append-only ``live_rows.jsonl`` is read from where the last read stopped, and the roots are walked
+at most every ``rescan_s`` seconds without descending into the bulky output folders (``chi/``,
+``hits/``, ``spots/`` …).
+
+Safety: every path read or served goes through :meth:`RunStore.resolve_file`, which takes a path
+relative to a run directory and refuses anything (``..``, an absolute path, a symlink) whose real
+path is not inside that run's directory under one of the output roots.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import math
+import os
+import re
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+__all__ = ["MonitorError", "RunStore", "KINDS", "RUN_FORMAT"]
+
+RUN_FORMAT = "photonflow-run/1"
+KINDS = ("saxs", "saxs-live", "sfx", "laue", "tomo", "classify-train", "classify-sort")
+MARKERS = ("run.json", "summary.json", "live_summary.json", "training_summary.json")
+#: Output folders that hold many files and never a run of their own: not walked.
+SKIP_DIRS = frozenset({"chi", "curves", "spots", "hits", "peaks", "intermediate", "volume_chunks", "demo-data",
+                       "cache", "frames", "pass1", "pass2", "__pycache__", "node_modules"})
+#: A running run whose record has not changed for this long gets a warning (it may have been killed).
+STALE_S = 600.0
+RATE_WINDOW_S = 10.0
+#: Rows and curve choices sent with a run (the plots read them all).
+MAX_SERIES = 5000
+
+
+class MonitorError(Exception):
+    """Something the page should say in words: unknown run (404), forbidden path (403), … ."""
+
+    def __init__(self, message: str, status: int = 404):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _inside(path: str, directory: str) -> bool:
+    directory = directory.rstrip(os.sep) or os.sep
+    return path == directory or path.startswith(directory + os.sep) or directory == os.sep
+
+
+def _parse_time(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _read_csv_rows(path: str) -> list[dict]:
+    """A table CSV (photonflow.io.write_table_csv) as row dicts, numbers parsed."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = []
+        for raw in reader:
+            row = {}
+            for k, v in raw.items():
+                if v is None:
+                    continue
+                try:
+                    row[k] = int(v)
+                except ValueError:
+                    try:
+                        row[k] = float(v)
+                    except ValueError:
+                        row[k] = {"True": True, "False": False}.get(v, v)
+            rows.append(row)
+    return rows
+
+
+class _FileCache:
+    """Parsed files, re-read only when their (mtime, size, inode) changed; a parse error is cached
+    too (and raised again) until the file changes."""
+
+    def __init__(self):
+        self._entries: dict[tuple[str, str], tuple[tuple, Any, BaseException | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: str, parse: Callable[[str], Any]) -> Any:
+        st = os.stat(path)  # FileNotFoundError goes to the caller
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        ck = (path, getattr(parse, "__qualname__", repr(parse)))
+        with self._lock:
+            hit = self._entries.get(ck)
+        if hit is not None and hit[0] == key:
+            if hit[2] is not None:
+                raise hit[2]
+            return hit[1]
+        try:
+            value, error = parse(path), None
+        except Exception as exc:  # noqa: BLE001 - cached and re-raised to each caller
+            value, error = None, exc
+        with self._lock:
+            if len(self._entries) > 4096:
+                self._entries.clear()
+            self._entries[ck] = (key, value, error)
+        if error is not None:
+            raise error
+        return value
+
+
+class _JsonLines:
+    """``live_rows.jsonl`` read incrementally: only the bytes appended since the last read; a
+    partial last line waits for its newline; a truncated or replaced file (a new run) is re-read."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.rows: list[dict] = []
+        self.bad_lines = 0
+        self._offset = 0
+        self._ino = None
+        self._epoch: Any = None
+        self._lock = threading.Lock()
+
+    def read(self, epoch: Any = None) -> list[dict]:
+        with self._lock:
+            try:
+                st = os.stat(self.path)
+            except FileNotFoundError:
+                self.rows, self._offset, self._ino, self.bad_lines = [], 0, None, 0
+                return self.rows
+            if st.st_ino != self._ino or st.st_size < self._offset or epoch != self._epoch:
+                self.rows, self._offset, self.bad_lines = [], 0, 0
+                self._ino, self._epoch = st.st_ino, epoch
+            if st.st_size > self._offset:
+                with open(self.path, "rb") as fh:
+                    fh.seek(self._offset)
+                    chunk = fh.read(st.st_size - self._offset)
+                end = chunk.rfind(b"\n") + 1
+                self._offset += end
+                new = []
+                for line in chunk[:end].splitlines():
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except ValueError:
+                        self.bad_lines += 1
+                        continue
+                    if isinstance(row, dict):
+                        new.append(row)
+                    else:
+                        self.bad_lines += 1
+                self.rows = self.rows + new  # a new list: readers holding the old one are unaffected
+            return self.rows
+
+
+class RunStore:
+    """The runs under ``roots`` (directories), read on demand and cached.
+
+    ``runs()``: one short dict per run (the run list); ``run(run_id)``: everything the page shows
+    for one run; ``resolve_file(run_id, relpath)``: a file of a run, safely; ``rows(run_id)``,
+    ``curve_paths(run_id)``: what the plots read. Unknown ids raise :class:`MonitorError` (404).
+    """
+
+    def __init__(self, roots: Iterable[str | os.PathLike], max_depth: int = 4, rescan_s: float = 2.0):
+        self.roots: list[str] = []
+        for root in roots:
+            real = os.path.realpath(os.path.expanduser(os.fspath(root)))
+            if not os.path.isdir(real):
+                raise MonitorError(f"{root}: output root is not a directory", status=400)
+            if real not in self.roots:
+                self.roots.append(real)
+        if not self.roots:
+            raise MonitorError("give at least one output root", status=400)
+        self.max_depth = int(max_depth)
+        self.rescan_s = float(rescan_s)
+        self._dirs: dict[str, tuple[str, str]] = {}  # id -> (run dir realpath, root)
+        self._scanned_at = -math.inf
+        self._lock = threading.Lock()
+        self._files = _FileCache()
+        self._lines: dict[str, _JsonLines] = {}
+        self._globs: dict[tuple, Any] = {}
+        self._derived: dict[tuple, Any] = {}
+
+    # ------------------------------------------------------------------ discovery
+    def _run_id(self, real: str, root: str) -> str:
+        rel = os.path.relpath(real, root)
+        label = os.path.basename(root) if rel == "." else rel
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-.")[-40:] or "run"
+        return f"{slug}-{hashlib.sha1(real.encode()).hexdigest()[:8]}"
+
+    def scan(self, force: bool = False) -> dict[str, tuple[str, str]]:
+        """Walk the roots (at most every ``rescan_s`` s unless forced); returns id -> (dir, root)."""
+        with self._lock:
+            if not force and time.monotonic() - self._scanned_at < self.rescan_s:
+                return self._dirs
+            found: dict[str, tuple[str, str]] = {}
+            for root in self.roots:
+                base_depth = root.rstrip(os.sep).count(os.sep)
+                for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+                    names = set(filenames)
+                    if any(m in names for m in MARKERS) or "ledger.sqlite" in names:
+                        real = os.path.realpath(dirpath)
+                        if _inside(real, root):
+                            found[self._run_id(real, root)] = (real, root)
+                    depth = dirpath.rstrip(os.sep).count(os.sep) - base_depth
+                    dirnames[:] = sorted(d for d in dirnames if depth < self.max_depth and d not in SKIP_DIRS
+                                         and not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d)))
+            self._dirs = found
+            self._scanned_at = time.monotonic()
+            return found
+
+    def run_dir(self, run_id: str) -> tuple[str, str]:
+        """(run directory, its root) of a run id; rescans once before saying it is unknown."""
+        found = self.scan()
+        if run_id not in found:
+            found = self.scan(force=True)
+        if run_id not in found:
+            raise MonitorError(f"no run {run_id!r} under the output roots ({', '.join(self.roots)}): it may have "
+                               "been moved or deleted; pick a run from the list", status=404)
+        run_dir, root = found[run_id]
+        if not os.path.isdir(run_dir):
+            raise MonitorError(f"run {run_id!r}: its directory {run_dir} is gone", status=404)
+        return run_dir, root
+
+    # ------------------------------------------------------------------ files, safely
+    def resolve_file(self, run_id: str, relpath: str, must_exist: bool = True) -> str:
+        """The real path of ``relpath`` inside run ``run_id``'s directory; MonitorError 403 when it
+        would leave that directory or the output roots (``..``, absolute, a symlink pointing out),
+        404 when it does not exist or is not a regular file."""
+        run_dir, root = self.run_dir(run_id)
+        return self._resolve(run_dir, root, relpath, must_exist)
+
+    def _resolve(self, run_dir: str, root: str, relpath: str, must_exist: bool = True) -> str:
+        rel = str(relpath or "")
+        if not rel or "\x00" in rel or os.path.isabs(rel) or rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel):
+            raise MonitorError(f"{rel!r}: only paths relative to the run directory are served", status=403)
+        if any(part == ".." for part in re.split(r"[\\/]+", rel)):
+            raise MonitorError(f"{rel!r}: '..' is not allowed", status=403)
+        real = os.path.realpath(os.path.join(run_dir, rel))
+        if not (_inside(real, run_dir) and _inside(real, root)):
+            raise MonitorError(f"{rel!r}: resolves outside the run's output directory; not served", status=403)
+        if must_exist and not os.path.isfile(real):
+            raise MonitorError(f"{rel!r}: no such file in the run's output directory", status=404)
+        return real
+
+    def _safe(self, run_dir: str, root: str, relpath: str) -> str | None:
+        try:
+            return self._resolve(run_dir, root, relpath)
+        except MonitorError:
+            return None
+
+    def _json(self, path: str) -> tuple[Any, str | None]:
+        """(parsed, None), (None, None) when absent, or (None, message) when unreadable."""
+        try:
+            return self._files.get(path, _read_json), None
+        except FileNotFoundError:
+            return None, None
+        except (ValueError, UnicodeDecodeError) as exc:
+            return None, (f"{os.path.basename(path)} is unreadable (half-written or corrupt JSON: {exc}); "
+                          "it is read again when it changes")
+        except OSError as exc:
+            return None, f"{os.path.basename(path)} cannot be read: {exc.strerror or exc}"
+
+    def _mtime(self, path: str) -> int:
+        try:
+            return os.stat(path).st_mtime_ns
+        except OSError:
+            return 0
+
+    # ------------------------------------------------------------------ reading a run
+    def runs(self) -> list[dict]:
+        """The run list: id, name, kind, state, counts, updated time; newest first."""
+        out = []
+        for run_id in list(self.scan()):
+            try:
+                info = self._base(run_id)
+            except MonitorError:
+                continue
+            out.append({k: info.get(k) for k in ("id", "name", "root", "kind", "state", "unit", "total", "arrived",
+                                                  "done", "failed", "skipped", "updated", "updated_ts", "stage",
+                                                  "error", "message")})
+        out.sort(key=lambda r: (r["state"] != "running", -(r["updated_ts"] or 0.0), r["name"]))
+        return out
+
+    def run(self, run_id: str) -> dict:
+        """Everything the page shows for one run (JSON-able)."""
+        info = self._base(run_id)
+        run_dir, root = self.run_dir(run_id)
+        kind = info["kind"]
+        try:
+            if kind in ("saxs", "saxs-live"):
+                info["saxs"] = self._saxs(run_id, run_dir, root, info)
+            elif kind == "sfx":
+                info["sfx"] = self._sfx(run_id, run_dir, root, info)
+            elif kind == "laue":
+                info["laue"] = self._laue(run_id, run_dir, root, info)
+            elif kind == "tomo":
+                info["tomo"] = self._tomo(run_id, run_dir, root, info)
+        except MonitorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - files vanishing or half-written under a running flow
+            info["notes"].append(f"some outputs of this run cannot be read: {type(exc).__name__}: {exc}")
+        info["files"] = self._files_of(run_id, run_dir, root, kind)
+        info["plots"] = self._plots_of(info)
+        info["signature"] = self._signature(run_dir, info)
+        return info
+
+    def _base(self, run_id: str) -> dict:
+        run_dir, root = self.run_dir(run_id)
+        rel = os.path.relpath(run_dir, root)
+        name = os.path.basename(root) if rel == "." else os.path.join(os.path.basename(root), rel)
+        info: dict[str, Any] = {
+            "id": run_id, "name": name, "root": root, "dir": run_dir, "kind": None, "state": "unknown", "error": None,
+            "message": None, "notes": [], "unit": "frames", "total": None, "arrived": 0, "done": 0, "failed": 0,
+            "skipped": 0, "history": [], "started": None, "updated": None, "finished": None, "updated_ts": None,
+            "elapsed_s": None, "rate_per_s": None, "rate_recent_per_s": None, "stage": None, "chunks": None,
+            "prefect": {"flow_name": None, "flow_run_id": None, "flow_run_name": None, "url": None},
+            "has_record": False,
+        }
+        record, error = self._json(os.path.join(run_dir, "run.json"))
+        if error:
+            info["message"] = error
+        if isinstance(record, dict) and record.get("format") == RUN_FORMAT:
+            self._from_record(info, record)
+        elif record is not None:
+            info["message"] = (f"run.json is not a photonflow run record (format {record.get('format')!r}, "
+                               f"expected {RUN_FORMAT!r})" if isinstance(record, dict)
+                               else "run.json is not a photonflow run record (not a JSON object)")
+        if not info["has_record"]:
+            self._from_outputs(info, run_dir)
+        if info["kind"] is not None and info["kind"] not in KINDS:
+            info["notes"].append(f"unknown kind of run {info['kind']!r}: only its progress is shown")
+        return info
+
+    def _from_record(self, info: dict, rec: dict) -> None:
+        info["has_record"] = True
+        info["kind"] = rec.get("kind")
+        state = rec.get("state")
+        info["state"] = state if state in ("running", "completed", "failed") else "unknown"
+        info["error"] = rec.get("error")
+        info["unit"] = rec.get("unit") or "frames"
+        for key in ("total", "arrived", "done", "failed", "skipped"):
+            v = rec.get(key)
+            info[key] = int(v) if isinstance(v, (int, float)) and math.isfinite(v) else (None if key == "total" else 0)
+        history = rec.get("history") if isinstance(rec.get("history"), list) else []
+        info["history"] = [[float(p[0]), int(p[1]), int(p[2]), int(p[3])] for p in history
+                           if isinstance(p, list) and len(p) >= 4 and all(isinstance(x, (int, float)) for x in p[:4])]
+        info["started"], info["updated"], info["finished"] = rec.get("started"), rec.get("updated"), rec.get("finished")
+        info["stage"] = rec.get("stage")
+        chunks = rec.get("chunks")
+        info["chunks"] = chunks if isinstance(chunks, dict) else None
+        info["task_granularity"] = rec.get("task_granularity")
+        info["prefect"] = {"flow_name": rec.get("flow_name"), "flow_run_id": rec.get("flow_run_id"),
+                           "flow_run_name": rec.get("flow_run_name"), "url": _http_url(rec.get("prefect_ui_url"))}
+        started, updated, finished = (_parse_time(info[k]) for k in ("started", "updated", "finished"))
+        info["updated_ts"] = updated
+        end = finished or (time.time() if info["state"] == "running" else updated)
+        if started and end:
+            info["elapsed_s"] = max(end - started, 0.0)
+        h = info["history"]
+        if h:
+            t_last, done_last = h[-1][0], h[-1][2]
+            info["rate_per_s"] = done_last / t_last if t_last > 0 else None
+            earlier = [p for p in h if p[0] <= t_last - RATE_WINDOW_S] or h[:1]
+            p = earlier[-1]
+            if t_last > p[0]:
+                info["rate_recent_per_s"] = (done_last - p[2]) / (t_last - p[0])
+        if info["state"] == "running" and updated and time.time() - updated > STALE_S:
+            info["notes"].append(f"no update for {(time.time() - updated) / 60:.0f} min: the run may have been "
+                                 "stopped without writing its end (look at its Prefect flow run)")
+        if info["state"] == "failed":
+            info["message"] = f"the run failed: {info['error'] or 'no reason recorded'}"
+
+    def _from_outputs(self, info: dict, run_dir: str) -> None:
+        """An older run without run.json (or an unreadable one): what its summary says."""
+        summary, error = self._json(os.path.join(run_dir, "summary.json"))
+        live, live_error = self._json(os.path.join(run_dir, "live_summary.json"))
+        training, _ = self._json(os.path.join(run_dir, "training_summary.json"))
+        ledger = os.path.join(run_dir, "ledger.sqlite")
+        if error or live_error:
+            info["notes"].append(error or live_error)
+        s = summary if isinstance(summary, dict) else {}
+        kind, unit = _guess_kind(s, live, training, os.path.exists(ledger))
+        info["kind"], info["unit"] = kind, unit
+        when = max(self._mtime(os.path.join(run_dir, n)) for n in MARKERS + ("ledger.sqlite",)) / 1e9
+        info["updated_ts"] = when or None
+        info["updated"] = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+        done = failed = skipped = 0
+        if kind == "saxs":
+            done, failed, skipped = s.get("frames_done", 0), s.get("frames_failed", 0), s.get("frames_skipped", 0) or 0
+        elif kind == "sfx":
+            done, failed = s.get("frames_done", 0), s.get("frames_failed", 0)
+        elif kind == "laue":
+            done, failed = s.get("images_done", 0), s.get("images_failed", 0)
+        elif kind == "tomo":
+            done = len(s.get("pass1_chunk_s") or []) + len(s.get("pass2_chunk_s") or [])
+        elif kind == "classify-sort":
+            done, failed = s.get("sorted", 0), s.get("failed", 0)
+        elif kind == "saxs-live":
+            counts = self._ledger_counts(ledger)
+            src = live if isinstance(live, dict) else {}
+            done = counts.get("done", src.get("done", 0))
+            failed = counts.get("failed", src.get("failed", 0))
+            info["arrived"] = sum(counts.values()) if counts else src.get("arrived", done + failed)
+        info["done"], info["failed"], info["skipped"] = (int(x or 0) for x in (done, failed, skipped))
+        if kind != "saxs-live":
+            info["arrived"] = info["done"] + info["failed"] + info["skipped"]
+            info["total"] = info["arrived"] if summary is not None else None
+        elapsed = _finite(s.get("elapsed_s") if s else (live.get("elapsed_s") if isinstance(live, dict) else None))
+        info["elapsed_s"] = elapsed
+        if elapsed and info["done"]:
+            info["rate_per_s"] = info["done"] / elapsed
+        if summary is not None or isinstance(live, dict) or training is not None:
+            info["state"] = "completed"
+        elif os.path.exists(ledger):
+            info["state"] = "unknown"
+        if kind is None:
+            info["message"] = info["message"] or ("not a photonflow run this monitor knows: no run.json and its "
+                                                  "summary.json is not one of a photonflow flow")
+        else:
+            info["notes"].append("an older run without run.json: shown from its summary and tables (no live "
+                                 "progress history, no Prefect link)")
+
+    def _ledger_counts(self, path: str) -> dict[str, int]:
+        if not os.path.exists(path):
+            return {}
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
+            try:
+                return {state: n for state, n in con.execute("SELECT state, count(*) FROM items GROUP BY state")}
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return {}
+
+    # ------------------------------------------------------------------ table rows
+    def rows(self, run_id: str) -> list[dict]:
+        """The run's table rows so far: ``live_rows.jsonl`` for a run with a record, else its final
+        table (integral_parameters.csv, frames.csv, images.csv, live_integral_parameters.csv)."""
+        run_dir, root = self.run_dir(run_id)
+        record, _ = self._json(os.path.join(run_dir, "run.json"))
+        return self._rows(run_dir, root, record if isinstance(record, dict) else None)
+
+    def _rows(self, run_dir: str, root: str, record: dict | None, kind: str | None = None) -> list[dict]:
+        jsonl = os.path.join(run_dir, "live_rows.jsonl")
+        if record is not None and record.get("format") == RUN_FORMAT and os.path.exists(jsonl):
+            with self._lock:
+                reader = self._lines.setdefault(jsonl, _JsonLines(jsonl))
+            rows = reader.read(epoch=record.get("started"))
+            if rows or record.get("state") == "running":
+                return rows
+        kind = kind or (record or {}).get("kind")
+        for name in _TABLES.get(kind, ()) if kind else [n for names in _TABLES.values() for n in names]:
+            path = os.path.join(run_dir, name)
+            if os.path.exists(path):
+                try:
+                    return self._files.get(path, _read_csv_rows)
+                except (OSError, ValueError, csv.Error):
+                    return []
+        return []
+
+    # ------------------------------------------------------------------ per kind
+    def _memo(self, key: tuple, rows: list, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per version of ``rows`` (a new list object whenever rows change)."""
+        version = (id(rows), len(rows))
+        with self._lock:
+            hit = self._derived.get(key)
+        if hit is not None and hit[0] == version and hit[2] is rows:
+            return hit[1]
+        value = compute()
+        with self._lock:
+            if len(self._derived) > 1024:
+                self._derived.clear()
+            self._derived[key] = (version, value, rows)
+        return value
+
+    def _saxs(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
+        record = self._record(run_dir)
+        rows = self._rows(run_dir, root, record, info["kind"])
+        return dict(self._memo(("saxs", run_dir), rows, lambda: self._saxs_summary(run_dir, root, rows)))
+
+    def _saxs_summary(self, run_dir: str, root: str, rows: list[dict]) -> dict:
+        integrations = sorted({str(r.get("integration")) for r in rows if r.get("integration") is not None})
+        curves = self._curves(run_dir, root, rows)
+        last = rows[-1] if rows else {}
+        frames = {(r.get("frame"), r.get("path"), r.get("event")) for r in rows}
+        return {
+            "rows": len(rows), "frames": len(frames), "integrations": integrations,
+            "curves": len(curves), "latest_curve": curves[-1]["label"] if curves else None,
+            "latest": {k: _finite(last.get(k)) if k != "frame" else last.get(k)
+                       for k in ("frame", "time", "I0", "I1", "I2", "correlation_length_nm")} if last else None,
+            "latest_integration": last.get("integration") if last else None,
+        }
+
+    def _record(self, run_dir: str) -> dict | None:
+        record, _ = self._json(os.path.join(run_dir, "run.json"))
+        return record if isinstance(record, dict) and record.get("format") == RUN_FORMAT else None
+
+    def _curves(self, run_dir: str, root: str, rows: list[dict]) -> list[dict]:
+        """The I(q) curves of the run, in the order they were written: from the rows' ``chi``
+        paths, else (older runs) the ``.chi`` files under ``chi/`` by modification time."""
+        curves = self._memo(("curves", run_dir), rows, lambda: [
+            {"label": _frame_label(r), "chi": r["chi"], "time": _finite(r.get("time"))}
+            for r in rows if isinstance(r.get("chi"), str) and r["chi"]])
+        if curves:
+            return curves
+        chi_dir = os.path.join(run_dir, "chi")
+        if not os.path.isdir(chi_dir):
+            return []
+        key = (chi_dir, self._mtime(chi_dir), len(rows))
+        cached = self._globs.get(chi_dir)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        paths = glob.glob(os.path.join(glob.escape(chi_dir), "**", "*.chi"), recursive=True)
+        paths.sort(key=lambda p: (self._mtime(p), p))
+        curves = [{"label": os.path.splitext(os.path.relpath(p, chi_dir))[0], "chi": os.path.relpath(p, run_dir),
+                   "time": None} for p in paths]
+        self._globs[chi_dir] = (key, curves)
+        return curves
+
+    def curve_paths(self, run_id: str) -> list[tuple[str, str]]:
+        """(label, real path) of every curve of a SAXS run, oldest first; paths outside the run dropped."""
+        run_dir, root = self.run_dir(run_id)
+        rows = self._rows(run_dir, root, self._record(run_dir), self._base(run_id)["kind"])
+        out = []
+        for c in self._curves(run_dir, root, rows):
+            real = self._safe(run_dir, root, c["chi"])
+            if real:
+                out.append((c["label"], real))
+        return out
+
+    def _sfx(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
+        rows = self._rows(run_dir, root, self._record(run_dir), "sfx")
+
+        def summary() -> dict:
+            hits = sum(_truthy(r.get("hit")) for r in rows)
+            peaks = [r.get("n_peaks") for r in rows if isinstance(r.get("n_peaks"), (int, float))]
+            recent = rows[-100:]
+            return {"frames": len(rows), "hits": hits, "hit_rate_percent": 100.0 * hits / len(rows) if rows else None,
+                    "recent_hit_rate_percent": (100.0 * sum(_truthy(r.get("hit")) for r in recent) / len(recent)
+                                                if recent else None),
+                    "mean_peaks_per_frame": sum(peaks) / len(peaks) if peaks else None}
+
+        return {**self._memo(("sfx", run_dir), rows, summary), "latest_hit": self.latest_hit(run_id, read_frame=False)}
+
+    def latest_hit(self, run_id: str, read_frame: bool = True) -> dict | None:
+        """The newest hit frame: its hits file (relative), row, label and peaks (with the frame
+        itself when ``read_frame``); None before the first hit."""
+        run_dir, root = self.run_dir(run_id)
+        hits_dir = os.path.join(run_dir, "hits")
+        try:
+            entries = [e for e in os.scandir(hits_dir) if e.name.endswith((".cxi", ".h5")) and e.is_file()]
+        except OSError:
+            return None
+        for entry in sorted(entries, key=lambda e: (e.stat().st_mtime_ns, e.name), reverse=True):
+            real = self._safe(run_dir, root, os.path.relpath(entry.path, run_dir))
+            if not real:
+                continue
+            try:
+                meta = self._files.get(real, _read_hits_meta)
+            except Exception:  # noqa: BLE001 - being written, or not a hits file
+                continue
+            if not meta["n"]:
+                continue
+            k = meta["n"] - 1
+            out = {"file": os.path.relpath(real, run_dir), "row": k, "label": meta["labels"][k], "n_peaks": meta["counts"][k]}
+            if read_frame:
+                out.update(_read_hit_frame(real, k))
+            return out
+        return None
+
+    def _laue(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
+        rows = self._rows(run_dir, root, self._record(run_dir), "laue")
+        ok = [r for r in rows if r.get("status", "ok") == "ok"]
+        sims = [_finite(r.get("mean_sim")) for r in ok]
+        sims = [s for s in sims if s is not None]
+        places = [(r.get("map_row"), r.get("map_col")) for r in rows if isinstance(r.get("map_row"), int)
+                  and isinstance(r.get("map_col"), int)]
+        shape = [max(p[0] for p in places) + 1, max(p[1] for p in places) + 1] if places else None
+        return {"images": len(rows), "images_failed": len(rows) - len(ok), "spots": sum(int(r.get("n_spots") or 0) for r in ok),
+                "good_spots": sum(int(r.get("n_good") or 0) for r in ok), "mean_sim": sum(sims) / len(sims) if sims else None,
+                "map_shape": shape, "map_filled": len(places)}
+
+    def _tomo(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
+        chunks = info.get("chunks") or {}
+        states = {}
+        for name in ("pass1", "pass2"):
+            seq = chunks.get(name) if isinstance(chunks.get(name), list) else []
+            states[name] = {"total": len(seq), **{s: sum(1 for x in seq if x == s) for s in ("pending", "done", "failed")}}
+        plan, _ = self._json(os.path.join(run_dir, "plan.json"))
+        if isinstance(plan, dict) and not chunks:
+            for name in ("pass1", "pass2"):
+                n = len((plan.get(name) or {}).get("chunks") or [])
+                states[name] = {"total": n, "pending": 0 if info["state"] == "completed" else n,
+                                "done": n if info["state"] == "completed" else 0, "failed": 0}
+        volume = os.path.join(run_dir, "volume.h5")
+        summary, _ = self._json(os.path.join(run_dir, "summary.json"))
+        record = self._record(run_dir) or {}
+        done = info["state"] == "completed" or info.get("stage") in ("report", "done") or bool(record.get("volume"))
+        return {"stage": info.get("stage"), "chunks": states, "volume": os.path.exists(volume) and done,
+                "report": os.path.exists(os.path.join(run_dir, "report.pdf")),
+                "shape": (summary or {}).get("shape") if isinstance(summary, dict) else None,
+                "center_px": (summary or {}).get("center_px") if isinstance(summary, dict) else None}
+
+    def volume_path(self, run_id: str) -> str:
+        run_dir, root = self.run_dir(run_id)
+        return self._resolve(run_dir, root, "volume.h5")
+
+    # ------------------------------------------------------------------ page helpers
+    def _files_of(self, run_id: str, run_dir: str, root: str, kind: str | None) -> list[dict]:
+        names = ["report.pdf", "summary.json", "run.json", "plan.json", *_TABLES.get(kind, ()), "hits.lst", "good.lst",
+                 "bad.lst", "curves.png", "integral_parameters.png", "hit_rate.png", "peak_overlay.png",
+                 "map_good_spots.png", "map_mean_sim.png", "live_integral_parameters.png"]
+        out = []
+        for name in dict.fromkeys(names):
+            if self._safe(run_dir, root, name):
+                out.append({"name": name, "url": f"/files/{run_id}/{name}"})
+        return out
+
+    def _plots_of(self, info: dict) -> list[str]:
+        kind, plots = info["kind"], []
+        if info["history"] or info["done"]:
+            plots.append("progress")
+        if kind in ("saxs", "saxs-live") and info.get("saxs"):
+            if info["saxs"]["curves"]:
+                plots.append("saxs-curve")
+            if info["saxs"]["rows"]:
+                plots.append("saxs-params")
+        elif kind == "sfx" and info.get("sfx"):
+            if info["sfx"]["frames"]:
+                plots.append("sfx-hits")
+            if info["sfx"]["latest_hit"]:
+                plots.append("sfx-latest-hit")
+        elif kind == "laue" and info.get("laue") and info["laue"]["map_filled"]:
+            plots.append("laue-maps")
+        elif kind == "tomo" and info.get("tomo") and info["tomo"]["volume"]:
+            plots.append("tomo-slices")
+        return plots
+
+    def _signature(self, run_dir: str, info: dict) -> str:
+        """Changes whenever what the plots show may have changed (the page reloads them then)."""
+        parts = [self._mtime(os.path.join(run_dir, n)) for n in ("run.json", "live_rows.jsonl", "summary.json",
+                                                                 "volume.h5", "live_summary.json")]
+        try:
+            parts.append(os.stat(os.path.join(run_dir, "live_rows.jsonl")).st_size)
+        except OSError:
+            parts.append(0)
+        for key in ("saxs", "sfx", "laue", "tomo"):
+            if info.get(key):
+                parts.append(json.dumps(info[key], sort_keys=True, default=str))
+        return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
+
+
+_TABLES = {
+    "saxs": ("integral_parameters.csv",),
+    "saxs-live": ("live_integral_parameters.csv",),
+    "sfx": ("frames.csv",),
+    "laue": ("images.csv",),
+    "classify-sort": ("frames.csv",),
+}
+
+
+def _http_url(url: Any) -> str | None:
+    """Only http(s) links reach the page (a record cannot plant a javascript: link)."""
+    return url if isinstance(url, str) and re.match(r"^https?://", url) else None
+
+
+def _frame_label(row: dict) -> str:
+    """A short name of a table row's frame: file name, event, integration."""
+    frame = row.get("frame", row.get("path"))
+    name = os.path.basename(str(frame)) if isinstance(frame, str) else str(frame)
+    event = row.get("event")
+    if isinstance(event, int) and event >= 0 and f":{event}" not in name:
+        name += f" //{event}"
+    return f"{name} ({row.get('integration')})" if row.get("integration") is not None else name
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _guess_kind(summary: dict, live: Any, training: Any, ledger: bool) -> tuple[str | None, str]:
+    if isinstance(live, dict) or (ledger and not summary):
+        return "saxs-live", "frames"
+    if training is not None and not summary:
+        return "classify-train", "frames"
+    if "volume" in summary and ("plan" in summary or "pass2_chunk_s" in summary):
+        return "tomo", "chunks"
+    if "images_done" in summary:
+        return "laue", "images"
+    if "hit_rate_percent" in summary:
+        return "sfx", "frames"
+    if "good_list" in summary:
+        return "classify-sort", "frames"
+    if "frames_done" in summary:
+        return "saxs", "frames"
+    return None, "frames"
+
+
+def _read_hits_meta(path: str) -> dict:
+    """Peak counts and source labels of a hits file (without its frames)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        counts = [int(c) for c in f["/entry_1/result_1/nPeaks"][()]]
+        labels = [f"hit {k}" for k in range(len(counts))]
+        grp = f["/entry_1/result_1"]
+        if "sourceFile" in grp:
+            files = [x.decode() if isinstance(x, bytes) else str(x) for x in grp["sourceFile"][()]]
+            events = ([x.decode() if isinstance(x, bytes) else str(x) for x in grp["sourceEvent"][()]]
+                      if "sourceEvent" in grp else [""] * len(files))
+            labels = [f"{os.path.basename(a)} {b}".strip() for a, b in zip(files, events)]
+    return {"n": len(counts), "counts": counts, "labels": labels}
+
+
+def _read_hit_frame(path: str, k: int) -> dict:
+    import h5py
+    import hdf5plugin  # noqa: F401 - registers the filters: the hits files are Bitshuffle-LZ4 compressed
+
+    with h5py.File(path, "r") as f:
+        grp = f["/entry_1/result_1"]
+        n = int(grp["nPeaks"][k])
+        fs = grp["peakXPosRaw"][k, :n]
+        ss = grp["peakYPosRaw"][k, :n]
+        frame = f["/entry_1/data_1/data"][k] if "/entry_1/data_1/data" in f else None
+    return {"frame": frame, "fs": fs, "ss": ss}
