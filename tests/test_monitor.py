@@ -436,3 +436,27 @@ def test_real_watch_run_shows_its_frames(tmp_path):
     assert (info["arrived"], info["done"], info["failed"]) == (7, counts["done"], counts["failed"]) == (7, 6, 1)
     assert info["total"] is None and info["saxs"]["curves"] == 6
     assert {"progress", "saxs-curve", "saxs-params"} <= set(info["plots"])
+
+
+def test_summaries_follow_appended_rows_and_a_new_run(tmp_path):
+    """The per-run summaries fold in only the appended rows, and start again for a new run."""
+    out = tmp_path / "sfx"
+    _record(out, kind="sfx", unit="frames", total=None)
+    store = RunStore([tmp_path])
+    rid = run_id_of(store, out)
+
+    def append(rows):
+        with open(out / "live_rows.jsonl", "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+    append([{"frame": f"f{k}", "n_peaks": k, "hit": k >= 2} for k in range(4)])  # 2 hits, 6 peaks
+    assert {k: store.run(rid)["sfx"][k] for k in ("frames", "hits", "mean_peaks_per_frame")} == \
+        {"frames": 4, "hits": 2, "mean_peaks_per_frame": 1.5}
+    append([{"frame": "f4", "n_peaks": 10, "hit": True}])
+    assert {k: store.run(rid)["sfx"][k] for k in ("frames", "hits", "mean_peaks_per_frame")} == \
+        {"frames": 5, "hits": 3, "mean_peaks_per_frame": 3.2}
+    time.sleep(0.01)
+    _record(out, kind="sfx", unit="frames", total=None, started="2026-01-02T00:00:00.000000Z")  # a new run
+    (out / "live_rows.jsonl").write_text(json.dumps({"frame": "g0", "n_peaks": 1, "hit": False}) + "\n")
+    assert {k: store.run(rid)["sfx"][k] for k in ("frames", "hits", "mean_peaks_per_frame")} == \
+        {"frames": 1, "hits": 0, "mean_peaks_per_frame": 1.0}

@@ -210,6 +210,7 @@ class RunStore:
         self._lines: dict[str, _JsonLines] = {}
         self._globs: dict[tuple, Any] = {}
         self._derived: dict[tuple, Any] = {}
+        self._fold_lock = threading.Lock()
 
     # ------------------------------------------------------------------ discovery
     def _run_id(self, real: str, root: str) -> str:
@@ -490,37 +491,49 @@ class RunStore:
         return []
 
     # ------------------------------------------------------------------ per kind
-    def _memo(self, key: tuple, rows: list, compute: Callable[[], Any]) -> Any:
-        """``compute()`` once per version of ``rows`` (a new list object whenever rows change)."""
-        version = (id(rows), len(rows))
-        with self._lock:
+    def _fold(self, key: tuple, rows: list, init: Callable[[], dict], add: Callable[[dict, list], None]) -> dict:
+        """A summary of ``rows`` kept up to date by adding only the rows appended since the last
+        call: ``add(state, new_rows)`` folds them into the state ``init()`` made. ``live_rows.jsonl``
+        grows by appending (the same row objects stay at the front of each new list); any other
+        change (a new run, a re-read table) starts again from ``init()``. Returns a copy."""
+        with self._fold_lock:
             hit = self._derived.get(key)
-        if hit is not None and hit[0] == version and hit[2] is rows:
-            return hit[1]
-        value = compute()
-        with self._lock:
+            if hit is not None and hit[0] <= len(rows) and (hit[0] == 0 or rows[hit[0] - 1] is hit[1]):
+                n, state = hit[0], hit[2]
+            else:
+                n, state = 0, init()
+            if n < len(rows):
+                add(state, rows[n:])
             if len(self._derived) > 1024:
                 self._derived.clear()
-            self._derived[key] = (version, value, rows)
-        return value
+            self._derived[key] = (len(rows), rows[-1] if rows else None, state)
+            return dict(state)
 
     def _saxs(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
         record = self._record(run_dir)
         rows = self._rows(run_dir, root, record, info["kind"])
-        return dict(self._memo(("saxs", run_dir), rows, lambda: self._saxs_summary(run_dir, root, rows)))
-
-    def _saxs_summary(self, run_dir: str, root: str, rows: list[dict]) -> dict:
-        integrations = sorted({str(r.get("integration")) for r in rows if r.get("integration") is not None})
-        curves = self._curves(run_dir, root, rows)
+        state = self._saxs_state(run_dir, rows)
+        curves = state["curves"] or self._chi_files(run_dir, len(rows))
         last = rows[-1] if rows else {}
-        frames = {(r.get("frame"), r.get("path"), r.get("event")) for r in rows}
         return {
-            "rows": len(rows), "frames": len(frames), "integrations": integrations,
+            "rows": len(rows), "frames": len(state["frames"]), "integrations": sorted(state["integrations"]),
             "curves": len(curves), "latest_curve": curves[-1]["label"] if curves else None,
             "latest": {k: _finite(last.get(k)) if k != "frame" else last.get(k)
                        for k in ("frame", "time", "I0", "I1", "I2", "correlation_length_nm")} if last else None,
             "latest_integration": last.get("integration") if last else None,
         }
+
+    def _saxs_state(self, run_dir: str, rows: list[dict]) -> dict:
+        """Frames, integrations and the curves named by the rows' ``chi`` paths, kept incrementally."""
+        def add(state: dict, new: list[dict]) -> None:
+            for r in new:
+                state["frames"].add((r.get("frame"), r.get("path"), r.get("event")))
+                if r.get("integration") is not None:
+                    state["integrations"].add(str(r["integration"]))
+                if isinstance(r.get("chi"), str) and r["chi"]:
+                    state["curves"].append({"label": _frame_label(r), "chi": r["chi"], "time": _finite(r.get("time"))})
+
+        return self._fold(("saxs", run_dir), rows, lambda: {"frames": set(), "integrations": set(), "curves": []}, add)
 
     def _record(self, run_dir: str) -> dict | None:
         record, _ = self._json(os.path.join(run_dir, "run.json"))
@@ -529,15 +542,14 @@ class RunStore:
     def _curves(self, run_dir: str, root: str, rows: list[dict]) -> list[dict]:
         """The I(q) curves of the run, in the order they were written: from the rows' ``chi``
         paths, else (older runs) the ``.chi`` files under ``chi/`` by modification time."""
-        curves = self._memo(("curves", run_dir), rows, lambda: [
-            {"label": _frame_label(r), "chi": r["chi"], "time": _finite(r.get("time"))}
-            for r in rows if isinstance(r.get("chi"), str) and r["chi"]])
-        if curves:
-            return curves
+        return self._saxs_state(run_dir, rows)["curves"] or self._chi_files(run_dir, len(rows))
+
+    def _chi_files(self, run_dir: str, n_rows: int) -> list[dict]:
+        """The ``.chi`` files under ``chi/``, oldest first (runs whose rows do not name them)."""
         chi_dir = os.path.join(run_dir, "chi")
         if not os.path.isdir(chi_dir):
             return []
-        key = (chi_dir, self._mtime(chi_dir), len(rows))
+        key = (chi_dir, self._mtime(chi_dir), n_rows)
         cached = self._globs.get(chi_dir)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -562,16 +574,20 @@ class RunStore:
     def _sfx(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
         rows = self._rows(run_dir, root, self._record(run_dir), "sfx")
 
-        def summary() -> dict:
-            hits = sum(_truthy(r.get("hit")) for r in rows)
-            peaks = [r.get("n_peaks") for r in rows if isinstance(r.get("n_peaks"), (int, float))]
-            recent = rows[-100:]
-            return {"frames": len(rows), "hits": hits, "hit_rate_percent": 100.0 * hits / len(rows) if rows else None,
-                    "recent_hit_rate_percent": (100.0 * sum(_truthy(r.get("hit")) for r in recent) / len(recent)
-                                                if recent else None),
-                    "mean_peaks_per_frame": sum(peaks) / len(peaks) if peaks else None}
+        def add(state: dict, new: list[dict]) -> None:
+            for r in new:
+                state["hits"] += _truthy(r.get("hit"))
+                if isinstance(r.get("n_peaks"), (int, float)):
+                    state["peaks"] += r["n_peaks"]
+                    state["with_peaks"] += 1
 
-        return {**self._memo(("sfx", run_dir), rows, summary), "latest_hit": self.latest_hit(run_id, read_frame=False)}
+        totals = self._fold(("sfx", run_dir), rows, lambda: {"hits": 0, "peaks": 0, "with_peaks": 0}, add)
+        hits, recent = totals["hits"], rows[-100:]
+        return {"frames": len(rows), "hits": hits, "hit_rate_percent": 100.0 * hits / len(rows) if rows else None,
+                "recent_hit_rate_percent": (100.0 * sum(_truthy(r.get("hit")) for r in recent) / len(recent)
+                                            if recent else None),
+                "mean_peaks_per_frame": totals["peaks"] / totals["with_peaks"] if totals["with_peaks"] else None,
+                "latest_hit": self.latest_hit(run_id, read_frame=False)}
 
     def latest_hit(self, run_id: str, read_frame: bool = True) -> dict | None:
         """The newest hit frame: its hits file (relative), row, label and peaks (with the frame
@@ -601,15 +617,28 @@ class RunStore:
 
     def _laue(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
         rows = self._rows(run_dir, root, self._record(run_dir), "laue")
-        ok = [r for r in rows if r.get("status", "ok") == "ok"]
-        sims = [_finite(r.get("mean_sim")) for r in ok]
-        sims = [s for s in sims if s is not None]
-        places = [(r.get("map_row"), r.get("map_col")) for r in rows if isinstance(r.get("map_row"), int)
-                  and isinstance(r.get("map_col"), int)]
-        shape = [max(p[0] for p in places) + 1, max(p[1] for p in places) + 1] if places else None
-        return {"images": len(rows), "images_failed": len(rows) - len(ok), "spots": sum(int(r.get("n_spots") or 0) for r in ok),
-                "good_spots": sum(int(r.get("n_good") or 0) for r in ok), "mean_sim": sum(sims) / len(sims) if sims else None,
-                "map_shape": shape, "map_filled": len(places)}
+
+        def add(state: dict, new: list[dict]) -> None:
+            for r in new:
+                if isinstance(r.get("map_row"), int) and isinstance(r.get("map_col"), int):
+                    state["filled"] += 1
+                    state["rows"] = max(state["rows"], r["map_row"] + 1)
+                    state["cols"] = max(state["cols"], r["map_col"] + 1)
+                if r.get("status", "ok") != "ok":
+                    state["failed"] += 1
+                    continue
+                state["spots"] += int(r.get("n_spots") or 0)
+                state["good"] += int(r.get("n_good") or 0)
+                sim = _finite(r.get("mean_sim"))
+                if sim is not None:
+                    state["sim_sum"] += sim
+                    state["sim_n"] += 1
+
+        t = self._fold(("laue", run_dir), rows, lambda: dict.fromkeys(
+            ("filled", "rows", "cols", "failed", "spots", "good", "sim_sum", "sim_n"), 0), add)
+        return {"images": len(rows), "images_failed": t["failed"], "spots": t["spots"], "good_spots": t["good"],
+                "mean_sim": t["sim_sum"] / t["sim_n"] if t["sim_n"] else None,
+                "map_shape": [t["rows"], t["cols"]] if t["filled"] else None, "map_filled": t["filled"]}
 
     def _tomo(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
         chunks = info.get("chunks") or {}
