@@ -2,8 +2,9 @@
 
 - ``run.json``: what runs (kind, Prefect flow run id and UI link), its state, counts, a short
   history of the counts, the tomography stage and chunk states, and at the end how coarse the
-  tasks were. Rewritten atomically at start, at most once per ``interval_s`` while running, and
-  at the end (``state`` "completed", or "failed" with the reason).
+  tasks were. Rewritten atomically at start, within ``interval_s`` (1 s) of any change, every
+  ``heartbeat_s`` (10 s) while running, and at the end (``state`` "completed", or "failed" with
+  the reason).
 - ``live_rows.jsonl``: the rows of the run's table (the same keys as its final CSV), appended as
   batches finish, so that a monitor can plot them while the run goes on.
 
@@ -102,7 +103,7 @@ class RunRecord:
     """
 
     def __init__(self, output_dir: str | Path, kind: str, *, unit: str, total: int | None = None,
-                 interval_s: float = 1.0):
+                 interval_s: float = 1.0, heartbeat_s: float = 10.0):
         self.out = Path(output_dir).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         self.path = self.out / "run.json"
@@ -113,6 +114,7 @@ class RunRecord:
         self._last_write = 0.0
         self._task_s: list[float] = []
         self._lock = threading.RLock()  # a watch reports batches from its session's threads
+        self._timer: threading.Timer | None = None
         self.runner = _runner_name()
         self.data: dict[str, Any] = {
             "format": RUN_FORMAT, "kind": kind, **_prefect_run(), "output_dir": str(self.out),
@@ -123,6 +125,18 @@ class RunRecord:
         if self.data["flow_run_id"]:
             _open_records[str(self.data["flow_run_id"])] = self
         self._write(force=True)
+        # While the run goes on, "updated" stays fresh even when nothing finishes (an idle watch,
+        # a long chunk): a monitor can tell a quiet run from a dead one.
+        self._stopped = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, args=(float(heartbeat_s),), daemon=True,
+                                           name=f"run-record-{kind}")
+        self._heartbeat.start()
+
+    def _beat(self, period_s: float) -> None:
+        while not self._stopped.wait(period_s):
+            with self._lock:
+                if self.data["finished"] is None:
+                    self._write(force=True)
 
     # -- while running ---------------------------------------------------------------------
     def progress(self, *, done: int = 0, failed: int = 0, skipped: int = 0, arrived: int | None = None,
@@ -157,8 +171,9 @@ class RunRecord:
 
     def update(self, force: bool = False, **fields: Any) -> None:
         """Set fields (``stage``, ``chunks``, ``total`` …) and write (at most once per interval)."""
-        self.data.update(fields)
-        self._write(force)
+        with self._lock:
+            self.data.update(fields)
+            self._write(force)
 
     # -- at the end ------------------------------------------------------------------------
     def granularity(self) -> dict:
@@ -167,22 +182,40 @@ class RunRecord:
 
     def finish(self, state: str = "completed", error: str | None = None) -> dict:
         """Write the final record; returns the task granularity (also logged when too small)."""
-        granularity = self.granularity()
-        self.data.update(state=state, error=error, finished=_now(), task_granularity=granularity)
-        self._write(force=True)
+        self._stopped.set()
+        with self._lock:
+            granularity = self.granularity()
+            self.data.update(state=state, error=error, finished=_now(), task_granularity=granularity)
+            self._write(force=True)
         _open_records.pop(str(self.data.get("flow_run_id")), None)
         if granularity["too_small"]:
             _warn(granularity["advice"])
         return granularity
 
     def _write(self, force: bool = False) -> None:
+        """Write run.json now, or (within ``interval_s`` of the last write) soon: a timer writes the
+        latest state when the interval is over, so the file never lags by more than that."""
         with self._lock:
             now = time.time()
-            if not force and now - self._last_write < self.interval_s:
+            wait = self._last_write + self.interval_s - now
+            if not force and wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._write_pending)
+                    self._timer.daemon = True
+                    self._timer.start()
                 return
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._last_write = now
             self.data["updated"] = _now()
             atomic_write_text(self.path, json.dumps(json_safe(self.data), indent=1, default=str))
+
+    def _write_pending(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self.data["finished"] is None:
+                self._write(force=True)
 
 
 def _warn(message: str) -> None:

@@ -95,6 +95,10 @@ def laue_flow(
     index = {(r.path, -1 if r.event is None else int(r.event)): k for k, r in enumerate(refs)}
     batches = [refs[i:i + batch_size] for i in range(0, len(refs), batch_size)]
     record = RunRecord(out, "laue", unit="images", total=len(refs))
+    mapped = [p for p in places if p["map_row"] >= 0 and p["map_col"] >= 0]
+    if mapped:  # the whole scan's map, so a monitor can draw it at its final size from the start
+        record.update(map_shape=[max(p["map_row"] for p in mapped) + 1, max(p["map_col"] for p in mapped) + 1],
+                      force=True)
     progress_id = create_progress_artifact(0.0, description=f"Laue: {len(refs)} images in {len(batches)} batches")
     t_ready = time.perf_counter()
     futures = {laue_spots_batch.submit(settings.to_dict(), [tuple(r) for r in batch], str(spots_dir)): batch

@@ -147,6 +147,7 @@ def saxs_live_flow(
 
     def on_arrivals(refs) -> None:
         state["pending_event"].extend(refs)
+        record.update(arrived=session.stats.arrived)
         if interval == 0:
             announce(force=True)
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -47,6 +48,27 @@ def test_record_writes_json_safe_rows_and_throttles(tmp_path):
     # a new run in the same directory starts with no rows
     RunRecord(tmp_path, "laue", unit="images", total=1)
     assert (tmp_path / "live_rows.jsonl").read_text() == ""
+
+
+def test_a_throttled_update_is_written_when_the_interval_is_over(tmp_path):
+    record = RunRecord(tmp_path, "tomo", unit="chunks", total=3, interval_s=0.5)
+    record.progress(done=1)  # within the interval: not written yet ...
+    assert json.loads((tmp_path / "run.json").read_text())["done"] == 0
+    time.sleep(1.0)  # ... but written by itself once the interval is over, with no further event
+    assert json.loads((tmp_path / "run.json").read_text())["done"] == 1
+    record.finish()
+
+
+def test_a_quiet_run_keeps_its_record_fresh(tmp_path):
+    record = RunRecord(tmp_path, "saxs-live", unit="frames", heartbeat_s=0.3)
+    first = json.loads((tmp_path / "run.json").read_text())["updated"]
+    time.sleep(0.8)
+    beat = json.loads((tmp_path / "run.json").read_text())
+    assert beat["updated"] > first and beat["state"] == "running" and beat["done"] == 0
+    record.finish()
+    final = json.loads((tmp_path / "run.json").read_text())["updated"]
+    time.sleep(0.5)  # no heartbeat after the end
+    assert json.loads((tmp_path / "run.json").read_text())["updated"] == final
 
 
 def test_a_run_of_tiny_tasks_is_told_so(tmp_path, caplog):
