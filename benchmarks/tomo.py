@@ -57,6 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("--flow-rows", type=int, default=512)
     ap.add_argument("--flow-cols", type=int, default=2048)
     ap.add_argument("--flow-dir", default="/tmp/photonflow-tomo-benchmark")
+    ap.add_argument("--flow-profile", choices=["local", "slurm"], default="local",
+                    help="part 2 on a local Dask cluster or on 2 SLURM jobs (dask-jobqueue, this node's SLURM)")
     ap.add_argument("--flow-worker-memory-gib", type=float, default=None,
                     help="a local profile of 2 workers with this Dask memory limit each (the bigger-than-memory run: "
                     "e.g. 1.5 with --flow-projections 3072 --flow-rows 1024 --flow-cols 1024, 6.4 GB raw)")
@@ -174,26 +176,44 @@ def flow_benchmark(args) -> int:
         write_benchmark_scan(scan, n, rows, cols)
     print(f"\nflow: scan {n} x {rows} x {cols} uint16 ({n * rows * cols * 2 / 2**30:.2f} GiB) "
           + ("reused" if reuse else f"written in {time.perf_counter() - t:.0f} s"))
+    memory_gib = args.flow_worker_memory_gib or 2.0
+    if args.flow_profile == "slurm":
+        import subprocess
+        import sys
+
+        partition = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
+                                   check=True).stdout.split()[0].rstrip("*")
+        spec = {"kind": "slurm", "cores": 1, "processes": 1, "memory": f"{memory_gib}GiB", "walltime": "01:00:00",
+                "queue": partition, "jobs": 2, "interface": "lo", "local_directory": str(root / "slurm-work"),
+                "log_directory": str(root / "slurm-logs"), "python": sys.executable}
+    elif args.flow_worker_memory_gib:
+        spec = {"kind": "local", "n_workers": 2, "threads_per_worker": 1, "processes": True,
+                "memory_limit": f"{memory_gib}GiB"}
+    else:
+        spec = None
     profile = load_cluster_profile("local")
-    memory_gib = 2.0
+    if spec is not None:
+        path = root / f"{args.flow_profile}_limited.json"
+        path.write_text(json.dumps(spec))
+        profile = load_cluster_profile(path)
     if args.flow_worker_memory_gib:
-        memory_gib = args.flow_worker_memory_gib
-        limited = root / "local_limited.json"
-        limited.write_text(json.dumps({"kind": "local", "n_workers": 2, "threads_per_worker": 1, "processes": True,
-                                       "memory_limit": f"{memory_gib}GiB"}))
-        profile = load_cluster_profile(limited)
         print(f"bigger than memory: raw {n * rows * cols * 2 / 2**30:.2f} GiB against 2 workers x {memory_gib} GiB "
-              "(Dask memory limit: a worker above 95 % of it is restarted)")
+              f"on the {args.flow_profile} profile (Dask memory limit: a worker above 95 % of it is restarted)")
     kwargs = {"inputs": [str(scan)], "output_dir": str(root / "out"),
               "preprocess": {"zingers": {"threshold": 0.3},
                              "paganin": {"delta_beta": 50, "energy_kev": 20, "distance_mm": 50, "pixel_size_um": 1.0}},
               "sinogram": {"stripes": {"method": "sorting", "size": 21}}, "output": {"dtype": "uint16"},
               "memory_per_worker_gib": memory_gib}
+    from deployments.local_api import local_api
+
     t = time.perf_counter()
-    summary = run_on_profile(tomo_flow, kwargs, profile)
+    with local_api():  # one Prefect API for the run and its workers (SLURM jobs on this node included)
+        summary = run_on_profile(tomo_flow, kwargs, profile)
     wall = time.perf_counter() - t
-    print(f"flow wall time {wall:.0f} s on profile 'local' ({profile.get('n_workers') or 'auto'} workers, memory "
-          f"limit {profile.get('memory_limit')}); worker peak RSS {summary['worker_peak_rss_mb']:.0f} MB")
+    workers = profile.get("jobs") or profile.get("n_workers") or "auto"
+    limit = profile.get("memory") or profile.get("memory_limit")
+    print(f"flow wall time {wall:.0f} s on profile {profile['kind']!r} ({workers} workers, memory limit {limit}); "
+          f"worker peak RSS {summary['worker_peak_rss_mb']:.0f} MB")
     for stage, sec in summary["timings_s"].items():
         print(f"  {stage:20s} {sec:8.1f} s ({100 * sec / summary['elapsed_s']:.0f} %)")
     for label, key in (("pass 1 steps", "pass1_steps_cpu_s"), ("pass 2 steps", "pass2_steps_cpu_s")):
