@@ -8,6 +8,7 @@ import secrets
 import socket
 import sys
 import textwrap
+from urllib.parse import quote
 
 
 def add_parsers(sub) -> None:
@@ -36,6 +37,7 @@ def add_parsers(sub) -> None:
 
 
 def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
     if host == "localhost":
         return True
     try:
@@ -49,7 +51,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from photonflow.monitor.app import create_app
+    from photonflow.monitor.app import LOOPBACK_HOSTS, create_app
     from photonflow.monitor.runs import MonitorError
 
     if args.interval <= 0:
@@ -59,22 +61,25 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     token = args.token
     if not _is_loopback(args.host) and not token:
         token = secrets.token_urlsafe(24)
+    # the Host names a browser sends for this monitor without a token: loopback names and the bound address
+    bound = args.host.strip("[]").lower()
+    allowed = (*LOOPBACK_HOSTS, bound, f"[{bound}]") if ":" in bound else (*LOOPBACK_HOSTS, bound)
     try:
-        app = create_app(args.roots, token=token, interval_s=args.interval)
+        app = create_app(args.roots, token=token, interval_s=args.interval, allowed_hosts=allowed)
     except MonitorError as exc:
         raise UsageError(exc.message) from None
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    family = socket.AF_INET6 if ":" in bound else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((args.host, args.port))
+        sock.bind((bound, args.port))
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     sock.listen(128)
     port = sock.getsockname()[1]
-    shown = f"[{args.host}]" if family == socket.AF_INET6 else args.host
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    shown = f"[{bound}]" if family == socket.AF_INET6 else bound
+    url = f"http://{shown}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")
     print(f"photonflow monitor: {', '.join(app.store.roots)}\n  open {url}", flush=True)
     if token and not args.token:
         print("  (a token was generated because the monitor is reachable from other machines; pass --token to "

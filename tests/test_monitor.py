@@ -19,7 +19,7 @@ with warnings.catch_warnings():  # starlette's note that httpx2 is its future te
 from monitor_helpers import run_saxs_flow, write_saxs_dataset
 from photonflow.monitor import MonitorError, RunStore
 from photonflow.monitor.app import COOKIE, create_app
-from photonflow.monitor.runs import _FileCache, _JsonLines
+from photonflow.monitor.runs import MAX_READERS, _FileCache, _JsonLines
 
 GEOMETRY = "config/geometry/sim256.geom"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -79,6 +79,7 @@ def test_saxs_run_read_from_its_outputs(root, saxs_run):
     assert info["history"] and info["history"][-1][2] == 10
     assert info["prefect"]["flow_run_id"] == str(state.state_details.flow_run_id)
     assert info["saxs"]["rows"] == 10 and info["saxs"]["curves"] == 10 and info["saxs"]["integrations"] == ["full"]
+    assert info["saxs"]["curve_integration"] == "full" and info["saxs"]["curves_total"] == 10
     assert info["saxs"]["latest"]["I0"] > 0 and info["saxs"]["latest_curve"].startswith("frame_")
     assert info["plots"] == ["progress", "saxs-curve", "saxs-params"]
     assert {"summary.json", "run.json", "integral_parameters.csv", "curves.png"} <= {f["name"] for f in info["files"]}
@@ -164,7 +165,7 @@ def _record(out: Path, **fields) -> dict:
 
 def test_laue_maps_fill_in_and_tomo_chunks(tmp_path):
     laue = tmp_path / "laue"
-    _record(laue)
+    _record(laue, state="completed", finished="2026-01-01T00:00:05.000000Z")
     rows = [{"index": k, "path": f"img_{k}.tif", "event": -1, "map_row": k // 3, "map_col": k % 3, "x_um": 0.0,
              "y_um": 0.0, "n_spots": 10 + k, "n_good": 5 + k, "mean_sim": 0.5 + 0.1 * k, "n_not_fitted": 0,
              "status": "ok" if k != 3 else "cannot read", "spots_file": "", "seconds": 0.1} for k in range(4)]
@@ -186,7 +187,7 @@ def test_laue_maps_fill_in_and_tomo_chunks(tmp_path):
     assert info["tomo"]["chunks"]["pass2"] == {"total": 3, "pending": 1, "done": 1, "failed": 1}
     assert "tomo-slices" not in info["plots"]
     # a record cannot plant a script link
-    _record(laue, prefect_ui_url="javascript:alert(1)")
+    _record(laue, state="completed", prefect_ui_url="javascript:alert(1)")
     assert c.get(f"/api/runs/{runs['laue']['id']}").json()["prefect"]["url"] is None
 
 
@@ -236,9 +237,15 @@ def test_files_outside_the_roots_are_never_served(tmp_path):
     rid = c.get("/api/runs").json()["runs"][0]["id"]
     ok = c.get(f"/files/{rid}/report.pdf")
     assert ok.status_code == 200 and ok.content == b"%PDF-1.4 report" and ok.headers["content-type"] == "application/pdf"
-    assert "sandbox" in ok.headers["content-security-policy"]
+    # no sandboxing CSP on a PDF (Chrome's PDF viewer refuses a sandboxed one); its type forced, never sniffed
+    assert "sandbox" not in ok.headers.get("content-security-policy", "")
+    assert ok.headers["x-content-type-options"] == "nosniff" and "attachment" not in ok.headers.get("content-disposition", "")
+    assert {"name": "report.pdf", "url": f"/files/{rid}/report.pdf"} in c.get(f"/api/runs/{rid}").json()["files"]
+    table = c.get(f"/files/{rid}/run.json")
+    assert "sandbox" in table.headers["content-security-policy"] and table.headers["x-content-type-options"] == "nosniff"
     html = c.get(f"/files/{rid}/page.html")  # not a known output type: a download, never a page of this origin
     assert html.headers["content-type"] == "application/octet-stream" and "attachment" in html.headers["content-disposition"]
+    assert "sandbox" in html.headers["content-security-policy"]
     for path in ("link_out.txt", "dir_out/secret.txt", "../sibling.txt", "..%2Fsibling.txt", "%2e%2e/%2e%2e/secret.txt",
                  "%2Fetc%2Fpasswd", "dir_out/../../secret.txt"):
         resp = c.get(f"/files/{rid}/{path}")
@@ -460,3 +467,242 @@ def test_summaries_follow_appended_rows_and_a_new_run(tmp_path):
     (out / "live_rows.jsonl").write_text(json.dumps({"frame": "g0", "n_peaks": 1, "hit": False}) + "\n")
     assert {k: store.run(rid)["sfx"][k] for k in ("frames", "hits", "mean_peaks_per_frame")} == \
         {"frames": 1, "hits": 0, "mean_peaks_per_frame": 1.0}
+
+
+def _now_iso(offset_s: float = 0.0) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(time.time() + offset_s, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_odd_values_in_a_run_do_not_break_the_list(tmp_path, monkeypatch):
+    """Summaries and records with values of the wrong type: the list and each run still answer."""
+    root = tmp_path / "root"
+    summaries = {"saxs": {"frames_done": "ten", "frames_failed": [1], "frames_skipped": {"a": 1}},
+                 "tomo": {"volume": "v.h5", "plan": {}, "pass1_chunk_s": 3, "pass2_chunk_s": {"a": 1}},
+                 "laue": {"images_done": float("inf"), "images_failed": None},
+                 "sfx": {"hit_rate_percent": "x", "frames_done": 1e400}}
+    for name, summary in summaries.items():
+        (root / f"old-{name}").mkdir(parents=True)
+        (root / f"old-{name}" / "summary.json").write_text(json.dumps(summary))
+    _record(root / "list-kind", kind=["laue"], unit=7, total="many", history=[[0, float("nan"), 1, 2], "x"],
+            chunks={"pass1": "all", "pass2": [1, None]}, stage={"a": 1}, error=["e"], started=5)
+    _record(root / "dict-kind", kind={"k": 1}, state=None, arrived=float("inf"))
+    _record(root / "fine")
+    c = client([root])
+    resp = c.get("/api/runs")
+    assert resp.status_code == 200
+    runs = {r["name"].split("/")[-1]: r for r in resp.json()["runs"]}
+    assert set(runs) == {*(f"old-{n}" for n in summaries), "list-kind", "dict-kind", "fine"}
+    assert runs["old-tomo"]["kind"] == "tomo" and runs["old-tomo"]["done"] == 0
+    assert runs["list-kind"]["kind"] is None and runs["list-kind"]["total"] is None
+    for r in runs.values():
+        assert c.get(f"/api/runs/{r['id']}").status_code == 200, r["name"]
+    assert c.get(f"/api/runs/{runs['list-kind']['id']}").json()["chunks"] == {"pass2": ["1", "None"]}
+    # whatever else goes wrong reading one run: that run says so in the list, the others are listed
+    store = c.app.store
+    real_base = store._base
+    monkeypatch.setattr(store, "_base", lambda rid: (_ for _ in ()).throw(KeyError("boom"))
+                        if rid == runs["fine"]["id"] else real_base(rid))
+    listed = {r["id"]: r for r in store.runs()}
+    assert len(listed) == len(runs) and "KeyError" in listed[runs["fine"]["id"]]["message"]
+    assert listed[runs["fine"]["id"]]["state"] == "unknown"
+
+
+def test_recent_rate_goes_to_zero_when_a_running_run_is_idle(tmp_path):
+    out = tmp_path / "watch"
+    history = [[0.0, 0, 0, 0], [5.0, 4, 4, 0], [9.0, 8, 8, 0]]
+    _record(out, kind="saxs-live", total=None, started=_now_iso(-9.5), updated=_now_iso(), history=history)
+    store = RunStore([tmp_path])
+    rid = run_id_of(store, out)
+    info = store.run(rid)
+    assert info["rate_recent_per_s"] == pytest.approx(8 / 9.5, rel=0.05)  # younger than the window: since the start
+    # the same counts 60 s after the start: nothing was done in the last 10 s
+    time.sleep(0.02)  # (a new modification time: the record is read again)
+    _record(out, kind="saxs-live", total=None, started=_now_iso(-60), updated=_now_iso(), history=history)
+    info = store.run(rid)
+    assert info["rate_recent_per_s"] == 0.0 and info["rate_per_s"] == pytest.approx(8 / 60, rel=0.05)
+    # a finished run: the rate over its own last 10 s
+    time.sleep(0.02)
+    _record(out, kind="saxs-live", total=None, started=_now_iso(-60), state="completed",
+            history=[[0.0, 0, 0, 0], [10.0, 10, 10, 0], [20.0, 30, 30, 0]])
+    assert store.run(rid)["rate_recent_per_s"] == pytest.approx(2.0)
+
+
+def test_summaries_are_snapshots_not_shared_state(tmp_path):
+    """What _fold hands out shares nothing mutable with the state other threads keep folding into."""
+    import threading
+
+    out = tmp_path / "saxs"
+    _record(out, kind="saxs", unit="frames", total=None)
+    store = RunStore([tmp_path])
+    run_dir = os.path.realpath(out)
+    rows = [{"frame": f"f{k}", "integration": "ab"[k % 2], "chi": f"chi/f{k}.chi"} for k in range(6)]
+    first = store._saxs_state(run_dir, rows[:4])
+    assert first["frames"] == 4 and first["integrations"] == ("a", "b")
+    assert all(isinstance(v, tuple) for v in first["curves"].values())
+    second = store._saxs_state(run_dir, rows)  # the same rows and two more: folded in place
+    assert {k: len(v) for k, v in first["curves"].items()} == {"a": 2, "b": 2}  # the old snapshot did not move
+    assert {k: len(v) for k, v in second["curves"].items()} == {"a": 3, "b": 3} and second["latest"] == "b"
+    # many threads folding and reading at once: no "changed size during iteration", consistent counts
+    errors, grown = [], list(rows)
+
+    def work(k):
+        try:
+            for j in range(200):
+                mine = grown + [{"frame": f"t{k}-{j}", "integration": f"i{j % 7}", "chi": f"chi/t{k}{j}.chi"}]
+                snap = store._saxs_state(run_dir, mine)
+                assert sorted(snap["integrations"]) == list(snap["integrations"])
+                assert sum(len(v) for v in snap["curves"].values()) >= len(rows)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_allowed_host_includes_another_loopback_address(tmp_path, capsys, monkeypatch):
+    import uvicorn
+
+    from deployments.cli import main
+
+    _record(tmp_path / "run")
+    served = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.update(gate=self.config.app))
+    assert main(["monitor", str(tmp_path), "--host", "127.0.0.2", "--port", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "?token=" not in out and "http://127.0.0.2:" in out
+    gate = served["gate"]
+    assert gate.token is None and "127.0.0.2" in gate.allowed_hosts
+    port = out.split("http://127.0.0.2:")[1].split("/")[0]
+    c = TestClient(gate, base_url=f"http://127.0.0.2:{port}")
+    assert c.get("/api/runs").status_code == 200  # the Host it was opened with is its own address
+    assert c.get("/api/runs", headers={"host": "attacker.example"}).status_code == 421
+    # a token of the user's choice is URL-encoded in the printed URL
+    assert main(["monitor", str(tmp_path), "--host", "0.0.0.0", "--port", "0", "--token", "a b/c&d"]) == 0
+    out = capsys.readouterr().out
+    assert "?token=a%20b%2Fc%26d" in out and served["gate"].token == "a b/c&d"
+
+
+def _write_hits(path: Path, n: int, frames: bool = True) -> None:
+    import h5py
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        res = f.create_group("/entry_1/result_1")
+        res["nPeaks"] = np.full(n, 2, np.int32)
+        res["peakXPosRaw"] = np.ones((n, 4), np.float32)
+        res["peakYPosRaw"] = np.ones((n, 4), np.float32)
+        if frames:
+            f["/entry_1/data_1/data"] = np.arange(n * 64, dtype=np.float32).reshape(n, 8, 8)
+
+
+def test_leftovers_of_an_earlier_run_are_not_shown(tmp_path):
+    out = tmp_path / "sfx"
+    _write_hits(out / "hits" / "old.cxi", 3)
+    (out / "report.pdf").write_bytes(b"%PDF old")
+    (out / "frames.csv").write_text("frame,hit\nold,True\n")
+    old = time.time() - 3600
+    for p in (out / "hits" / "old.cxi", out / "report.pdf", out / "frames.csv"):
+        os.utime(p, (old, old))
+    _record(out, kind="sfx", unit="frames", total=None, started=_now_iso(), updated=_now_iso())
+    (out / "live_rows.jsonl").write_text(json.dumps({"frame": "new", "n_peaks": 2, "hit": True}) + "\n")
+    store = RunStore([tmp_path])
+    rid = run_id_of(store, out)
+    info = store.run(rid)
+    assert info["sfx"]["latest_hit"] is None and "sfx-latest-hit" not in info["plots"]
+    assert {f["name"] for f in info["files"]} == {"run.json"}
+    # this run's own hits file (without frames: no latest-hit picture offered), then one with frames
+    _write_hits(out / "hits" / "new.cxi", 1, frames=False)
+    info = store.run(rid)
+    assert info["sfx"]["latest_hit"]["file"] == os.path.join("hits", "new.cxi")
+    assert info["sfx"]["latest_hit"]["has_frame"] is False and "sfx-latest-hit" not in info["plots"]
+    time.sleep(0.02)
+    _write_hits(out / "hits" / "newer.cxi", 2)
+    info = store.run(rid)
+    assert info["sfx"]["latest_hit"]["row"] == 1 and "sfx-latest-hit" in info["plots"]
+    # without a record nothing is dropped (an older run is all its files)
+    (out / "summary.json").write_text(json.dumps({"frames_done": 1, "hit_rate_percent": 100.0}))
+    (out / "run.json").unlink()
+    (out / "live_rows.jsonl").unlink()
+    assert "report.pdf" in {f["name"] for f in store.run(rid)["files"]}
+    # a tomography directory: an earlier run's report is not this run's
+    tomo = tmp_path / "tomo"
+    tomo.mkdir()
+    (tomo / "report.pdf").write_bytes(b"%PDF old")
+    os.utime(tomo / "report.pdf", (old, old))
+    _record(tomo, kind="tomo", unit="chunks", started=_now_iso(), stage="pass1")
+    info = store.run(run_id_of(store, tomo))
+    assert info["tomo"]["report"] is False and "report.pdf" not in {f["name"] for f in info["files"]}
+
+
+def test_saxs_curves_are_kept_per_integration(tmp_path):
+    out = tmp_path / "saxs"
+    _record(out, kind="saxs", unit="frames", total=None)
+    (out / "chi").mkdir()
+    rows = []
+    for k, integ in enumerate("ababa" + "b"):  # a: 3 curves, b: 3 curves; the newest is b's
+        chi = f"chi/f{k}_{integ}.chi"
+        (out / chi).write_text("".join(f"{q:.3f} {100.0 / (1 + k + q)}\n" for q in (0.1, 0.2, 0.4, 0.8)))
+        rows.append({"frame": f"f{k}.tif", "integration": integ, "time": float(k), "I0": 1.0 + k, "chi": chi})
+    rows.append({"frame": "f9.tif", "integration": "c", "time": 9.0, "I0": 2.0})  # a row without a curve
+    (out / "live_rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = client([tmp_path])
+    rid = run_id_of(c.app.store, out)
+    s = c.get(f"/api/runs/{rid}").json()["saxs"]
+    assert (s["curve_integration"], s["curves"], s["curves_total"]) == ("b", 3, 6)
+    assert s["curves_by_integration"] == {"a": 3, "b": 3} and s["latest_curve"] == "f5.tif (b)"
+    assert s["integrations"] == ["a", "b", "c"] and s["latest_integration"] == "c"
+    plot = f"/api/runs/{rid}/plot/saxs-curve"
+    # the slider's last position (curves - 1) is a curve the plot accepts; one past it is not
+    for params in ({"sel": str(s["curves"] - 1), "integration": "b"}, {"sel": "0"}, {"sel": "2", "integration": "a"}):
+        resp = c.get(plot, params=params)
+        assert resp.status_code == 200 and resp.content.startswith(PNG), (params, resp.text)
+    resp = c.get(plot, params={"sel": str(s["curves"]), "integration": "b"})
+    assert resp.status_code == 404 and "3 curves" in resp.json()["error"]
+    resp = c.get(plot, params={"integration": "zz"})
+    assert resp.status_code == 404 and "no curves of integration 'zz'" in resp.json()["error"]
+    store = c.app.store
+    assert [label for label, _ in store.curve_paths(rid)] == ["f1.tif (b)", "f3.tif (b)", "f5.tif (b)"]
+    assert [label for label, _ in store.curve_paths(rid, "a", indices=[2])] == ["f4.tif (a)"]
+
+
+def test_laue_map_shape_from_the_record_and_growing_rows(tmp_path):
+    from photonflow.monitor import plots
+
+    out = tmp_path / "laue"
+    _record(out, total=12, map_shape=[3, 4])
+    rows = [{"index": k, "map_row": k // 4, "map_col": k % 4, "n_good": k, "mean_sim": 0.5, "status": "ok"}
+            for k in range(2)]
+    rows.append({"index": 99, "map_row": -1, "map_col": 2, "n_good": 1, "mean_sim": 0.5, "status": "ok"})  # no place
+    (out / "live_rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = client([tmp_path])
+    store = c.app.store
+    rid = run_id_of(store, out)
+    info = store.run(rid)
+    assert info["laue"]["map_shape"] == [3, 4] and info["laue"]["map_filled"] == 2  # the whole scan's, from the start
+    # rows arriving between reading the run and drawing its map (beyond the shape the page was given)
+    with open(out / "live_rows.jsonl", "a") as f:
+        f.write(json.dumps({"index": 20, "map_row": 5, "map_col": 6, "n_good": 3, "mean_sim": 0.7, "status": "ok"}) + "\n")
+    fig = plots._laue_maps(store, rid, info, {})()
+    assert fig.axes[0].images[0].get_array().shape == (6, 7)
+    assert c.get(f"/api/runs/{rid}/plot/laue-maps").status_code == 200
+    assert store.run(rid)["laue"]["map_shape"] == [6, 7]
+    time.sleep(0.02)
+    _record(out, total=12, map_shape="3x4")  # not a shape: as far as the rows reach
+    assert store.run(rid)["laue"]["map_shape"] == [6, 7]
+
+
+def test_live_row_readers_are_bounded(tmp_path):
+    store = RunStore([tmp_path])
+    for k in range(MAX_READERS + 5):
+        out = tmp_path / f"r{k}"
+        _record(out, kind="sfx", unit="frames")
+        (out / "live_rows.jsonl").write_text(json.dumps({"frame": k, "hit": False}) + "\n")
+        assert store.rows(run_id_of(store, out))[0]["frame"] == k
+    assert len(store._lines) == MAX_READERS

@@ -111,6 +111,11 @@ def test_bad_and_missing_runs_show_a_message(browser, tmp_path):
         assert "no run 'no-such-run'" in text
         assert browser.eval("document.getElementById('run').hidden")
         assert browser.eval("document.getElementById('status').dataset.state") == "ok"
+        # a malformed #run= (a broken %-escape): a message, the page goes on polling, no script error
+        browser.navigate(server.url + "#run=%E0%A4%A")
+        text = browser.wait_for("(m => m.includes('no run') && !m.includes('no-such-run') && m)("
+                                "document.getElementById('message').textContent)", 20, "the malformed-id message")
+        assert "no run" in text and not browser.console, browser.console
 
         run_id = server.get_json("api/runs")["runs"][0]["id"]
         browser.navigate(server.url + f"#run={run_id}")

@@ -5,16 +5,18 @@ Endpoints (all GET):
     /                              the page (static HTML + vanilla JS, no build step)
     /api/runs                      {"roots", "interval_s", "runs": [short run dicts, running first]}
     /api/runs/{id}                 one run: state, counts, history, Prefect link, per-kind findings
-    /api/runs/{id}/plot/{name}     a PNG (names in photonflow.monitor.plots.PLOTS; saxs-curve takes ?sel=K)
+    /api/runs/{id}/plot/{name}     a PNG (names in photonflow.monitor.plots.PLOTS; saxs-curve takes
+                                   ?sel=K&integration=NAME)
     /files/{id}/{path}             a file of the run (report.pdf, tables, …), only inside the output roots
     /healthz                       "ok"
 
 Errors are JSON ``{"error": message}`` with a 4xx status (unknown run 404, a path leaving the run
 403), never a stack trace. Security: with a ``token`` every request needs it (``?token=`` once,
 which sets an HttpOnly cookie and redirects to the URL without it; or an ``Authorization: Bearer``
-or ``X-Photonflow-Token`` header); without one only loopback Host names are accepted (against DNS
-rebinding). Files are served with a sandboxing Content-Security-Policy, and only known output types
-inline.
+or ``X-Photonflow-Token`` header); without one only the Host names in ``allowed_hosts`` are accepted
+(the loopback names and the address the monitor is bound to: against DNS rebinding). Files are served
+with a sandboxing Content-Security-Policy (a PDF without it, else Chrome's PDF viewer cannot show it;
+always with its forced type and ``nosniff``), and only known output types inline.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ INLINE_TYPES = {".pdf": "application/pdf", ".png": "image/png", ".json": "applic
                 ".log": "text/plain"}
 SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                     (b"x-frame-options", b"DENY")]
-PAGE_CSP = (b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+PAGE_CSP = (b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
             b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
@@ -117,7 +119,8 @@ class _Gate:
 def create_app(roots, token: str | None = None, interval_s: float = 2.0, allowed_hosts=LOOPBACK_HOSTS,
                store: RunStore | None = None):
     """The ASGI app over output ``roots``. ``token``: required from every client when given;
-    ``allowed_hosts``: Host names accepted when there is no token (None: any); ``interval_s``: the
+    ``allowed_hosts``: Host names accepted when there is no token (None: any; the CLI adds the address
+    it is bound to, e.g. another loopback address such as 127.0.0.2); ``interval_s``: the
     page's polling interval."""
     store = store or RunStore(roots, rescan_s=max(1.0, min(float(interval_s), 10.0)))
     plot_cache: OrderedDict = OrderedDict()
@@ -146,21 +149,23 @@ def create_app(roots, token: str | None = None, interval_s: float = 2.0, allowed
             return _JSON(store.run(request.path_params["run_id"]), headers={"cache-control": "no-store"})
         except MonitorError as exc:
             return _error(exc)
+        except Exception as exc:  # noqa: BLE001 - a run's files in a shape nobody expected: a message, not a 500
+            return _error(MonitorError(f"this run cannot be read now: {type(exc).__name__}: {exc}", 409))
 
     def plot(request: Request):
         from .plots import media_type, render
 
         run_id, name = request.path_params["run_id"], request.path_params["name"]
-        params = {"sel": request.query_params.get("sel")}
+        params = {"sel": request.query_params.get("sel"), "integration": request.query_params.get("integration")}
         try:
-            signature = store.run(run_id)["signature"]
-            key = (run_id, name, params["sel"], signature)
+            info = store.run(run_id)
+            key = (run_id, name, params["sel"], params["integration"], info["signature"])
             with cache_lock:
                 png = plot_cache.get(key)
                 if png is not None:
                     plot_cache.move_to_end(key)
             if png is None:
-                png = render(store, run_id, name, params)
+                png = render(store, run_id, name, params, info=info)
                 with cache_lock:
                     plot_cache[key] = png
                     while len(plot_cache) > 128:
@@ -179,6 +184,8 @@ def create_app(roots, token: str | None = None, interval_s: float = 2.0, allowed
             return _error(exc)
         ext = os.path.splitext(real)[1].lower()
         headers = {"content-security-policy": "sandbox; default-src 'none'", "cache-control": "no-cache"}
+        if ext == ".pdf":  # a sandboxing CSP stops Chrome's built-in PDF viewer: the forced type and nosniff only
+            headers = {"cache-control": "no-cache", "x-frame-options": "SAMEORIGIN"}
         if ext in INLINE_TYPES:
             return FileResponse(real, media_type=INLINE_TYPES[ext], headers=headers, content_disposition_type="inline")
         return FileResponse(real, media_type="application/octet-stream", headers=headers,

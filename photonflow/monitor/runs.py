@@ -28,6 +28,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
@@ -39,11 +40,16 @@ MARKERS = ("run.json", "summary.json", "live_summary.json", "training_summary.js
 #: Output folders that hold many files and never a run of their own: not walked.
 SKIP_DIRS = frozenset({"chi", "curves", "spots", "hits", "peaks", "intermediate", "volume_chunks", "demo-data",
                        "cache", "frames", "pass1", "pass2", "__pycache__", "node_modules"})
-#: A running run whose record has not changed for this long gets a warning (it may have been killed).
-STALE_S = 600.0
+#: A running run whose record has not changed for this long gets a warning (it may have been killed):
+#: six of the writer's 10 s heartbeats (flows/_runrecord.py) missed.
+STALE_S = 60.0
+#: "rate (recent)": the items done in the last this many seconds (up to now while a run runs).
 RATE_WINDOW_S = 10.0
-#: Rows and curve choices sent with a run (the plots read them all).
-MAX_SERIES = 5000
+#: Incremental ``live_rows.jsonl`` readers kept (least recently used dropped; it is re-read from the top).
+MAX_READERS = 32
+#: A file of a run's directory whose modification time is older than the run's start by more than
+#: this is a leftover of an earlier run in the same directory and is not shown (coarse file times).
+LEFTOVER_SLACK_S = 2.0
 
 
 class MonitorError(Exception):
@@ -78,6 +84,33 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
+
+
+def _int(value: Any, default: int = 0) -> int:
+    """A count from a file written by someone else: a finite number, else ``default``."""
+    v = _finite(value) if not isinstance(value, str) else None
+    return int(v) if v is not None else default
+
+
+def _str(value: Any) -> str | None:
+    """Free text from a record (None stays None; numbers become text; anything else is dropped)."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value) if isinstance(value, (int, float)) else None
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, (str, int, float, type(None))) else repr(value)
+
+
+def _recent_rate(history: list, t_end: float) -> float | None:
+    """Items done per second over the ``RATE_WINDOW_S`` seconds ending at ``t_end`` (s since the
+    start; the counts change stepwise at the history's points), or since the start when younger."""
+    start = t_end - RATE_WINDOW_S
+    before = [p for p in history if p[0] <= start]
+    p0, t0 = (before[-1], start) if before else (history[0], history[0][0])
+    done_end = max((p for p in history if p[0] <= t_end), key=lambda p: p[0], default=history[-1])[2]
+    return (done_end - p0[2]) / (t_end - t0) if t_end > t0 else None
 
 
 def _read_json(path: str) -> Any:
@@ -207,8 +240,9 @@ class RunStore:
         self._scanned_at = -math.inf
         self._lock = threading.Lock()
         self._files = _FileCache()
-        self._lines: dict[str, _JsonLines] = {}
-        self._globs: dict[tuple, Any] = {}
+        self._lines: OrderedDict[str, _JsonLines] = OrderedDict()  # LRU, at most MAX_READERS
+        self._lines_lock = threading.Lock()
+        self._globs: dict[str, Any] = {}
         self._derived: dict[tuple, Any] = {}
         self._fold_lock = threading.Lock()
 
@@ -298,20 +332,40 @@ class RunStore:
         except OSError:
             return 0
 
+    def _since(self, run_dir: str) -> float | None:
+        """The start (epoch s) of the run now recorded in ``run_dir``, or None without a record:
+        files older than that belong to an earlier run in the same directory."""
+        record = self._record(run_dir)
+        return _parse_time(record.get("started")) if record else None
+
+    def _fresh(self, path: str, since: float | None) -> bool:
+        """``path`` exists and (when ``since`` is known) was written by the current run."""
+        mtime = self._mtime(path)
+        return mtime > 0 and (since is None or mtime / 1e9 >= since - LEFTOVER_SLACK_S)
+
     # ------------------------------------------------------------------ reading a run
     def runs(self) -> list[dict]:
         """The run list: id, name, kind, state, counts, updated time; newest first."""
+        keys = ("id", "name", "root", "kind", "state", "unit", "total", "arrived", "done", "failed", "skipped",
+                "updated", "updated_ts", "stage", "error", "message")
         out = []
-        for run_id in list(self.scan()):
+        for run_id, (run_dir, root) in list(self.scan().items()):
             try:
                 info = self._base(run_id)
             except MonitorError:
                 continue
-            out.append({k: info.get(k) for k in ("id", "name", "root", "kind", "state", "unit", "total", "arrived",
-                                                  "done", "failed", "skipped", "updated", "updated_ts", "stage",
-                                                  "error", "message")})
-        out.sort(key=lambda r: (r["state"] != "running", -(r["updated_ts"] or 0.0), r["name"]))
+            except Exception as exc:  # noqa: BLE001 - one odd run must not take the whole list down
+                info = {"id": run_id, "name": self._name(run_dir, root), "root": root, "state": "unknown",
+                        "unit": "frames", "arrived": 0, "done": 0, "failed": 0, "skipped": 0,
+                        "message": f"this run cannot be read: {type(exc).__name__}: {exc}"}
+            out.append({k: info.get(k) for k in keys})
+        out.sort(key=lambda r: (r["state"] != "running", -(r["updated_ts"] or 0.0), str(r["name"])))
         return out
+
+    @staticmethod
+    def _name(run_dir: str, root: str) -> str:
+        rel = os.path.relpath(run_dir, root)
+        return os.path.basename(root) if rel == "." else os.path.join(os.path.basename(root), rel)
 
     def run(self, run_id: str) -> dict:
         """Everything the page shows for one run (JSON-able)."""
@@ -338,8 +392,7 @@ class RunStore:
 
     def _base(self, run_id: str) -> dict:
         run_dir, root = self.run_dir(run_id)
-        rel = os.path.relpath(run_dir, root)
-        name = os.path.basename(root) if rel == "." else os.path.join(os.path.basename(root), rel)
+        name = self._name(run_dir, root)
         info: dict[str, Any] = {
             "id": run_id, "name": name, "root": root, "dir": run_dir, "kind": None, "state": "unknown", "error": None,
             "message": None, "notes": [], "unit": "frames", "total": None, "arrived": 0, "done": 0, "failed": 0,
@@ -364,40 +417,44 @@ class RunStore:
         return info
 
     def _from_record(self, info: dict, rec: dict) -> None:
+        """The page's fields from a run record, every value checked (a record is someone's file)."""
         info["has_record"] = True
-        info["kind"] = rec.get("kind")
+        kind = rec.get("kind")
+        info["kind"] = kind if isinstance(kind, str) else None
+        if kind is not None and not isinstance(kind, str):
+            info["notes"].append(f"run.json names no kind of run ({type(kind).__name__}, not text)")
         state = rec.get("state")
         info["state"] = state if state in ("running", "completed", "failed") else "unknown"
-        info["error"] = rec.get("error")
-        info["unit"] = rec.get("unit") or "frames"
+        info["error"] = _str(rec.get("error"))
+        info["unit"] = _str(rec.get("unit")) or "frames"
         for key in ("total", "arrived", "done", "failed", "skipped"):
             v = rec.get(key)
-            info[key] = int(v) if isinstance(v, (int, float)) and math.isfinite(v) else (None if key == "total" else 0)
+            info[key] = _int(v, None) if key == "total" else _int(v)
         history = rec.get("history") if isinstance(rec.get("history"), list) else []
         info["history"] = [[float(p[0]), int(p[1]), int(p[2]), int(p[3])] for p in history
-                           if isinstance(p, list) and len(p) >= 4 and all(isinstance(x, (int, float)) for x in p[:4])]
-        info["started"], info["updated"], info["finished"] = rec.get("started"), rec.get("updated"), rec.get("finished")
-        info["stage"] = rec.get("stage")
+                           if isinstance(p, list) and len(p) >= 4 and all(_finite(x) is not None for x in p[:4])]
+        info["started"], info["updated"], info["finished"] = (_str(rec.get(k)) for k in ("started", "updated", "finished"))
+        info["stage"] = _str(rec.get("stage"))
         chunks = rec.get("chunks")
-        info["chunks"] = chunks if isinstance(chunks, dict) else None
-        info["task_granularity"] = rec.get("task_granularity")
-        info["prefect"] = {"flow_name": rec.get("flow_name"), "flow_run_id": rec.get("flow_run_id"),
-                           "flow_run_name": rec.get("flow_run_name"), "url": _http_url(rec.get("prefect_ui_url"))}
+        info["chunks"] = ({name: [str(x) for x in seq] for name, seq in chunks.items() if isinstance(seq, list)}
+                          if isinstance(chunks, dict) else None)
+        info["task_granularity"] = rec.get("task_granularity") if isinstance(rec.get("task_granularity"), dict) else None
+        info["prefect"] = {"flow_name": _str(rec.get("flow_name")), "flow_run_id": _str(rec.get("flow_run_id")),
+                           "flow_run_name": _str(rec.get("flow_run_name")), "url": _http_url(rec.get("prefect_ui_url"))}
         started, updated, finished = (_parse_time(info[k]) for k in ("started", "updated", "finished"))
         info["updated_ts"] = updated
-        end = finished or (time.time() if info["state"] == "running" else updated)
+        now = time.time()
+        end = finished or (now if info["state"] == "running" else updated)
         if started and end:
             info["elapsed_s"] = max(end - started, 0.0)
         h = info["history"]
         if h:
-            t_last, done_last = h[-1][0], h[-1][2]
-            info["rate_per_s"] = done_last / t_last if t_last > 0 else None
-            earlier = [p for p in h if p[0] <= t_last - RATE_WINDOW_S] or h[:1]
-            p = earlier[-1]
-            if t_last > p[0]:
-                info["rate_recent_per_s"] = (done_last - p[2]) / (t_last - p[0])
-        if info["state"] == "running" and updated and time.time() - updated > STALE_S:
-            info["notes"].append(f"no update for {(time.time() - updated) / 60:.0f} min: the run may have been "
+            # while running, the window ends now: a run (a watch) that does nothing shows a rate near 0
+            t_end = max(now - started, h[-1][0]) if info["state"] == "running" and started else h[-1][0]
+            info["rate_per_s"] = h[-1][2] / t_end if t_end > 0 else None
+            info["rate_recent_per_s"] = _recent_rate(h, t_end)
+        if info["state"] == "running" and updated and now - updated > STALE_S:
+            info["notes"].append(f"no update for {now - updated:.0f} s: the run may have been "
                                  "stopped without writing its end (look at its Prefect flow run)")
         if info["state"] == "failed":
             info["message"] = f"the run failed: {info['error'] or 'no reason recorded'}"
@@ -418,22 +475,22 @@ class RunStore:
         info["updated"] = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
         done = failed = skipped = 0
         if kind == "saxs":
-            done, failed, skipped = s.get("frames_done", 0), s.get("frames_failed", 0), s.get("frames_skipped", 0) or 0
+            done, failed, skipped = s.get("frames_done"), s.get("frames_failed"), s.get("frames_skipped")
         elif kind == "sfx":
-            done, failed = s.get("frames_done", 0), s.get("frames_failed", 0)
+            done, failed = s.get("frames_done"), s.get("frames_failed")
         elif kind == "laue":
-            done, failed = s.get("images_done", 0), s.get("images_failed", 0)
+            done, failed = s.get("images_done"), s.get("images_failed")
         elif kind == "tomo":
-            done = len(s.get("pass1_chunk_s") or []) + len(s.get("pass2_chunk_s") or [])
+            done = sum(len(v) for v in (s.get("pass1_chunk_s"), s.get("pass2_chunk_s")) if isinstance(v, list))
         elif kind == "classify-sort":
-            done, failed = s.get("sorted", 0), s.get("failed", 0)
+            done, failed = s.get("sorted"), s.get("failed")
         elif kind == "saxs-live":
             counts = self._ledger_counts(ledger)
             src = live if isinstance(live, dict) else {}
-            done = counts.get("done", src.get("done", 0))
-            failed = counts.get("failed", src.get("failed", 0))
-            info["arrived"] = sum(counts.values()) if counts else src.get("arrived", done + failed)
-        info["done"], info["failed"], info["skipped"] = (int(x or 0) for x in (done, failed, skipped))
+            done = counts.get("done", _int(src.get("done")))
+            failed = counts.get("failed", _int(src.get("failed")))
+            info["arrived"] = sum(counts.values()) if counts else _int(src.get("arrived"), _int(done) + _int(failed))
+        info["done"], info["failed"], info["skipped"] = (_int(x) for x in (done, failed, skipped))
         if kind != "saxs-live":
             info["arrived"] = info["done"] + info["failed"] + info["skipped"]
             info["total"] = info["arrived"] if summary is not None else None
@@ -458,7 +515,7 @@ class RunStore:
         try:
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
             try:
-                return {state: n for state, n in con.execute("SELECT state, count(*) FROM items GROUP BY state")}
+                return {str(state): int(n) for state, n in con.execute("SELECT state, count(*) FROM items GROUP BY state")}
             finally:
                 con.close()
         except sqlite3.Error:
@@ -475,15 +532,22 @@ class RunStore:
     def _rows(self, run_dir: str, root: str, record: dict | None, kind: str | None = None) -> list[dict]:
         jsonl = os.path.join(run_dir, "live_rows.jsonl")
         if record is not None and record.get("format") == RUN_FORMAT and os.path.exists(jsonl):
-            with self._lock:
-                reader = self._lines.setdefault(jsonl, _JsonLines(jsonl))
-            rows = reader.read(epoch=record.get("started"))
+            with self._lines_lock:
+                reader = self._lines.get(jsonl)
+                if reader is None:
+                    reader = self._lines[jsonl] = _JsonLines(jsonl)
+                self._lines.move_to_end(jsonl)
+                while len(self._lines) > MAX_READERS:
+                    self._lines.popitem(last=False)
+            rows = reader.read(epoch=_hashable(record.get("started")))
             if rows or record.get("state") == "running":
                 return rows
         kind = kind or (record or {}).get("kind")
+        kind = kind if isinstance(kind, str) else None
+        since = _parse_time(record.get("started")) if record is not None and record.get("format") == RUN_FORMAT else None
         for name in _TABLES.get(kind, ()) if kind else [n for names in _TABLES.values() for n in names]:
             path = os.path.join(run_dir, name)
-            if os.path.exists(path):
+            if self._fresh(path, since):
                 try:
                     return self._files.get(path, _read_csv_rows)
                 except (OSError, ValueError, csv.Error):
@@ -491,11 +555,14 @@ class RunStore:
         return []
 
     # ------------------------------------------------------------------ per kind
-    def _fold(self, key: tuple, rows: list, init: Callable[[], dict], add: Callable[[dict, list], None]) -> dict:
+    def _fold(self, key: tuple, rows: list, init: Callable[[], dict], add: Callable[[dict, list], None],
+              view: Callable[[dict], dict] = dict) -> dict:
         """A summary of ``rows`` kept up to date by adding only the rows appended since the last
         call: ``add(state, new_rows)`` folds them into the state ``init()`` made. ``live_rows.jsonl``
         grows by appending (the same row objects stay at the front of each new list); any other
-        change (a new run, a re-read table) starts again from ``init()``. Returns a copy."""
+        change (a new run, a re-read table) starts again from ``init()``. Returns ``view(state)``, made
+        under the lock: a snapshot that shares nothing mutable with the state other threads fold into
+        (counts, tuples), so a caller can use it after the lock is released."""
         with self._fold_lock:
             hit = self._derived.get(key)
             if hit is not None and hit[0] <= len(rows) and (hit[0] == 0 or rows[hit[0] - 1] is hit[1]):
@@ -507,66 +574,122 @@ class RunStore:
             if len(self._derived) > 1024:
                 self._derived.clear()
             self._derived[key] = (len(rows), rows[-1] if rows else None, state)
-            return dict(state)
+            return view(state)
 
     def _saxs(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
         record = self._record(run_dir)
         rows = self._rows(run_dir, root, record, info["kind"])
         state = self._saxs_state(run_dir, rows)
-        curves = state["curves"] or self._chi_files(run_dir, len(rows))
+        groups, latest_integ = self._curve_groups(run_dir, rows, state)
+        curves = groups.get(latest_integ, ()) if latest_integ is not None else ()
         last = rows[-1] if rows else {}
         return {
-            "rows": len(rows), "frames": len(state["frames"]), "integrations": sorted(state["integrations"]),
-            "curves": len(curves), "latest_curve": curves[-1]["label"] if curves else None,
-            "latest": {k: _finite(last.get(k)) if k != "frame" else last.get(k)
+            "rows": len(rows), "frames": state["frames"], "integrations": list(state["integrations"]),
+            # the slider and "latest" are the curves of the newest curve's integration (?integration=…&sel=K)
+            "curves": len(curves), "curve_integration": latest_integ,
+            "curves_total": sum(len(v) for v in groups.values()),
+            "curves_by_integration": {k: len(v) for k, v in groups.items()},
+            "latest_curve": curves[-1]["label"] if curves else None,
+            "latest": {k: _finite(last.get(k)) if k != "frame" else _hashable(last.get(k))
                        for k in ("frame", "time", "I0", "I1", "I2", "correlation_length_nm")} if last else None,
-            "latest_integration": last.get("integration") if last else None,
+            "latest_integration": _str(last.get("integration")) if last else None,
         }
 
     def _saxs_state(self, run_dir: str, rows: list[dict]) -> dict:
-        """Frames, integrations and the curves named by the rows' ``chi`` paths, kept incrementally."""
+        """Frames, integrations and the curves named by the rows' ``chi`` paths (per integration, in
+        the order written), kept incrementally; returned as counts and tuples."""
         def add(state: dict, new: list[dict]) -> None:
             for r in new:
-                state["frames"].add((r.get("frame"), r.get("path"), r.get("event")))
+                state["frames"].add((_hashable(r.get("frame")), _hashable(r.get("path")), _hashable(r.get("event"))))
+                integ = "" if r.get("integration") is None else str(r["integration"])
                 if r.get("integration") is not None:
-                    state["integrations"].add(str(r["integration"]))
+                    state["integrations"].add(integ)
                 if isinstance(r.get("chi"), str) and r["chi"]:
-                    state["curves"].append({"label": _frame_label(r), "chi": r["chi"], "time": _finite(r.get("time"))})
+                    state["curves"].setdefault(integ, []).append(
+                        {"label": _frame_label(r), "chi": r["chi"], "time": _finite(r.get("time"))})
+                    state["latest"] = integ
 
-        return self._fold(("saxs", run_dir), rows, lambda: {"frames": set(), "integrations": set(), "curves": []}, add)
+        def view(state: dict) -> dict:
+            return {"frames": len(state["frames"]), "integrations": tuple(sorted(state["integrations"])),
+                    "curves": {k: tuple(v) for k, v in state["curves"].items()}, "latest": state["latest"]}
+
+        return self._fold(("saxs", run_dir), rows,
+                          lambda: {"frames": set(), "integrations": set(), "curves": {}, "latest": None}, add, view)
 
     def _record(self, run_dir: str) -> dict | None:
         record, _ = self._json(os.path.join(run_dir, "run.json"))
         return record if isinstance(record, dict) and record.get("format") == RUN_FORMAT else None
 
-    def _curves(self, run_dir: str, root: str, rows: list[dict]) -> list[dict]:
-        """The I(q) curves of the run, in the order they were written: from the rows' ``chi``
-        paths, else (older runs) the ``.chi`` files under ``chi/`` by modification time."""
-        return self._saxs_state(run_dir, rows)["curves"] or self._chi_files(run_dir, len(rows))
+    def _curve_groups(self, run_dir: str, rows: list[dict], state: dict | None = None) -> tuple[dict, str | None]:
+        """({integration: curves, oldest first}, the integration of the newest curve) of a SAXS run:
+        from the rows' ``chi`` paths, else (older runs) the ``.chi`` files under ``chi/`` by
+        modification time, put to the integration their name ends with. "" is "no integration"."""
+        state = state or self._saxs_state(run_dir, rows)
+        if state["curves"]:
+            return state["curves"], state["latest"]
+        files = self._chi_files(run_dir, len(rows))
+        names = sorted({str(r["integration"]) for r in rows if r.get("integration") is not None}, key=len, reverse=True)
+        groups: dict[str, list] = {}
+        latest = None
+        for c in files:
+            stem = os.path.basename(c["chi"])[:-4]
+            latest = next((n for n in names if stem.endswith("_" + n)), "")
+            groups.setdefault(latest, []).append(c)
+        return {k: tuple(v) for k, v in groups.items()}, latest
 
     def _chi_files(self, run_dir: str, n_rows: int) -> list[dict]:
-        """The ``.chi`` files under ``chi/``, oldest first (runs whose rows do not name them)."""
+        """The ``.chi`` files under ``chi/``, oldest first (runs whose rows do not name them); with a
+        record, only those written since the run started."""
         chi_dir = os.path.join(run_dir, "chi")
         if not os.path.isdir(chi_dir):
             return []
-        key = (chi_dir, self._mtime(chi_dir), n_rows)
+        since = self._since(run_dir)
+        key = (chi_dir, self._mtime(chi_dir), n_rows, since)
         cached = self._globs.get(chi_dir)
         if cached is not None and cached[0] == key:
             return cached[1]
         paths = glob.glob(os.path.join(glob.escape(chi_dir), "**", "*.chi"), recursive=True)
+        paths = [p for p in paths if self._fresh(p, since)]
         paths.sort(key=lambda p: (self._mtime(p), p))
         curves = [{"label": os.path.splitext(os.path.relpath(p, chi_dir))[0], "chi": os.path.relpath(p, run_dir),
                    "time": None} for p in paths]
+        if len(self._globs) > 256:
+            self._globs.clear()
         self._globs[chi_dir] = (key, curves)
         return curves
 
-    def curve_paths(self, run_id: str) -> list[tuple[str, str]]:
-        """(label, real path) of every curve of a SAXS run, oldest first; paths outside the run dropped."""
+    def curves(self, run_id: str, integration: str | None = None) -> tuple[str | None, tuple]:
+        """(integration, its curves oldest first: dicts with label and chi, a path relative to the
+        run) of a SAXS run; ``integration`` None: the newest curve's. Nothing is resolved here (a run
+        may have 100 000 curves): :meth:`curve_file` resolves the one a plot reads."""
         run_dir, root = self.run_dir(run_id)
-        rows = self._rows(run_dir, root, self._record(run_dir), self._base(run_id)["kind"])
+        record = self._record(run_dir)
+        kind = record.get("kind") if record else self._base(run_id)["kind"]
+        rows = self._rows(run_dir, root, record, kind if isinstance(kind, str) else None)
+        groups, latest = self._curve_groups(run_dir, rows)
+        integ = latest if integration is None else str(integration)
+        if integ is None:
+            return None, ()
+        if integ not in groups:
+            raise MonitorError(f"no curves of integration {integ!r} in this run (integrations with curves: "
+                               f"{', '.join(repr(k) for k in groups) or 'none'})", status=404)
+        return integ, groups[integ]
+
+    def curve_file(self, run_id: str, chi: str) -> str | None:
+        """The real path of a curve's ``chi`` (from :meth:`curves`), None when it is not a file
+        inside the run's directory."""
+        run_dir, root = self.run_dir(run_id)
+        return self._safe(run_dir, root, chi)
+
+    def curve_paths(self, run_id: str, integration: str | None = None,
+                    indices: Iterable[int] | None = None) -> list[tuple[str, str]]:
+        """(label, real path) of the curves ``indices`` (default all) of an integration (default the
+        newest curve's) of a SAXS run, oldest first; paths outside the run dropped."""
+        _, curves = self.curves(run_id, integration)
+        picked = curves if indices is None else [curves[k] for k in indices]
         out = []
-        for c in self._curves(run_dir, root, rows):
-            real = self._safe(run_dir, root, c["chi"])
+        for c in picked:
+            real = self.curve_file(run_id, c["chi"])
             if real:
                 out.append((c["label"], real))
         return out
@@ -577,8 +700,9 @@ class RunStore:
         def add(state: dict, new: list[dict]) -> None:
             for r in new:
                 state["hits"] += _truthy(r.get("hit"))
-                if isinstance(r.get("n_peaks"), (int, float)):
-                    state["peaks"] += r["n_peaks"]
+                peaks = _finite(r.get("n_peaks")) if not isinstance(r.get("n_peaks"), (str, bool)) else None
+                if peaks is not None:
+                    state["peaks"] += peaks
                     state["with_peaks"] += 1
 
         totals = self._fold(("sfx", run_dir), rows, lambda: {"hits": 0, "peaks": 0, "with_peaks": 0}, add)
@@ -594,11 +718,14 @@ class RunStore:
         itself when ``read_frame``); None before the first hit."""
         run_dir, root = self.run_dir(run_id)
         hits_dir = os.path.join(run_dir, "hits")
+        since = self._since(run_dir)
         try:
-            entries = [e for e in os.scandir(hits_dir) if e.name.endswith((".cxi", ".h5")) and e.is_file()]
+            entries = [(e.stat().st_mtime_ns, e.name, e) for e in os.scandir(hits_dir)
+                       if e.name.endswith((".cxi", ".h5")) and e.is_file()]
         except OSError:
             return None
-        for entry in sorted(entries, key=lambda e: (e.stat().st_mtime_ns, e.name), reverse=True):
+        entries = [x for x in entries if since is None or x[0] / 1e9 >= since - LEFTOVER_SLACK_S]  # not an earlier run's
+        for _, _, entry in sorted(entries, key=lambda x: (x[0], x[1]), reverse=True):
             real = self._safe(run_dir, root, os.path.relpath(entry.path, run_dir))
             if not real:
                 continue
@@ -609,26 +736,29 @@ class RunStore:
             if not meta["n"]:
                 continue
             k = meta["n"] - 1
-            out = {"file": os.path.relpath(real, run_dir), "row": k, "label": meta["labels"][k], "n_peaks": meta["counts"][k]}
+            out = {"file": os.path.relpath(real, run_dir), "row": k, "label": meta["labels"][k],
+                   "n_peaks": meta["counts"][k], "has_frame": meta.get("frames", 0) > k}
             if read_frame:
                 out.update(_read_hit_frame(real, k))
             return out
         return None
 
     def _laue(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
-        rows = self._rows(run_dir, root, self._record(run_dir), "laue")
+        record = self._record(run_dir)
+        rows = self._rows(run_dir, root, record, "laue")
 
         def add(state: dict, new: list[dict]) -> None:
             for r in new:
-                if isinstance(r.get("map_row"), int) and isinstance(r.get("map_col"), int):
+                cell = _map_cell(r)
+                if cell is not None:
                     state["filled"] += 1
-                    state["rows"] = max(state["rows"], r["map_row"] + 1)
-                    state["cols"] = max(state["cols"], r["map_col"] + 1)
+                    state["rows"] = max(state["rows"], cell[0] + 1)
+                    state["cols"] = max(state["cols"], cell[1] + 1)
                 if r.get("status", "ok") != "ok":
                     state["failed"] += 1
                     continue
-                state["spots"] += int(r.get("n_spots") or 0)
-                state["good"] += int(r.get("n_good") or 0)
+                state["spots"] += _int(r.get("n_spots"))
+                state["good"] += _int(r.get("n_good"))
                 sim = _finite(r.get("mean_sim"))
                 if sim is not None:
                     state["sim_sum"] += sim
@@ -636,9 +766,14 @@ class RunStore:
 
         t = self._fold(("laue", run_dir), rows, lambda: dict.fromkeys(
             ("filled", "rows", "cols", "failed", "spots", "good", "sim_sum", "sim_n"), 0), add)
+        shape = _map_shape(record)  # the whole scan's, known at its start; else as far as the rows reach
+        if shape is not None:
+            shape = [max(shape[0], t["rows"]), max(shape[1], t["cols"])]
+        elif t["filled"]:
+            shape = [t["rows"], t["cols"]]
         return {"images": len(rows), "images_failed": t["failed"], "spots": t["spots"], "good_spots": t["good"],
                 "mean_sim": t["sim_sum"] / t["sim_n"] if t["sim_n"] else None,
-                "map_shape": [t["rows"], t["cols"]] if t["filled"] else None, "map_filled": t["filled"]}
+                "map_shape": shape, "map_filled": t["filled"]}
 
     def _tomo(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
         chunks = info.get("chunks") or {}
@@ -646,33 +781,43 @@ class RunStore:
         for name in ("pass1", "pass2"):
             seq = chunks.get(name) if isinstance(chunks.get(name), list) else []
             states[name] = {"total": len(seq), **{s: sum(1 for x in seq if x == s) for s in ("pending", "done", "failed")}}
-        plan, _ = self._json(os.path.join(run_dir, "plan.json"))
+        since = self._since(run_dir)
+        plan_path = os.path.join(run_dir, "plan.json")
+        plan, _ = self._json(plan_path) if self._fresh(plan_path, since) else (None, None)
         if isinstance(plan, dict) and not chunks:
             for name in ("pass1", "pass2"):
-                n = len((plan.get(name) or {}).get("chunks") or [])
+                part = plan.get(name) if isinstance(plan.get(name), dict) else {}
+                n = len(part["chunks"]) if isinstance(part.get("chunks"), list) else 0
                 states[name] = {"total": n, "pending": 0 if info["state"] == "completed" else n,
                                 "done": n if info["state"] == "completed" else 0, "failed": 0}
         volume = os.path.join(run_dir, "volume.h5")
-        summary, _ = self._json(os.path.join(run_dir, "summary.json"))
+        summary_path = os.path.join(run_dir, "summary.json")
+        summary, _ = self._json(summary_path) if self._fresh(summary_path, since) else (None, None)
         record = self._record(run_dir) or {}
         done = info["state"] == "completed" or info.get("stage") in ("report", "done") or bool(record.get("volume"))
-        return {"stage": info.get("stage"), "chunks": states, "volume": os.path.exists(volume) and done,
-                "report": os.path.exists(os.path.join(run_dir, "report.pdf")),
+        return {"stage": info.get("stage"), "chunks": states, "volume": self._fresh(volume, since) and done,
+                "report": self._fresh(os.path.join(run_dir, "report.pdf"), since),
                 "shape": (summary or {}).get("shape") if isinstance(summary, dict) else None,
                 "center_px": (summary or {}).get("center_px") if isinstance(summary, dict) else None}
 
     def volume_path(self, run_id: str) -> str:
         run_dir, root = self.run_dir(run_id)
-        return self._resolve(run_dir, root, "volume.h5")
+        path = self._resolve(run_dir, root, "volume.h5")
+        if not self._fresh(path, self._since(run_dir)):
+            raise MonitorError("volume.h5 is an earlier run's (older than this run's start)", status=404)
+        return path
 
     # ------------------------------------------------------------------ page helpers
     def _files_of(self, run_id: str, run_dir: str, root: str, kind: str | None) -> list[dict]:
-        names = ["report.pdf", "summary.json", "run.json", "plan.json", *_TABLES.get(kind, ()), "hits.lst", "good.lst",
+        """Links to the run's own outputs (not an earlier run's left in the same directory)."""
+        since = self._since(run_dir)
+        names = ["report.pdf", "summary.json", "run.json", "plan.json", *_tables(kind), "hits.lst", "good.lst",
                  "bad.lst", "curves.png", "integral_parameters.png", "hit_rate.png", "peak_overlay.png",
                  "map_good_spots.png", "map_mean_sim.png", "live_integral_parameters.png"]
         out = []
         for name in dict.fromkeys(names):
-            if self._safe(run_dir, root, name):
+            real = self._safe(run_dir, root, name)
+            if real and (name == "run.json" or self._fresh(real, since)):
                 out.append({"name": name, "url": f"/files/{run_id}/{name}"})
         return out
 
@@ -688,7 +833,7 @@ class RunStore:
         elif kind == "sfx" and info.get("sfx"):
             if info["sfx"]["frames"]:
                 plots.append("sfx-hits")
-            if info["sfx"]["latest_hit"]:
+            if info["sfx"]["latest_hit"] and info["sfx"]["latest_hit"].get("has_frame"):
                 plots.append("sfx-latest-hit")
         elif kind == "laue" and info.get("laue") and info["laue"]["map_filled"]:
             plots.append("laue-maps")
@@ -719,6 +864,10 @@ _TABLES = {
 }
 
 
+def _tables(kind: Any) -> tuple[str, ...]:
+    return _TABLES.get(kind, ()) if isinstance(kind, str) else ()
+
+
 def _http_url(url: Any) -> str | None:
     """Only http(s) links reach the page (a record cannot plant a javascript: link)."""
     return url if isinstance(url, str) and re.match(r"^https?://", url) else None
@@ -732,6 +881,24 @@ def _frame_label(row: dict) -> str:
     if isinstance(event, int) and event >= 0 and f":{event}" not in name:
         name += f" //{event}"
     return f"{name} ({row.get('integration')})" if row.get("integration") is not None else name
+
+
+def _map_cell(row: dict) -> tuple[int, int] | None:
+    """(map_row, map_col) of a Laue image row, None when it has no (valid) place in the map."""
+    r, c = row.get("map_row"), row.get("map_col")
+    if isinstance(r, int) and isinstance(c, int) and not isinstance(r, bool) and not isinstance(c, bool) \
+            and r >= 0 and c >= 0:
+        return r, c
+    return None
+
+
+def _map_shape(record: dict | None) -> list[int] | None:
+    """The record's ``map_shape`` [rows, cols] (the Laue flow writes the whole scan's at its start)."""
+    shape = (record or {}).get("map_shape")
+    if isinstance(shape, list) and len(shape) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                           and 0 < x <= 100_000 for x in shape):
+        return [int(shape[0]), int(shape[1])]
+    return None
 
 
 def _truthy(value: Any) -> bool:
@@ -762,8 +929,9 @@ def _read_hits_meta(path: str) -> dict:
     """Peak counts and source labels of a hits file (without its frames)."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False) as f:
         counts = [int(c) for c in f["/entry_1/result_1/nPeaks"][()]]
+        frames = f["/entry_1/data_1/data"].shape[0] if "/entry_1/data_1/data" in f else 0
         labels = [f"hit {k}" for k in range(len(counts))]
         grp = f["/entry_1/result_1"]
         if "sourceFile" in grp:
@@ -771,14 +939,14 @@ def _read_hits_meta(path: str) -> dict:
             events = ([x.decode() if isinstance(x, bytes) else str(x) for x in grp["sourceEvent"][()]]
                       if "sourceEvent" in grp else [""] * len(files))
             labels = [f"{os.path.basename(a)} {b}".strip() for a, b in zip(files, events)]
-    return {"n": len(counts), "counts": counts, "labels": labels}
+    return {"n": len(counts), "counts": counts, "labels": labels, "frames": int(frames)}
 
 
 def _read_hit_frame(path: str, k: int) -> dict:
     import h5py
     import hdf5plugin  # noqa: F401 - registers the filters: the hits files are Bitshuffle-LZ4 compressed
 
-    with h5py.File(path, "r") as f:
+    with h5py.File(path, "r", locking=False) as f:
         grp = f["/entry_1/result_1"]
         n = int(grp["nPeaks"][k])
         fs = grp["peakXPosRaw"][k, :n]

@@ -1,18 +1,28 @@
 // photonflow monitor: polls api/runs and api/runs/{id} every data-interval seconds and updates the
 // page in place. Values go in with textContent only (nothing from a run is parsed as HTML). Each
 // plot <img> gets data-loaded="1", data-shown (its URL) and data-version (the run's data signature) once loaded,
-// data-loaded="error" and a caption with the server's message when it cannot be drawn.
+// data-loaded="error" and a caption with the server's message when it cannot be drawn (tried again
+// on a later poll, backing off).
+//
+// One poll at a time: a poll asked for while one is under way (the slider, a new #run=) runs right
+// after it; an answer about a run that is no longer the selected one is dropped.
 "use strict";
 
 const INTERVAL_MS = 1000 * (parseFloat(document.body.dataset.interval) || 2);
+const SLIDER_DEBOUNCE_MS = 250;
+const MAX_BACKOFF_MS = 30000;
 const $ = (id) => document.getElementById(id);
 let timer = null;
+let sliderTimer = null;
+let busy = false;
+let again = false;
 let curveSel = 0;
 let curveSelTouched = false;
 
 function selectedId() {
   const m = location.hash.match(/run=([^&]+)/);
-  return m ? decodeURIComponent(m[1]) : null;
+  if (!m) return null;
+  try { return decodeURIComponent(m[1]); } catch (e) { return m[1]; }  // a malformed %-escape: as written
 }
 
 async function getJSON(url) {
@@ -93,27 +103,51 @@ function setPlot(run, name, extra) {
   // one request at a time per plot: while one is drawn, newer data wait for the next poll (a plot
   // slower than the polling interval still shows, and updates as fast as it can be drawn)
   if (img.dataset.url === url || img.dataset.inflight === "1") return;
+  // a plot that failed: the same URL again only after a back-off (a new URL, i.e. new data, at once)
+  if (img.dataset.failedUrl === url && Date.now() < Number(img.dataset.retryAt || 0)) return;
   img.dataset.inflight = "1";
   img.dataset.url = url;
-  const probe = new Image();  // swap only when loaded: no flicker, and the old plot stays on an error
-  probe.onload = () => {
-    if (img.dataset.url !== url) return;  // another run was selected meanwhile
-    img.dataset.inflight = "0";
-    img.src = probe.src;
-    img.dataset.shown = url;
-    img.dataset.loaded = "1";
-    img.dataset.version = run.signature;
-    fig.querySelector("figcaption").textContent = "";
-  };
-  probe.onerror = async () => {
-    let text = `${name}: not available`;
-    try { await getJSON(url); } catch (e) { text = `${name}: ${e.message}`; }
+  const box = $("run");
+  // one request: the picture, or the server's message about why there is none
+  fetch(url, { credentials: "same-origin" }).then(async (r) => {
+    if (!r.ok) {
+      let text = `HTTP ${r.status}`;
+      try { const body = await r.json(); if (body && body.error) text = body.error; } catch (e) { /* not JSON */ }
+      throw new Error(text);
+    }
+    return r.blob();
+  }).then((blob) => new Promise((resolve, reject) => {
+    if (img.dataset.url !== url || box.dataset.runId !== run.id) { resolve(); return; }  // another run meanwhile
+    const old = img.dataset.objectUrl;
+    const objectUrl = URL.createObjectURL(blob);
+    img.onload = () => {
+      img.onload = img.onerror = null;
+      if (old) URL.revokeObjectURL(old);
+      if (img.dataset.url === url) {
+        img.dataset.inflight = "0";
+        img.dataset.shown = url;
+        img.dataset.loaded = "1";
+        img.dataset.version = run.signature;
+        img.dataset.failures = "0";
+        delete img.dataset.failedUrl;
+        fig.querySelector("figcaption").textContent = "";
+      }
+      resolve();
+    };
+    img.onerror = () => { img.onload = img.onerror = null; reject(new Error("the image cannot be shown")); };
+    img.src = objectUrl;  // the old plot stays until the new one is decoded
+    img.dataset.objectUrl = objectUrl;
+  })).catch((e) => {
     if (img.dataset.url !== url) return;
+    const failures = (parseInt(img.dataset.failures || "0", 10) || 0) + 1;
+    img.dataset.failures = String(failures);
+    img.dataset.failedUrl = url;
+    img.dataset.retryAt = String(Date.now() + Math.min(MAX_BACKOFF_MS, INTERVAL_MS * 2 ** (failures - 1)));
+    delete img.dataset.url;  // asked again on a later poll
     img.dataset.inflight = "0";
     img.dataset.loaded = "error";
-    fig.querySelector("figcaption").textContent = text;
-  };
-  probe.src = url;
+    fig.querySelector("figcaption").textContent = `${name}: ${e.message}`;
+  });
 }
 
 function renderChunks(id, states) {
@@ -135,7 +169,10 @@ function renderRun(run) {
   if (box.dataset.runId !== run.id) {  // another run: forget the plots of the previous one
     for (const img of box.querySelectorAll("figure img")) {
       img.removeAttribute("src");
-      for (const k of ["url", "shown", "inflight", "loaded", "version"]) delete img.dataset[k];
+      if (img.dataset.objectUrl) URL.revokeObjectURL(img.dataset.objectUrl);
+      for (const k of ["url", "shown", "inflight", "loaded", "version", "objectUrl", "failures", "failedUrl", "retryAt"]) {
+        delete img.dataset[k];
+      }
       img.closest("figure").querySelector("figcaption").textContent = "";
     }
   }
@@ -181,7 +218,8 @@ function renderRun(run) {
     const s = run.saxs;
     $("kind-saxs").hidden = false;
     setValue("saxs-frames", s.frames);
-    setValue("saxs-curves", s.curves);
+    setValue("saxs-curves", s.curves, s.curves_total > s.curves && s.curve_integration
+      ? `${s.curves} (${s.curve_integration}; ${s.curves_total} in all)` : undefined);
     setValue("saxs-i0", s.latest && s.latest.I0);
     setValue("saxs-i2", s.latest && s.latest.I2);
     setValue("saxs-xi", s.latest && s.latest.correlation_length_nm);
@@ -191,7 +229,10 @@ function renderRun(run) {
     curveSel = Math.min(curveSel, Math.max(0, s.curves - 1));
     range.value = String(curveSel);
     $("curve-sel-label").textContent = `#${curveSel}`;
-    setPlot(run, "saxs-curve", "sel=" + curveSel);
+    // the slider numbers the curves of the newest curve's integration: the plot is asked for that one
+    const integ = s.curve_integration === null || s.curve_integration === undefined
+      ? "" : "&integration=" + encodeURIComponent(s.curve_integration);
+    setPlot(run, "saxs-curve", "sel=" + curveSel + integ);
     setPlot(run, "saxs-params");
   }
   if (run.sfx) {
@@ -248,13 +289,30 @@ function clearRun() {
   $("run").dataset.runId = "";
 }
 
-async function tick() {
+function schedule(delay) {
   clearTimeout(timer);
+  timer = setTimeout(tick, delay);
+}
+
+async function tick() {
+  if (busy) { again = true; return; }  // single flight: once more right after the poll under way
+  busy = true;
+  clearTimeout(timer);
+  timer = null;
+  try {
+    await poll();
+  } finally {
+    busy = false;
+    if (again) { again = false; schedule(0); } else schedule(INTERVAL_MS);
+  }
+}
+
+async function poll() {
   try {
     const list = await getJSON("api/runs");
     let id = selectedId();
     if (id && !list.runs.some((r) => r.id === id)) {  // #run=NAME: the run whose directory is named so
-      const named = list.runs.find((r) => r.name === id || r.name.endsWith("/" + id));
+      const named = list.runs.find((r) => r.name === id || String(r.name).endsWith("/" + id));
       if (named) id = named.id;
       if (named) history.replaceState(null, "", "#run=" + encodeURIComponent(id));
     }
@@ -266,8 +324,10 @@ async function tick() {
     if (id) {
       try {
         const run = await getJSON("api/runs/" + encodeURIComponent(id));
+        if (selectedId() !== id) return;  // another run was picked meanwhile: its poll is queued
         renderRun(run);
       } catch (e) {
+        if (selectedId() !== id) return;
         clearRun();
         showMessage(e.status ? e.message : `cannot read run ${id}: ${e.message}`);
       }
@@ -279,8 +339,6 @@ async function tick() {
     document.body.dataset.polls = String((parseInt(document.body.dataset.polls || "0", 10) || 0) + 1);
   } catch (e) {
     setStatus("error", "monitor not reachable: " + e.message);
-  } finally {
-    timer = setTimeout(tick, INTERVAL_MS);
   }
 }
 
@@ -289,6 +347,7 @@ $("curve-sel").addEventListener("input", (ev) => {
   curveSelTouched = true;
   curveSel = parseInt(ev.target.value, 10) || 0;
   $("curve-sel-label").textContent = `#${curveSel}`;
-  tick();
+  clearTimeout(sliderTimer);  // dragging the slider asks for one plot when it rests, not one per step
+  sliderTimer = setTimeout(tick, SLIDER_DEBOUNCE_MS);
 });
 tick();
