@@ -599,6 +599,7 @@ def _write_hits(path: Path, n: int, frames: bool = True) -> None:
         res["nPeaks"] = np.full(n, 2, np.int32)
         res["peakXPosRaw"] = np.ones((n, 4), np.float32)
         res["peakYPosRaw"] = np.ones((n, 4), np.float32)
+        res["peakTotalIntensity"] = np.ones((n, 4), np.float32)  # as photonflow.io.write_cxi_peaks writes
         if frames:
             f["/entry_1/data_1/data"] = np.arange(n * 64, dtype=np.float32).reshape(n, 8, 8)
 

@@ -119,24 +119,12 @@ def _read_json(path: str) -> Any:
 
 
 def _read_csv_rows(path: str) -> list[dict]:
-    """A table CSV (photonflow.io.write_table_csv) as row dicts, numbers parsed."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        rows = []
-        for raw in reader:
-            row = {}
-            for k, v in raw.items():
-                if v is None:
-                    continue
-                try:
-                    row[k] = int(v)
-                except ValueError:
-                    try:
-                        row[k] = float(v)
-                    except ValueError:
-                        row[k] = {"True": True, "False": False}.get(v, v)
-            rows.append(row)
-    return rows
+    """A table CSV (photonflow.io.write_table_csv) as row dicts of Python values."""
+    from photonflow.io import read_table_csv
+
+    columns = read_table_csv(path)
+    names = list(columns)
+    return [dict(zip(names, values)) for values in zip(*(columns[n].tolist() for n in names))]
 
 
 class _FileCache:
@@ -926,30 +914,22 @@ def _guess_kind(summary: dict, live: Any, training: Any, ledger: bool) -> tuple[
 
 
 def _read_hits_meta(path: str) -> dict:
-    """Peak counts and source labels of a hits file (without its frames)."""
+    """Peak counts, source labels and the number of stored frames of a hits file."""
     import h5py
 
+    from photonflow.io import read_cxi_peaks, read_cxi_sources
+
+    counts = [len(p) for p in read_cxi_peaks(path)]
+    labels = [f"{os.path.basename(f)} //{e}" if e is not None else os.path.basename(f) if f else f"hit {k}"
+              for k, (f, e) in enumerate(read_cxi_sources(path))]
     with h5py.File(path, "r", locking=False) as f:
-        counts = [int(c) for c in f["/entry_1/result_1/nPeaks"][()]]
         frames = f["/entry_1/data_1/data"].shape[0] if "/entry_1/data_1/data" in f else 0
-        labels = [f"hit {k}" for k in range(len(counts))]
-        grp = f["/entry_1/result_1"]
-        if "sourceFile" in grp:
-            files = [x.decode() if isinstance(x, bytes) else str(x) for x in grp["sourceFile"][()]]
-            events = ([x.decode() if isinstance(x, bytes) else str(x) for x in grp["sourceEvent"][()]]
-                      if "sourceEvent" in grp else [""] * len(files))
-            labels = [f"{os.path.basename(a)} {b}".strip() for a, b in zip(files, events)]
     return {"n": len(counts), "counts": counts, "labels": labels, "frames": int(frames)}
 
 
 def _read_hit_frame(path: str, k: int) -> dict:
-    import h5py
-    import hdf5plugin  # noqa: F401 - registers the filters: the hits files are Bitshuffle-LZ4 compressed
+    """Hit ``k`` of a hits file: its frame (photonflow.io.read_frame) and peak positions (slab px)."""
+    from photonflow.io import read_cxi_peaks, read_frame
 
-    with h5py.File(path, "r", locking=False) as f:
-        grp = f["/entry_1/result_1"]
-        n = int(grp["nPeaks"][k])
-        fs = grp["peakXPosRaw"][k, :n]
-        ss = grp["peakYPosRaw"][k, :n]
-        frame = f["/entry_1/data_1/data"][k] if "/entry_1/data_1/data" in f else None
-    return {"frame": frame, "fs": fs, "ss": ss}
+    peaks = read_cxi_peaks(path)[k]
+    return {"frame": read_frame(path, k), "fs": peaks.fs, "ss": peaks.ss}
