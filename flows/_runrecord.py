@@ -108,7 +108,11 @@ class RunRecord:
         self.out.mkdir(parents=True, exist_ok=True)
         self.path = self.out / "run.json"
         self.rows_path = self.out / "live_rows.jsonl"
-        self.rows_path.write_text("")  # this run's rows only
+        self._write_errors: set[Path] = set()
+        try:
+            self.rows_path.write_text("")  # this run's rows only
+        except OSError as exc:
+            self._cannot_write(self.rows_path, exc)
         self.interval_s = float(interval_s)
         self._t0 = time.time()
         self._last_write = 0.0
@@ -157,8 +161,11 @@ class RunRecord:
             self._task_s.append(float(task_s))
         rows = list(rows)
         if rows:
-            with open(self.rows_path, "a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(json_safe(r), default=str) + "\n" for r in rows))
+            try:
+                with open(self.rows_path, "a", encoding="utf-8") as f:
+                    f.write("".join(json.dumps(json_safe(r), default=str) + "\n" for r in rows))
+            except OSError as exc:
+                self._cannot_write(self.rows_path, exc)
         history = d["history"]
         history.append([round(time.time() - self._t0, 3), d["arrived"], d["done"], d["failed"]])
         if len(history) > _MAX_HISTORY:
@@ -209,7 +216,17 @@ class RunRecord:
                 self._timer = None
             self._last_write = now
             self.data["updated"] = _now()
-            atomic_write_text(self.path, json.dumps(json_safe(self.data), indent=1, default=str))
+            try:
+                atomic_write_text(self.path, json.dumps(json_safe(self.data), indent=1, default=str))
+            except OSError as exc:
+                self._cannot_write(self.path, exc)
+
+    def _cannot_write(self, path: Path, exc: OSError) -> None:
+        """The record is for watching a run, not part of its results: a full or read-only disk here
+        is logged (once per file) and the run goes on."""
+        if path not in self._write_errors:
+            self._write_errors.add(path)
+            _warn(f"{path}: cannot write the run record ({exc}); the run goes on without it")
 
     def _write_pending(self) -> None:
         with self._lock:

@@ -71,6 +71,18 @@ def test_a_quiet_run_keeps_its_record_fresh(tmp_path):
     assert json.loads((tmp_path / "run.json").read_text())["updated"] == final
 
 
+def test_a_record_that_cannot_be_written_does_not_stop_the_run(tmp_path, caplog):
+    (tmp_path / "run.json").mkdir()  # neither file can be written (a directory is in the way)
+    (tmp_path / "live_rows.jsonl").mkdir()
+    with caplog.at_level("WARNING", logger="photonflow.run"):
+        record = RunRecord(tmp_path, "saxs", unit="frames", total=2)
+        record.progress(done=2, rows=[{"I0": 1.0}], force=True)
+        granularity = record.finish()
+    assert granularity["tasks"] == 0 and record.data["done"] == 2 and record.data["state"] == "completed"
+    assert caplog.text.count("cannot write the run record") == 2  # once per file, not per write
+    assert "run.json" in caplog.text and "live_rows.jsonl" in caplog.text
+
+
 def test_a_run_of_tiny_tasks_is_told_so(tmp_path, caplog):
     record = RunRecord(tmp_path, "sfx", unit="frames", total=10)
     for _ in range(10):
