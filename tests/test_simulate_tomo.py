@@ -19,6 +19,7 @@ from photonflow.simulate.tomo import (
     simulate_scan,
     write_dxchange,
 )
+from photonflow.tomo.dxchange import DxchangeError
 
 
 def test_sphere_projection_is_the_chord_length():
@@ -181,5 +182,5 @@ def test_dxchange_errors(tmp_path):
         write_dxchange(tmp_path / "x.h5", data, data, data, [0, 1, 2], compression="zip")
     path = write_dxchange(tmp_path / "y.h5", data, data, data, [0, 1, 2], external_links=True)
     (tmp_path / "y_data.h5").unlink()
-    with pytest.raises(KeyError, match="external link is broken"):
+    with pytest.raises(DxchangeError, match="external link to y_data.h5:/exchange/data cannot be followed"):
         read_dxchange(path)

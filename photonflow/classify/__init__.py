@@ -6,7 +6,9 @@
 * :mod:`.autolabel`: automatic labels by fitting a polynomial to the ROI's column profile and
   fencing its inflection points (Tukey), assuming most frames are good.
 * :mod:`.sheets`: PNG contact sheets for checking labels by eye.
-* :mod:`.models`: scikit-learn classifiers.
+* :mod:`.models`: scikit-learn classifiers, gathered from :mod:`.estimators` (the models),
+  :mod:`.training`, :mod:`.evaluation`, :mod:`.persistence` (save/load) and :mod:`.compat`
+  (refusing frames a classifier was not trained for).
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """Good/bad frame labels as PADT writes them: CrystFEL list files, one of good and one of bad events.
 
-List syntax (CrystFEL, as ``indexamajig -i`` reads and PADT writes): one event per line,
-
-    /data/r0484_8.cxi //12        frame 12 (0-based index along the image dataset's axis 0)
-    /data/r0484_8.cxi //0         frame 0: kept (PADT's own reader drops each file's first event;
-                                  this one does not)
-    /data/shot_00017.cbf          a single-frame file: no event
-
-Blank lines and lines starting with ``#`` or ``;`` are skipped, and so is anything after the event
-that starts with ``#`` or ``;`` (a trailing comment). Trailing spaces (PADT writes ``//12 ``) are
-ignored. A relative file name is resolved against the list file's directory, so a list can travel
-with its data; absolute names are kept as written.
+List syntax (CrystFEL, as ``indexamajig -i`` reads and PADT writes; read and written by
+:mod:`photonflow.io.lists`): one ``file //N`` or ``file`` per line, ``#``/``;`` comments. Every
+line is one event, the first event of each file included (PADT's own reader drops it; this one does
+not). A relative file name is resolved against the list file's directory, so a list can travel with
+its data; absolute names are kept as written.
 
 An event is an :data:`EventRef` ``(path, event)``: the same pair as
 :class:`photonflow.io.images.FrameRef` (which is a tuple too, so either can be passed).
@@ -36,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.atomic import atomic_write_text
+from ..io.lists import EVENT_PATTERN, EventRef, ListFileError, format_event, read_event_list, write_event_list
+from ..io.lists import parse_event as _parse_event
 
 __all__ = [
     "EventRef",
@@ -50,53 +45,19 @@ __all__ = [
     "write_label_list",
 ]
 
-EventRef = tuple[str, int | None]
-"""``(path, event)``: ``event`` is the 0-based frame index, or None for a single-frame file."""
-
+#: The two labels: 1 good, 0 bad (PADT's; every label array, list pair and classifier uses them).
 GOOD, BAD = 1, 0
-_EVENT = re.compile(r"^//(\d+)$")
-_COMMENT = ("#", ";")
 _CONFLICT_POLICIES = ("error", "drop", "good", "bad")
 
 
-class LabelError(ValueError):
+class LabelError(ListFileError):
     """A label list (or a label request) is wrong; the message names the file and line or the event."""
 
 
-def format_event(ref: EventRef) -> str:
-    """``"path //N"`` (``"path"`` for a single-frame file): the list-file form of one event."""
-    path, event = ref[0], ref[1]
-    return os.fspath(path) if event is None else f"{os.fspath(path)} //{int(event)}"
-
-
 def parse_event(text: str, base: str | os.PathLike | None = None, where: str = "") -> EventRef:
-    """Parse one list line (``"path //N"`` or ``"path"``) into an :data:`EventRef`.
-
-    ``base``: directory that a relative path is resolved against (None: keep it as written).
-    ``where``: prefix for the error message (``"list.lst line 3"``). A trailing ``#``/``;`` comment
-    is ignored. LabelError for anything else.
-    """
-    parts = text.split()
-    for k, token in enumerate(parts[1:], start=1):
-        if token.startswith(_COMMENT):
-            parts = parts[:k]
-            break
-    prefix = f"{where}: " if where else ""
-    if not parts:
-        raise LabelError(f"{prefix}empty event")
-    event: int | None = None
-    if len(parts) == 2:
-        m = _EVENT.match(parts[1])
-        if m is None:
-            raise LabelError(f"{prefix}expected 'file' or 'file //N' (N a frame index >= 0), got {text.strip()!r}")
-        event = int(m.group(1))
-    elif len(parts) > 2:
-        raise LabelError(f"{prefix}expected 'file' or 'file //N', got {text.strip()!r} "
-                         "(file names with spaces cannot be listed)")
-    name = parts[0]
-    if base is not None and not os.path.isabs(name):
-        name = os.path.normpath(os.path.join(os.fspath(base), name))
-    return name, event
+    """One list line (``"path //N"`` or ``"path"``) as an :data:`EventRef`, a relative path resolved
+    against ``base`` when given: :func:`photonflow.io.lists.parse_event`, raising LabelError."""
+    return _parse_event(text, base, where, error=LabelError)
 
 
 def read_label_list(path: str | os.PathLike) -> list[EventRef]:
@@ -111,46 +72,12 @@ def read_label_list(path: str | os.PathLike) -> list[EventRef]:
 
 def _read_numbered(path: Path) -> list[tuple[EventRef, int]]:
     """``[(event, line number)]`` of a list file; LabelError names file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LabelError(f"{path}: label list not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelError(f"{path}: cannot read label list ({exc})") from None
-    base = path.parent
-    out = []
-    for n, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith(_COMMENT):
-            continue
-        out.append((parse_event(line, base, where=f"{path} line {n}"), n))
-    return out
+    return read_event_list(path, error=LabelError, what="label list")
 
 
-def write_label_list(path: str | os.PathLike, refs: Iterable[EventRef], relative: bool = False,
-                     header: str | None = None) -> Path:
-    """Write events as a list file (atomically), one ``file //N`` (or ``file``) per line; return the path.
-
-    ``relative``: write file names relative to the list's directory (the list then moves with its
-    data; :func:`read_label_list` resolves them back). ``header``: comment lines put first (each
-    prefixed ``# ``); CrystFEL does not read comments, so leave it None for lists meant for
-    indexamajig. ValueError for a file name with whitespace or a negative/non-integer event.
-    """
-    path = Path(path)
-    base = os.path.abspath(path.parent)
-    lines = [f"# {h}" for h in header.splitlines()] if header else []
-    for i, ref in enumerate(refs):
-        name, event = os.fspath(ref[0]), ref[1]
-        if not name or any(c.isspace() for c in name):
-            raise ValueError(f"{path}: event {i}: file name {name!r} is empty or has whitespace "
-                             "(list files cannot hold it)")
-        if event is not None and (isinstance(event, bool) or not isinstance(event, (int, np.integer))
-                                  or event < 0):
-            raise ValueError(f"{path}: event {i} ({name}): event must be a frame index >= 0 or None, got {event!r}")
-        if relative:
-            name = os.path.relpath(os.path.abspath(name), base)
-        lines.append(format_event((name, event)))
-    return atomic_write_text(path, "".join(line + "\n" for line in lines))
+#: Write events as a list file (atomically): :func:`photonflow.io.lists.write_event_list`
+#: (``relative=True`` writes names relative to the list's directory; ``header``: comment lines).
+write_label_list = write_event_list
 
 
 def _key(ref: EventRef) -> EventRef:
@@ -378,7 +305,7 @@ def _split_ids(tokens: Sequence[str]) -> list[str]:
     """Command-line tokens → ids; ``path //N`` arrives as two tokens and is joined back."""
     out: list[str] = []
     for token in tokens:
-        if _EVENT.match(token) and out:
+        if EVENT_PATTERN.match(token) and out:
             out[-1] = f"{out[-1]} {token}"
         else:
             out.append(token)

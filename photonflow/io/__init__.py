@@ -1,4 +1,5 @@
-"""Readers and writers: detector frames, masks, ``.chi`` curves, NeXus curve batches, tables.
+"""Readers and writers: detector frames, masks, ``.chi`` curves, NeXus curve batches, tables, CXI
+files, CrystFEL geometry (:mod:`.geom`) and list files (:mod:`.lists`).
 
 Pure Python over numpy, fabio, h5py (+hdf5plugin) and tifffile. Every output is
 written atomically (:mod:`photonflow.io.atomic`).
@@ -6,7 +7,16 @@ written atomically (:mod:`photonflow.io.atomic`).
 
 from .atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from .chi import DEFAULT_COLUMN_LABELS, format_chi, read_chi, write_chi
-from .cxi import CxiError, read_cxi_peaks, read_cxi_sources, read_hit_list, write_cxi_peaks, write_hit_list
+from .compression import dataset_compression
+from .cxi import (
+    CxiError,
+    read_cxi_peaks,
+    read_cxi_sources,
+    read_hit_list,
+    write_cxi_frames,
+    write_cxi_peaks,
+    write_hit_list,
+)
 from .geom import (
     AsicLayout,
     BadRegion,
@@ -82,6 +92,8 @@ __all__ = [
     "read_cxi_sources",
     "read_hit_list",
     "simulated_detector",
+    "dataset_compression",
+    "write_cxi_frames",
     "write_cxi_peaks",
     "write_geometry",
     "write_hit_list",

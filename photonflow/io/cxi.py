@@ -1,4 +1,10 @@
-"""CXI peak lists (Cheetah/OM layout, read by CrystFEL) and CrystFEL hit lists (``.lst``).
+"""CXI files: frames (multi-event detector data), peak lists (Cheetah/OM layout, read by CrystFEL)
+and CrystFEL hit lists (``.lst``).
+
+Frames (:func:`write_cxi_frames`) go to ``/entry_1/data_1/data`` (n, ss, fs), one chunk per frame,
+linked as ``/entry_1/instrument_1/detector_1/data``, with the detector distance (m) in
+``/entry_1/instrument_1/detector_1/distance`` and each event's photon energy (eV) in
+``/LCLS/photon_energy_eV``, as LCLS CXI files have them.
 
 Peak lists go to ``/entry_1/result_1`` (point the geometry's ``peak_list`` there
 and run ``indexamajig --peaks=cxi``):
@@ -17,14 +23,13 @@ the centre of pixel ``data[ss, fs]`` is at integer ``(fs, ss)``; CrystFEL adds
 0.5 when it reads them (its half-pixel shift), which puts them on its
 corner-origin grid. Events are stored in CrystFEL's syntax (``//N`` for frame N).
 
-Hit lists are CrystFEL list files: one ``file //N`` line per event of a
-multi-event file, or ``file`` alone for a single-frame file.
+Hit lists are CrystFEL list files (:mod:`photonflow.io.lists`): one ``file //N`` line per event
+of a multi-event file, or ``file`` alone for a single-frame file.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,7 +38,9 @@ from typing import TYPE_CHECKING
 import h5py
 import numpy as np
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path
+from .compression import dataset_compression
+from .lists import EVENT_PATTERN, read_event_list, write_event_list
 
 if TYPE_CHECKING:  # imported lazily: photonflow.peaks may pull in torch
     from ..peaks.peaklist import PeakList
@@ -44,6 +51,7 @@ __all__ = [
     "read_cxi_peaks",
     "read_cxi_sources",
     "read_hit_list",
+    "write_cxi_frames",
     "write_cxi_peaks",
     "write_hit_list",
 ]
@@ -57,7 +65,6 @@ _PER_PEAK = (
     ("peakMaximumValue", "max_intensity"),
     ("peakSNR", "snr"),
 )
-_EVENT = re.compile(r"^//(\d+)$")
 
 
 class CxiError(ValueError):
@@ -77,7 +84,7 @@ def _event_text(event) -> str:
 def _event_value(text: str):
     if text == "":
         return None
-    m = _EVENT.match(text)
+    m = EVENT_PATTERN.match(text)
     return int(m.group(1)) if m else text
 
 
@@ -125,10 +132,8 @@ def write_cxi_peaks(
         with h5py.File(tmp, "w") as f:
             f.create_dataset("cxi_version", data=np.int32(150))
             if frames is not None and n:
-                import hdf5plugin
-
                 f.create_dataset("/entry_1/data_1/data", data=frames, chunks=(1, *frames.shape[1:]),
-                                 **hdf5plugin.Bitshuffle(cname="lz4"))
+                                 **dataset_compression("bitshuffle"))
             group = f.require_group(CXI_PEAK_GROUP)
             group.create_dataset("nPeaks", data=kept)
             for name, _ in _PER_PEAK:
@@ -202,37 +207,52 @@ def read_cxi_sources(path: str | os.PathLike) -> list[tuple[str | None, int | st
 
 def write_hit_list(path: str | os.PathLike, hits: Iterable[tuple[str, int | None]]) -> Path:
     """Write a CrystFEL list file (atomically): ``file //N`` per event, ``file`` for single frames."""
-    path = Path(path)
-    lines = []
-    for i, (name, event) in enumerate(hits):
-        name = os.fspath(name)
-        if not name or any(c.isspace() for c in name):
-            raise ValueError(f"{path}: hit {i}: file name {name!r} is empty or has whitespace "
-                             "(CrystFEL list files cannot hold it)")
-        if event is None:
-            lines.append(name)
-        else:
-            if isinstance(event, bool) or not isinstance(event, (int, np.integer)) or event < 0:
-                raise ValueError(f"{path}: hit {i} ({name}): event must be a frame index >= 0, got {event!r}")
-            lines.append(f"{name} //{int(event)}")
-    return atomic_write_text(path, "".join(line + "\n" for line in lines))
+    return write_event_list(path, hits, item="hit")
 
 
 def read_hit_list(path: str | os.PathLike) -> list[tuple[str, int | None]]:
-    """Read a CrystFEL list file: ``[(file, frame index or None)]``; blank lines are skipped."""
+    """Read a CrystFEL list file: ``[(file, frame index or None)]``, file names as written; blank
+    and comment lines are skipped. CxiError names the file and line of a malformed line."""
+    return [ref for ref, _ in read_event_list(path, resolve=False, error=CxiError)]
+
+
+def write_cxi_frames(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    n_frames: int,
+    frame_shape: Sequence[int],
+    dtype,
+    *,
+    photon_energy_eV: float,
+    distance_m: float,
+    compression: str | None = "bitshuffle",
+) -> Path:
+    """Write ``n_frames`` frames of ``frame_shape`` (ss, fs) as one multi-event CXI file (atomically);
+    return the path.
+
+    The layout is the module docstring's; ``dtype`` is the stored type (each frame is cast to it),
+    ``compression`` a :func:`~photonflow.io.compression.dataset_compression` name.
+    ``frames`` may be a generator: the frames are drawn and written one at a time.
+    """
     path = Path(path)
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for n, raw in enumerate(fh, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            parts = line.split()
-            if len(parts) == 1:
-                out.append((parts[0], None))
-                continue
-            m = _EVENT.match(parts[1]) if len(parts) == 2 else None
-            if m is None:
-                raise CxiError(f"{path} line {n}: expected 'file' or 'file //N', got {line!r}")
-            out.append((parts[0], int(m.group(1))))
-    return out
+    n = int(n_frames)
+    shape = tuple(int(s) for s in frame_shape)
+    comp = dataset_compression(compression)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["cxi_version"] = 160
+        entry = f.create_group("entry_1")
+        ds = entry.create_group("data_1").create_dataset(
+            "data", shape=(n, *shape), dtype=dtype, chunks=(1, *shape), **comp)
+        det = entry.create_group("instrument_1").create_group("detector_1")
+        det["data"] = ds
+        det["distance"] = distance_m
+        f.create_group("LCLS")["photon_energy_eV"] = np.full(n, photon_energy_eV)
+        written = 0
+        for j, frame in enumerate(frames):
+            if j >= n:
+                raise ValueError(f"{path}: more than the {n} frames announced")
+            ds.write_direct(np.ascontiguousarray(np.asarray(frame, dtype=ds.dtype)[None]), dest_sel=np.s_[j:j + 1])
+            written = j + 1
+        if written != n:
+            raise ValueError(f"{path}: {written} frames for the {n} announced")
+    return path

@@ -79,7 +79,6 @@ shapes), intensities in photons per pixel (expected), images in ADU, angles in d
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import os
@@ -90,7 +89,8 @@ from typing import Any, Iterator
 import numpy as np
 from scipy.special import ndtr
 
-from ._common import cached_per_geometry, water_profile
+from ..classify.labels import BAD, GOOD
+from ._common import cached_per_geometry, check_dataset_args, water_profile, write_cxi_geometry
 
 __all__ = [
     "GOOD",
@@ -110,7 +110,6 @@ __all__ = [
     "read_padt_truth",
 ]
 
-GOOD, BAD = 1, 0
 #: Reasons a frame is :data:`BAD`.
 ARTEFACTS = ("gain_switch", "shadow", "window")
 #: One ePix10k ASIC, (ss, fs) pixels.
@@ -657,19 +656,6 @@ _TRUTH_COLUMNS = ("file", "event", "label", "reason", "ring_level", "gain_factor
                   "attenuated_fraction", "details")
 
 
-def _write_geometry_copy(geometry, path: Path, config: PadtConfig) -> Path:
-    """The geometry as the CXI files are laid out: data path, dims, ADU per photon."""
-    from ..io.geom import write_geometry
-
-    g = copy.deepcopy(geometry)
-    for p in g.panels:
-        p.data = "/entry_1/data_1/data"
-        p.dim_structure = ("%", "ss", "fs")
-        p.adu_per_photon = float(config.adu_per_photon)
-        p.adu_per_eV = None
-    return Path(write_geometry(g, path))
-
-
 def write_padt_dataset(
     directory: str | os.PathLike,
     geometry,
@@ -701,23 +687,12 @@ def write_padt_dataset(
     Frames are those of :func:`simulate_padt_frames` with the same seed and config. Every file is
     written atomically.
     """
-    import h5py
-
     from ..io.atomic import atomic_path, atomic_write_text
-    from ..io.cxi import write_hit_list
-    from .sfx import _compression_kwargs
+    from ..io.cxi import write_cxi_frames, write_hit_list
 
     config = config or PadtConfig()
-    n_frames = int(n_frames)
-    frames_per_file = int(frames_per_file)
-    if n_frames < 1 or frames_per_file < 1:
-        raise ValueError(f"n_frames and frames_per_file must be ≥ 1, got {n_frames}, {frames_per_file}")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.int32)):
-        raise ValueError(f"dtype must be float32 or int32, got {dtype}")
-    comp = _compression_kwargs(compression)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory, n_frames, frames_per_file, dtype = check_dataset_args(directory, n_frames, frames_per_file, dtype,
+                                                                     compression)
     m = _maps(geometry)
     shape = m.shape
     seeds = _frame_seeds(seed, n_frames)
@@ -725,27 +700,20 @@ def write_padt_dataset(
     clens = [float(p.clen) for p in geometry.panels if p.clen is not None]
     clen = float(np.median(clens)) if clens else float("nan")
 
-    geom_path = _write_geometry_copy(geometry, directory / f"{prefix}.geom", config)
+    geom_path = write_cxi_geometry(geometry, directory / f"{prefix}.geom", config.adu_per_photon)
     rows, cxi_files = [], []
+
+    def draw(i: int, name: str, j: int) -> np.ndarray:
+        fr = simulate_padt_frame(geometry, np.random.default_rng(seeds[i]), config)
+        rows.append((name, j, fr.label, fr.reason or "", repr(fr.ring_level), repr(fr.gain_factor),
+                     repr(fr.switched_fraction), repr(fr.attenuated_fraction), json.dumps(fr.details, sort_keys=True)))
+        return fr.image if dtype == np.float32 else np.rint(fr.image).astype(np.int32)
+
     for k, start in enumerate(range(0, n_frames, frames_per_file)):
         count = min(frames_per_file, n_frames - start)
         path = directory / f"{prefix}_{k:04d}.cxi"
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            f.attrs["cxi_version"] = 160
-            entry = f.create_group("entry_1")
-            ds = entry.create_group("data_1").create_dataset(
-                "data", shape=(count, *shape), dtype=dtype, chunks=(1, *shape), **comp)
-            det = entry.create_group("instrument_1").create_group("detector_1")
-            det["data"] = ds
-            det["distance"] = clen
-            f.create_group("LCLS")["photon_energy_eV"] = np.full(count, energy_eV)
-            for j in range(count):
-                fr = simulate_padt_frame(geometry, np.random.default_rng(seeds[start + j]), config)
-                img = fr.image if dtype == np.float32 else np.rint(fr.image).astype(np.int32)
-                ds.write_direct(np.ascontiguousarray(img[None]), dest_sel=np.s_[j:j + 1])
-                rows.append((path.name, j, fr.label, fr.reason or "", repr(fr.ring_level), repr(fr.gain_factor),
-                             repr(fr.switched_fraction), repr(fr.attenuated_fraction),
-                             json.dumps(fr.details, sort_keys=True)))
+        write_cxi_frames(path, (draw(start + j, path.name, j) for j in range(count)), count, shape, dtype,
+                         photon_energy_eV=energy_eV, distance_m=clen, compression=compression)
         cxi_files.append(path)
 
     truth_path = directory / f"{prefix}_truth.csv"

@@ -809,9 +809,9 @@ def _run_windowed(fn, n: int, workers: int, consume) -> None:
 
 def _write_h5_stack(path, n_frames, shape, dtype, make_frame, workers, frame_params, times, geometry, model, settings):
     import h5py
-    import hdf5plugin
 
     from ..io.atomic import atomic_path
+    from ..io.compression import dataset_compression
 
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -825,7 +825,7 @@ def _write_h5_stack(path, n_frames, shape, dtype, make_frame, workers, frame_par
                 shape=(n_frames, *shape),
                 dtype=np.dtype(dtype),
                 chunks=(1, *shape),
-                **hdf5plugin.Bitshuffle(cname="lz4"),
+                **dataset_compression("bitshuffle"),
             )
             sim = entry.create_group("simulation")
             sim.attrs["NX_class"] = "NXcollection"

@@ -76,7 +76,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.special import erf
 
-from ._common import cached_per_geometry, water_profile
+from ._common import cached_per_geometry, check_dataset_args, water_profile, write_cxi_geometry
 
 __all__ = [
     "LABEL_BACKGROUND",
@@ -829,37 +829,6 @@ class SfxTruthSet:
         return len(self.truths)
 
 
-def _compression_kwargs(compression):
-    import hdf5plugin
-
-    if compression is None or compression is False or str(compression).lower() == "none":
-        return {}
-    c = str(compression).lower()
-    if c in ("bitshuffle", "bslz4", "bitshuffle-lz4"):
-        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
-    if c == "lz4":
-        return dict(hdf5plugin.LZ4())
-    if c == "gzip":
-        return {"compression": "gzip", "compression_opts": 4}
-    raise ValueError(f"compression must be 'bitshuffle', 'lz4', 'gzip' or None, got {compression!r}")
-
-
-def _write_geometry_copy(geometry, path: Path, config: SfxConfig) -> Path:
-    """The geometry as the CXI files are laid out: data path, dims, ADU per photon, saturation."""
-    import copy
-
-    from ..io.geom import write_geometry
-
-    g = copy.deepcopy(geometry)
-    for p in g.panels:
-        p.data = "/entry_1/data_1/data"
-        p.dim_structure = ("%", "ss", "fs")
-        p.adu_per_photon = float(config.adu_per_photon)
-        p.adu_per_eV = None
-        p.max_adu = float(config.saturation_adu)
-    return Path(write_geometry(g, path))
-
-
 def write_sfx_dataset(
     directory: str | os.PathLike,
     geometry,
@@ -887,21 +856,11 @@ def write_sfx_dataset(
     Frames are the same as :func:`simulate_sfx_frames` with the same seed and config. Every file
     is written atomically.
     """
-    import h5py
-
-    from ..io.atomic import atomic_path
+    from ..io.cxi import write_cxi_frames
 
     config = config or SfxConfig()
-    n_frames = int(n_frames)
-    frames_per_file = int(frames_per_file)
-    if n_frames < 1 or frames_per_file < 1:
-        raise ValueError(f"n_frames and frames_per_file must be ≥ 1, got {n_frames}, {frames_per_file}")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.int32)):
-        raise ValueError(f"dtype must be float32 or int32, got {dtype}")
-    comp = _compression_kwargs(compression)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory, n_frames, frames_per_file, dtype = check_dataset_args(directory, n_frames, frames_per_file, dtype,
+                                                                     compression)
     m = _maps(geometry)
     shape = m.shape
     defects_seed, seeds = _frame_seeds(seed, n_frames)
@@ -909,31 +868,25 @@ def write_sfx_dataset(
     energy_eV = float(getattr(geometry, "photon_energy_eV", _HC_EV_A / m.wavelength_A))
     clen = float(np.median([float(p.clen) for p in geometry.panels]))
 
-    geom_path = _write_geometry_copy(geometry, directory / f"{prefix}.geom", config)
+    geom_path = write_cxi_geometry(geometry, directory / f"{prefix}.geom", config.adu_per_photon,
+                                   max_adu=config.saturation_adu)
     truths: list[SfxTruth] = []
     label_maps = np.zeros((n_frames, *shape), np.uint8) if labels else None
     cxi_files, refs = [], []
+
+    def draw(i: int) -> np.ndarray:
+        fr = simulate_sfx_frame(geometry, np.random.default_rng(seeds[i]), config, defects=defects)
+        truths.append(fr.truth)
+        if label_maps is not None:
+            label_maps[i] = fr.labels
+        return fr.image if dtype == np.float32 else np.rint(fr.image).astype(np.int32)
+
     for k, start in enumerate(range(0, n_frames, frames_per_file)):
         count = min(frames_per_file, n_frames - start)
         path = directory / f"{prefix}_{k:04d}.cxi"
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            f.attrs["cxi_version"] = 160
-            entry = f.create_group("entry_1")
-            ds = entry.create_group("data_1").create_dataset(
-                "data", shape=(count, *shape), dtype=dtype, chunks=(1, *shape), **comp)
-            det = entry.create_group("instrument_1").create_group("detector_1")
-            det["data"] = ds
-            det["distance"] = clen
-            f.create_group("LCLS")["photon_energy_eV"] = np.full(count, energy_eV)
-            for j in range(count):
-                i = start + j
-                fr = simulate_sfx_frame(geometry, np.random.default_rng(seeds[i]), config, defects=defects)
-                img = fr.image if dtype == np.float32 else np.rint(fr.image).astype(np.int32)
-                ds.write_direct(np.ascontiguousarray(img[None]), dest_sel=np.s_[j:j + 1])
-                truths.append(fr.truth)
-                if label_maps is not None:
-                    label_maps[i] = fr.labels
-                refs.append((path.name, j))
+        write_cxi_frames(path, (draw(start + j) for j in range(count)), count, shape, dtype,
+                         photon_energy_eV=energy_eV, distance_m=clen, compression=compression)
+        refs += [(path.name, j) for j in range(count)]
         cxi_files.append(path)
 
     truth_path = directory / f"{prefix}_truth.h5"
@@ -945,6 +898,7 @@ def _write_truth(path, truths, refs, geom_name, config, seed, defects, label_map
     import h5py
 
     from ..io.atomic import atomic_path
+    from ..io.compression import dataset_compression
 
     n = len(truths)
     counts = np.array([t.n_peaks for t in truths], dtype=np.int64)
@@ -977,8 +931,7 @@ def _write_truth(path, truths, refs, geom_name, config, seed, defects, label_map
         det["hot_adu"] = defects.hot_adu
         det["dead_pixels"] = defects.dead_pixels
         if label_maps is not None:
-            comp = {"compression": "gzip", "compression_opts": 4}
-            f.create_dataset("labels", data=label_maps, chunks=(1, *shape), **comp)
+            f.create_dataset("labels", data=label_maps, chunks=(1, *shape), **dataset_compression("gzip"))
 
 
 def read_sfx_truth(path: str | os.PathLike, labels: bool = False) -> SfxTruthSet:

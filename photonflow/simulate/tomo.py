@@ -42,8 +42,9 @@ wider detector with known integer and sub-pixel offsets, for stitching), 360° h
 scans (``angle_range_deg=360`` and ``center_px`` near one detector edge; see
 :func:`half_acquisition_center`).
 
-Files: :func:`write_dxchange` / :func:`read_dxchange` (DXchange HDF5, optional hdf5plugin
-compression, optional external links to a separate data file).
+Files: :func:`write_tomo_scan` writes a scan as DXchange HDF5 (optional hdf5plugin compression,
+optional external links to a separate data file) with :func:`photonflow.tomo.dxchange.write_dxchange`;
+``write_dxchange``, ``read_dxchange`` and ``DXchangeData`` are importable from here too.
 
 Units: distances in mm, pixel sizes in µm, energies in keV, angles in degrees in the public
 arguments (radians inside), attenuation μ in 1/px, photons per pixel.
@@ -56,6 +57,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from ..tomo.dxchange import DXchangeData, image_compression, read_dxchange, write_dxchange
 
 __all__ = [
     "Ellipsoid",
@@ -500,115 +503,6 @@ def overlapping_scans(
 
 
 # -------------------------------------------------------------------------------- DXchange
-def _compression_kwargs(compression: str | None) -> dict:
-    """h5py dataset keywords for a compression name: None, "gzip", "lz4", "blosc-lz4",
-    "blosc-zstd", "bitshuffle-lz4" (hdf5plugin filters)."""
-    if compression in (None, "none"):
-        return {}
-    if compression == "gzip":
-        return {"compression": "gzip", "compression_opts": 4, "shuffle": True}
-    import hdf5plugin
-
-    if compression == "lz4":
-        return dict(hdf5plugin.LZ4())
-    if compression == "blosc-lz4":
-        return dict(hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.BITSHUFFLE))
-    if compression == "blosc-zstd":
-        return dict(hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.BITSHUFFLE))
-    if compression == "bitshuffle-lz4":
-        return dict(hdf5plugin.Bitshuffle(cname="lz4"))
-    raise ValueError(f"write_dxchange: unknown compression {compression!r} "
-                     "(None, 'gzip', 'lz4', 'blosc-lz4', 'blosc-zstd', 'bitshuffle-lz4')")
-
-
-def write_dxchange(
-    path,
-    data: np.ndarray,
-    flats: np.ndarray,
-    darks: np.ndarray,
-    theta_deg,
-    *,
-    compression: str | None = "blosc-lz4",
-    monitor=None,
-    external_links: bool = False,
-) -> Path:
-    """Write a DXchange HDF5 file: ``/exchange/data`` (n_proj, rows, cols) uint16,
-    ``/exchange/data_white``, ``/exchange/data_dark``, ``/exchange/theta`` (degrees) and, if given,
-    ``/exchange/monitor`` (counts per projection; a photonflow convention). Images are chunked one
-    frame per chunk and compressed with ``compression`` (see :func:`_compression_kwargs`).
-
-    ``external_links=True``: the three image stacks go to ``<stem>_data.h5`` beside the master and
-    the master links them with :class:`h5py.ExternalLink` (relative file name), as beamlines do.
-    Returns the master path.
-    """
-    import h5py
-
-    path = Path(path)
-    theta = np.asarray(theta_deg, dtype=np.float64).reshape(-1)
-    data = np.asarray(data)
-    if data.ndim != 3:
-        raise ValueError(f"write_dxchange {path}: data must be (n_proj, rows, cols), got shape {data.shape}")
-    if theta.size != data.shape[0]:
-        raise ValueError(f"write_dxchange {path}: {theta.size} angles for {data.shape[0]} projections")
-    kw = _compression_kwargs(compression)
-    stacks = {"data": data, "data_white": np.asarray(flats), "data_dark": np.asarray(darks)}
-
-    def _write_stacks(group):
-        for name, arr in stacks.items():
-            arr = arr.astype(np.uint16, copy=False)
-            chunks = (1,) + arr.shape[1:] if arr.shape[0] > 0 else None
-            group.create_dataset(name, data=arr, chunks=chunks, **(kw if chunks else {}))
-
-    data_file = path.with_name(path.stem + "_data.h5")
-    if external_links:
-        with h5py.File(data_file, "w") as f:
-            _write_stacks(f.require_group("exchange"))
-    with h5py.File(path, "w") as f:
-        ex = f.require_group("exchange")
-        if external_links:
-            for name in stacks:
-                ex[name] = h5py.ExternalLink(data_file.name, f"/exchange/{name}")
-        else:
-            _write_stacks(ex)
-        ds = ex.create_dataset("theta", data=theta)
-        ds.attrs["units"] = "degrees"
-        if monitor is not None:
-            ex.create_dataset("monitor", data=np.asarray(monitor, dtype=np.float64))
-        f.attrs["implements"] = "exchange"
-    return path
-
-
-@dataclass
-class DXchangeData:
-    """What :func:`read_dxchange` returns (arrays in memory)."""
-
-    data: np.ndarray
-    flats: np.ndarray
-    darks: np.ndarray
-    theta_deg: np.ndarray
-    monitor: np.ndarray | None
-
-
-def read_dxchange(path) -> DXchangeData:
-    """Read a DXchange file written by :func:`write_dxchange` (external links followed)."""
-    import h5py
-    import hdf5plugin  # noqa: F401  (registers the filters)
-
-    path = Path(path)
-    try:
-        with h5py.File(path, "r") as f:
-            out = {}
-            for key, name in (("data", "data"), ("flats", "data_white"), ("darks", "data_dark"), ("theta_deg", "theta")):
-                try:
-                    out[key] = f[f"/exchange/{name}"][()]
-                except KeyError as exc:
-                    raise KeyError(f"{path}: dataset /exchange/{name} missing or its external link is broken ({exc})") from exc
-            out["monitor"] = f["/exchange/monitor"][()] if "/exchange/monitor" in f else None
-    except OSError as exc:
-        raise OSError(f"read_dxchange: cannot read {path}: {exc}") from exc
-    return DXchangeData(**out)
-
-
 def write_tomo_scan(path, scan: TomoScan, *, compression: str | None = "blosc-lz4", external_links: bool = False) -> Path:
     """A simulated scan as DXchange: :func:`write_dxchange` with the flats before the scan in
     ``data_white`` and those after it in ``/exchange/data_white_end``, and the monitor in
@@ -621,5 +515,5 @@ def write_tomo_scan(path, scan: TomoScan, *, compression: str | None = "blosc-lz
     if len(scan.flats) > nb:
         with h5py.File(path, "a") as f:
             f["exchange"].create_dataset("data_white_end", data=scan.flats[nb:].astype(np.uint16),
-                                         chunks=(1,) + scan.flats.shape[1:], **_compression_kwargs(compression))
+                                         chunks=(1,) + scan.flats.shape[1:], **image_compression(compression))
     return path

@@ -1,11 +1,15 @@
-"""Reading DXchange tomography files: ``/exchange/data`` (projections), ``data_white`` (flats),
+"""DXchange tomography files: ``/exchange/data`` (projections), ``data_white`` (flats),
 ``data_dark`` (darks) and ``theta`` (degrees).
 
 Optional: ``/exchange/data_white_end`` (flats taken after the scan; with it, ``data_white`` are the
-flats before), a monitor dataset (I0 per projection, path given by the caller). Compressed
-datasets are read through hdf5plugin; HDF5 external links are followed (beamlines often write a
-master file that links into data files). Every problem is raised as :class:`DxchangeError` naming
-the file, the dataset and the reason, before any work starts.
+flats before), a monitor dataset (I0 per projection, path given by the caller; photonflow writes
+``/exchange/monitor``). Compressed datasets are read through hdf5plugin; HDF5 external links are
+followed (beamlines often write a master file that links into data files). Every problem is raised
+as :class:`DxchangeError` naming the file, the dataset and the reason, before any work starts.
+
+Reading for the pipeline: :func:`open_scan` (checks and describes, arrays stay on disk), then
+:func:`read_projections` and :func:`read_references` by blocks. Whole files in memory:
+:func:`read_dxchange`. Writing: :func:`write_dxchange` (the simulator's scans, test data).
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the compression filters
 import numpy as np
 
+from ..io.compression import dataset_compression
+
 DATA, FLATS, FLATS_END, DARKS, THETA = ("/exchange/data", "/exchange/data_white", "/exchange/data_white_end",
                                          "/exchange/data_dark", "/exchange/theta")
+MONITOR = "/exchange/monitor"
 
 
 class DxchangeError(ValueError):
@@ -69,6 +76,15 @@ def _dataset(f: h5py.File, path: str, name: str, required: bool = True):
     return obj
 
 
+def _open(path: str) -> h5py.File:
+    if not Path(path).is_file():
+        raise DxchangeError(f"{path}: file not found")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DxchangeError(f"{path}: not a readable HDF5 file ({exc})") from None
+
+
 def _parent_exists(f, name):
     parent = name.rsplit("/", 1)[0] or "/"
     return parent in f
@@ -81,13 +97,7 @@ def open_scan(path, monitor: str | None = None) -> DxchangeScan:
     float projections, theta of the wrong length or not finite, a monitor of the wrong length or
     with non-positive values. Pass 1 checks every projection it reads (:func:`read_projections`)."""
     path = os.fspath(path)
-    if not Path(path).is_file():
-        raise DxchangeError(f"{path}: file not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DxchangeError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
+    with _open(path) as f:
         data = _dataset(f, path, DATA)
         if data.ndim != 3:
             raise DxchangeError(f"{path}: {DATA}: expected (projections, rows, cols), got shape {data.shape}")
@@ -148,3 +158,89 @@ def read_references(scan: DxchangeScan, rows: slice | None = None) -> dict[str, 
                "darks": np.asarray(f[DARKS][sel], dtype=np.float32),
                "monitor": np.asarray(f[scan.monitor][()], dtype=np.float64).ravel() if scan.monitor else None}
     return out
+
+
+@dataclass
+class DXchangeData:
+    """What :func:`read_dxchange` returns (arrays in memory, as stored)."""
+
+    data: np.ndarray
+    flats: np.ndarray
+    darks: np.ndarray
+    theta_deg: np.ndarray
+    monitor: np.ndarray | None
+
+
+def read_dxchange(path) -> DXchangeData:
+    """Read a whole DXchange file into memory: projections, flats (``data_white``), darks, theta and
+    ``/exchange/monitor`` when present, in their stored types (external links followed). A missing
+    dataset or a broken link raises :class:`DxchangeError` as :func:`open_scan` does; the values are
+    not checked (:func:`open_scan` checks them)."""
+    path = os.fspath(path)
+    with _open(path) as f:
+        arrays = {key: _dataset(f, path, name)[()]
+                  for key, name in (("data", DATA), ("flats", FLATS), ("darks", DARKS), ("theta_deg", THETA))}
+        monitor = _dataset(f, path, MONITOR, required=False)
+        return DXchangeData(**arrays, monitor=None if monitor is None else monitor[()])
+
+
+def write_dxchange(
+    path,
+    data: np.ndarray,
+    flats: np.ndarray,
+    darks: np.ndarray,
+    theta_deg,
+    *,
+    compression: str | None = "blosc-lz4",
+    monitor=None,
+    external_links: bool = False,
+) -> Path:
+    """Write a DXchange HDF5 file: ``/exchange/data`` (n_proj, rows, cols) uint16,
+    ``/exchange/data_white``, ``/exchange/data_dark``, ``/exchange/theta`` (degrees) and, if given,
+    ``/exchange/monitor`` (counts per projection; a photonflow convention). Images are chunked one
+    frame per chunk and compressed with ``compression`` (:func:`image_compression`).
+
+    ``external_links=True``: the three image stacks go to ``<stem>_data.h5`` beside the master and
+    the master links them with :class:`h5py.ExternalLink` (relative file name), as beamlines do.
+    Returns the master path.
+    """
+    path = Path(path)
+    theta = np.asarray(theta_deg, dtype=np.float64).reshape(-1)
+    data = np.asarray(data)
+    if data.ndim != 3:
+        raise ValueError(f"write_dxchange {path}: data must be (n_proj, rows, cols), got shape {data.shape}")
+    if theta.size != data.shape[0]:
+        raise ValueError(f"write_dxchange {path}: {theta.size} angles for {data.shape[0]} projections")
+    kw = image_compression(compression)
+    stacks = {"data": data, "data_white": np.asarray(flats), "data_dark": np.asarray(darks)}
+
+    def _write_stacks(group):
+        for name, arr in stacks.items():
+            arr = arr.astype(np.uint16, copy=False)
+            chunks = (1,) + arr.shape[1:] if arr.shape[0] > 0 else None
+            group.create_dataset(name, data=arr, chunks=chunks, **(kw if chunks else {}))
+
+    data_file = path.with_name(path.stem + "_data.h5")
+    if external_links:
+        with h5py.File(data_file, "w") as f:
+            _write_stacks(f.require_group("exchange"))
+    with h5py.File(path, "w") as f:
+        ex = f.require_group("exchange")
+        if external_links:
+            for name in stacks:
+                ex[name] = h5py.ExternalLink(data_file.name, f"/exchange/{name}")
+        else:
+            _write_stacks(ex)
+        ds = ex.create_dataset("theta", data=theta)
+        ds.attrs["units"] = "degrees"
+        if monitor is not None:
+            ex.create_dataset("monitor", data=np.asarray(monitor, dtype=np.float64))
+        f.attrs["implements"] = "exchange"
+    return path
+
+
+def image_compression(compression: str | None) -> dict:
+    """h5py dataset keywords of the image stacks :func:`write_dxchange` writes: a
+    :func:`~photonflow.io.compression.dataset_compression` name (None, "gzip" — level 4 after the
+    byte shuffle —, "lz4", "blosc-lz4", "blosc-zstd", "bitshuffle-lz4")."""
+    return dataset_compression(compression, gzip_shuffle=True)
