@@ -108,13 +108,13 @@ def main() -> int:
     rate = len(refs) / (time.perf_counter() - t0)
     print(f"(c) sorting in one process (read + features + random forest): {rate:.0f} frames/s  (target >= 2000)")
     if not args.skip_flow:
-        from deployments.local_api import local_api
-        from flows.classify import classify_sort_flow
+        from photonflow.deployments.local_api import local_api
+        from photonflow.flows.classify import classify_sort_flow
 
         with local_api():
             s = classify_sort_flow(model=str(rf_path), inputs=[str(p) for p in heldout.cxi_files],
                                    output_dir=str(work / "sorted"), batch_size=500)
-        print(f"    sort flow, local Dask cluster (2 workers): {s['frames_per_s']:.0f} frames/s over {s['sorted']} frames "
+        print(f"    sort flow, local Dask cluster (2 workers): {s['per_s']:.0f} frames/s over {s['done']} frames "
               f"(incl. task start-up)")
 
     if not args.skip_1920:

@@ -160,8 +160,8 @@ def write_dataset(workdir: Path, n_files: int) -> Path:
 
 def flow_benchmark(workdir: Path, n_files: int, batch_size: int) -> dict:
     frames_dir = write_dataset(workdir, n_files)
-    from deployments.local_api import local_api
-    from flows.saxs import saxs_flow
+    from photonflow.deployments.local_api import local_api
+    from photonflow.flows.saxs import saxs_flow
 
     out = workdir / "out"
     shutil.rmtree(out, ignore_errors=True)
@@ -173,18 +173,18 @@ def flow_benchmark(workdir: Path, n_files: int, batch_size: int) -> dict:
     result = {
         "files": n_files,
         "batch_size": batch_size,
-        "frames_done": summary["frames_done"],
-        "frames_failed": summary["frames_failed"],
-        "frames_per_s": summary["frames_per_s"],
+        "frames_done": summary["done"],
+        "frames_failed": summary["failed"],
+        "frames_per_s": summary["per_s"],
         "processing_s": summary["elapsed_s"],
         "wall_s_including_startup": wall,
-        "worker_peak_rss_mb": summary["worker_peak_rss_mb"],
+        "worker_peak_rss_mb": summary["peak_rss_mb"],
         "flow_process_rss_mb": psutil.Process().memory_info().rss / 1e6,
     }
     print("(b) SAXS flow end to end: %d Pilatus 1M TIFF files, batches of %d, local Dask cluster (2 workers)" % (n_files, batch_size))
-    print("    frames done %d, failed %d" % (result["frames_done"], result["frames_failed"]))
+    print("    frames done %d, failed %d" % (result["done"], result["failed"]))
     print("    throughput %.1f frames/s (%.1f s from first batch to last) [target ≥ 200; SAXSDOG: 66 on 24 cores]"
-          % (result["frames_per_s"], result["processing_s"]))
+          % (result["per_s"], result["processing_s"]))
     print("    wall time including Prefect and Dask start-up: %.1f s" % wall)
     print("(c) memory: peak resident set of the busiest Dask worker %.0f MB; flow process %.0f MB at the end"
           % (result["worker_peak_rss_mb"], result["flow_process_rss_mb"]))

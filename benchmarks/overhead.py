@@ -70,7 +70,7 @@ DEMO_ARGS = {"saxs": ["--synthetic", "--frames", "1600"], "sfx": ["--frames", "2
 
 def flow_shares(name: str, root: Path) -> dict:
     """Run a flow's demo on the local profile; its task granularity and worker time outside tasks."""
-    from deployments.cli import main as cli
+    from photonflow.deployments.cli import main as cli
 
     out = root / name
     t = time.perf_counter()
@@ -98,8 +98,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dask-tasks", type=int, default=60)
     parser.add_argument("--thread-tasks", type=int, default=400)
     args = parser.parse_args(argv)
-    from deployments.local_api import local_api
-    from flows._runrecord import TASK_OVERHEAD_S
+    from photonflow.deployments.local_api import local_api
+    from photonflow.flows._runrecord import TASK_OVERHEAD_S
 
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)

@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dir", default="/tmp/pf-scaling")
     args = parser.parse_args(argv)
 
-    from deployments.local_api import local_api
+    from photonflow.deployments.local_api import local_api
 
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -107,9 +107,9 @@ def main(argv=None) -> int:
 
 
 def run_all(args, kwargs, partition, root, results, volumes) -> None:
-    from deployments.cli import run_on_profile
-    from deployments.clusters import load_cluster_profile
-    from flows.tomo import tomo_flow
+    from photonflow.deployments.cli import run_on_profile
+    from photonflow.deployments.clusters import load_cluster_profile
+    from photonflow.flows.tomo import tomo_flow
 
     for kind in args.profiles:
         if kind == "slurm" and partition is None:
@@ -125,8 +125,8 @@ def run_all(args, kwargs, partition, root, results, volumes) -> None:
             results[(kind, workers)] = {"wall_s": wall, "flow_s": summary["elapsed_s"], "chunk_stages_s": stages,
                                         "chunks": len(summary["pass1_chunk_s"]) + len(summary["pass2_chunk_s"]),
                                         "chunk_work_s": sum(summary["pass1_chunk_s"]) + sum(summary["pass2_chunk_s"]),
-                                        "peak_rss_mb": summary["worker_peak_rss_mb"]}
-            with h5py.File(summary["volume"], "r") as f:
+                                        "peak_rss_mb": summary["peak_rss_mb"]}
+            with h5py.File(summary["outputs"]["volume"], "r") as f:
                 volumes[(kind, workers)] = f["volume"][()]
             print(f"  {kind:5s} {workers} worker(s): wall {wall:6.1f} s, flow {summary['elapsed_s']:6.1f} s, "
                   f"chunk stages {stages:6.1f} s", flush=True)

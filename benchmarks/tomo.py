@@ -157,9 +157,9 @@ def write_benchmark_scan(path: Path, n_proj: int, rows: int, cols: int, block: i
 
 def flow_benchmark(args) -> int:
 
-    from deployments.cli import run_on_profile
-    from deployments.clusters import load_cluster_profile
-    from flows.tomo import tomo_flow
+    from photonflow.deployments.cli import run_on_profile
+    from photonflow.deployments.clusters import load_cluster_profile
+    from photonflow.flows.tomo import tomo_flow
 
     root = Path(args.flow_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -204,7 +204,7 @@ def flow_benchmark(args) -> int:
                              "paganin": {"delta_beta": 50, "energy_kev": 20, "distance_mm": 50, "pixel_size_um": 1.0}},
               "sinogram": {"stripes": {"method": "sorting", "size": 21}}, "output": {"dtype": "uint16"},
               "memory_per_worker_gib": memory_gib}
-    from deployments.local_api import local_api
+    from photonflow.deployments.local_api import local_api
 
     t = time.perf_counter()
     with local_api():  # one Prefect API for the run and its workers (SLURM jobs on this node included)
@@ -213,7 +213,7 @@ def flow_benchmark(args) -> int:
     workers = profile.get("jobs") or profile.get("n_workers") or "auto"
     limit = profile.get("memory") or profile.get("memory_limit")
     print(f"flow wall time {wall:.0f} s on profile {profile['kind']!r} ({workers} workers, memory limit {limit}); "
-          f"worker peak RSS {summary['worker_peak_rss_mb']:.0f} MB")
+          f"worker peak RSS {summary['peak_rss_mb']:.0f} MB")
     for stage, sec in summary["timings_s"].items():
         print(f"  {stage:20s} {sec:8.1f} s ({100 * sec / summary['elapsed_s']:.0f} %)")
     for label, key in (("pass 1 steps", "pass1_steps_cpu_s"), ("pass 2 steps", "pass2_steps_cpu_s")):
@@ -222,7 +222,7 @@ def flow_benchmark(args) -> int:
     print(f"  pass-1 chunks: {len(summary['pass1_chunk_s'])}, median {np.median(summary['pass1_chunk_s']):.1f} s; "
           f"pass-2 chunks: {len(summary['pass2_chunk_s'])}, median {np.median(summary['pass2_chunk_s']):.1f} s")
     print(json.dumps({"centre_px": summary["center_px"], "range": summary["range_1_per_px"],
-                      "worker_peak_rss_mb": summary["worker_peak_rss_mb"]}))
+                      "worker_peak_rss_mb": summary["peak_rss_mb"]}))
     return 0
 
 

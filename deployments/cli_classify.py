@@ -13,6 +13,8 @@ from pathlib import Path
 
 MODEL_CHOICES = ("logistic_regression", "knn", "decision_tree", "random_forest", "hist_gradient_boosting", "all")
 
+from photonflow.deployments.cli_common import print_run_summary
+
 
 def add_parsers(sub) -> None:
     """Register ``classify`` and its actions on the ``photonflow`` sub-command parser."""
@@ -33,24 +35,26 @@ def add_parsers(sub) -> None:
                         description="Train good/bad classifiers on labelled frames; writes model_<name>.joblib, "
                         "evaluation_<name>.json/.txt/.png (confusion matrix, classification report, accuracy) and "
                         "training_summary.json.")
-    t.add_argument("--good", action="append", default=[], metavar="LIST", help="list of good events (repeatable)")
-    t.add_argument("--bad", action="append", default=[], metavar="LIST", help="list of bad events (repeatable)")
-    t.add_argument("--auto", nargs="+", metavar="INPUT",
+    t.add_argument("--good", dest="good_lists", action="append", default=[], metavar="LIST", help="list of good events (repeatable)")
+    t.add_argument("--bad", dest="bad_lists", action="append", default=[], metavar="LIST", help="list of bad events (repeatable)")
+    t.add_argument("--auto", dest="auto_label_inputs", nargs="+", metavar="INPUT",
                    help="label these files automatically by profile fitting (assumes most frames are good)")
     _add_roi_options(t)
     t.add_argument("--binning", type=int, default=1, metavar="N", help="bin the ROI N x N (default 1)")
     t.add_argument("--summary", action="store_true", help="add summary features (mean, spread, percentiles, ...)")
     t.add_argument("--log", action=argparse.BooleanOptionalAction, default=True,
                    help="log-scale pixel values (default yes)")
-    t.add_argument("--model", action="append", choices=MODEL_CHOICES, metavar="NAME",
+    t.add_argument("--model", dest="models", action="append", choices=MODEL_CHOICES, metavar="NAME",
                    help=f"model to train (repeatable; {', '.join(MODEL_CHOICES)}; default random_forest)")
     t.add_argument("--split", default="70/30", metavar="TRAIN/TEST", help="train/test percentages (default 70/30)")
     t.add_argument("--grid-search", action="store_true", help="cross-validated grid search of each model's parameters")
-    t.add_argument("--reject-bad", type=float, metavar="FRACTION",
+    t.add_argument("--reject-bad", dest="bad_rejected_target", type=float, metavar="FRACTION",
                    help="operating point: threshold on p(good) chosen (out-of-fold, on the training part) to reject "
                    "this fraction of bad frames, e.g. 0.98 (default: the model's own 0.5 rule)")
+    t.add_argument("--autolabel-order", type=int, default=4, metavar="N",
+                   help="with --auto: polynomial order of the profile fit (default 4)")
     t.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
-    t.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    t.add_argument("--out", dest="output_dir", required=True, metavar="DIR", help="output directory")
     _add_run_options(t)
     t.set_defaults(func=cmd_train)
 
@@ -60,7 +64,7 @@ def add_parsers(sub) -> None:
                         "whose shape or ROI does not fit the model are refused, naming the file.")
     s.add_argument("model", metavar="MODEL", help="model_<name>.joblib from 'classify train'")
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or file.cxi:START-STOP")
-    s.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    s.add_argument("--out", dest="output_dir", required=True, metavar="DIR", help="output directory")
     _add_run_options(s, batch_default=2000)
     s.set_defaults(func=cmd_sort)
 
@@ -105,7 +109,7 @@ def _add_run_options(p, batch_default: int = 1000) -> None:
 
 
 def _check_roi(args) -> None:
-    from deployments.cli import UsageError
+    from photonflow.deployments.cli_common import UsageError
 
     if (args.panel is None) == (args.box is None):
         raise UsageError("give the ROI as --geometry G --panel NAME or as --box SS0 SS1 FS0 FS1")
@@ -116,75 +120,70 @@ def _check_roi(args) -> None:
 
 
 def _run(flow_fn, kwargs: dict, cluster: str):
-    from deployments.cli import run_on_profile
-    from deployments.clusters import load_cluster_profile
+    from photonflow.deployments.cli_common import run_on_profile
+    from photonflow.deployments.clusters import load_cluster_profile
 
     return run_on_profile(flow_fn, kwargs, load_cluster_profile(cluster))
 
 
 def _print_failures(failures) -> None:
-    from deployments.cli import print_failures
+    from photonflow.deployments.cli_common import print_failures
 
     print_failures(failures, "the summary JSON")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from deployments.cli import UsageError
-    from flows.classify import classify_train_flow
+    from photonflow.deployments.cli_common import UsageError
+    from photonflow.flows.classify import classify_train_flow
     from photonflow.classify.models import parse_split
 
     _check_roi(args)
-    if args.auto and (args.good or args.bad):
+    if args.auto_label_inputs and (args.good_lists or args.bad_lists):
         raise UsageError("give --good/--bad lists or --auto, not both")
-    if not args.auto and not (args.good and args.bad):
+    if not args.auto_label_inputs and not (args.good_lists and args.bad_lists):
         raise UsageError("training needs --good and --bad lists (or --auto FILES)")
-    for path in args.good + args.bad:
+    for path in args.good_lists + args.bad_lists:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: label list not found")
     try:
         parse_split(args.split)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    models = args.model or ["random_forest"]
-    kwargs = dict(output_dir=str(Path(args.out).resolve()), good_lists=[str(Path(p).resolve()) for p in args.good] or None,
-                  bad_lists=[str(Path(p).resolve()) for p in args.bad] or None,
-                  auto_label_inputs=[str(Path(p).resolve()) for p in args.auto] if args.auto else None,
+    models = args.models or ["random_forest"]
+    kwargs = dict(output_dir=str(Path(args.output_dir).resolve()), good_lists=[str(Path(p).resolve()) for p in args.good_lists] or None,
+                  bad_lists=[str(Path(p).resolve()) for p in args.bad_lists] or None,
+                  auto_label_inputs=[str(Path(p).resolve()) for p in args.auto_label_inputs] if args.auto_label_inputs else None,
                   geometry=str(Path(args.geometry).resolve()) if args.geometry else None, panel=args.panel,
                   box=list(args.box) if args.box else None, binning=args.binning, summary=args.summary, log=args.log,
                   models="all" if "all" in models else models, split=args.split, grid_search=args.grid_search,
                   seed=args.seed, batch_size=args.batch_size, dataset=args.dataset,
-                  bad_rejected_target=args.reject_bad)
+                  bad_rejected_target=args.bad_rejected_target, autolabel_order=args.autolabel_order)
     summary = _run(classify_train_flow, kwargs, args.cluster)
     print(f"\n{summary['events_with_features']} frames ({summary['good']} good, {summary['bad']} bad), split "
           f"{summary['split']}:")
     for name, r in summary["models"].items():
         print(f"  {name:24s} accuracy {r['accuracy']:.3f}  good kept {r['good_kept']:.3f}  bad rejected "
               f"{r['bad_rejected']:.3f}  ({r['n_test']} test frames)  model: {r['model']}")
-    _print_failures(summary["failures"])
-    print(f"outputs: {summary['output_dir']}")
+    print_run_summary(summary)
     return 1 if summary["failures"] else 0
 
 
 def cmd_sort(args: argparse.Namespace) -> int:
-    from flows.classify import classify_sort_flow
+    from photonflow.flows.classify import classify_sort_flow
 
     if not Path(args.model).is_file():
         raise FileNotFoundError(f"{args.model}: model file not found")
-    from deployments.cli import _expand_inputs
+    from photonflow.deployments.cli_common import expand_inputs
 
-    inputs = _expand_inputs([str(Path(p).resolve()) if Path(p).exists() else p for p in args.inputs])
+    inputs = expand_inputs([str(Path(p).resolve()) if Path(p).exists() else p for p in args.inputs])
     summary = _run(classify_sort_flow, dict(model=str(Path(args.model).resolve()), inputs=inputs,
-                                            output_dir=str(Path(args.out).resolve()), batch_size=args.batch_size,
+                                            output_dir=str(Path(args.output_dir).resolve()), batch_size=args.batch_size,
                                             dataset=args.dataset), args.cluster)
-    print(f"\nframes: {summary['frames']}, good: {summary['good']}, bad: {summary['bad']}, failed: {summary['failed']} "
-          f"in {summary['elapsed_s']:.1f} s ({summary['frames_per_s']:.0f} frames/s)")
-    _print_failures(summary["failures"])
-    print(f"good list: {summary['good_list']}\nbad list:  {summary['bad_list']}\nper file:  {summary['per_file']}")
-    return 1 if summary["failed"] else 0
+    return print_run_summary(summary)
 
 
 def cmd_sheet(args: argparse.Namespace) -> int:
-    from flows.classify import make_recipe
+    from photonflow.flows.classify import make_recipe
     from photonflow.classify.autolabel import column_profile, fit_profiles
     from photonflow.classify.features import read_roi
     from photonflow.classify.labels import load_labels, write_label_list
@@ -218,7 +217,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 
 
 def cmd_ids(args: argparse.Namespace) -> int:
-    from deployments.cli import UsageError
+    from photonflow.deployments.cli_common import UsageError
     from photonflow.classify.labels import labels_from_ids, read_label_list, write_label_list
 
     ids: list = []

@@ -1,6 +1,6 @@
 """The Laue microdiffraction commands of ``photonflow``: ``laue`` and ``demo laue``.
 
-Kept apart from :mod:`deployments.cli` (which registers them) so each file stays readable.
+Kept apart from :mod:`photonflow.deployments.cli` (which registers them) so each file stays readable.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ SEARCH_FLAGS = (
     ("min_pixels", "--min-pixels", int, "N", "fewest pixels in a spot's blob (default 1)"),
 )
 PATH_KEYS = ("output_dir", "positions", "mask", "checkpoint")
+
+from photonflow.deployments.cli_common import print_run_summary
 
 
 def add_parsers(sub) -> None:
@@ -71,7 +73,7 @@ def add_parsers(sub) -> None:
 
 def run_from_args(args: argparse.Namespace) -> tuple[dict, str]:
     """Merge --config RUN.json (paths relative to the file) with the command line (which wins)."""
-    from deployments.cli import UsageError, load_run_file
+    from photonflow.deployments.cli_common import UsageError, load_run_file
 
     run, source = load_run_file(args.config, _resolve_laue_paths)
     search = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag, *_ in SEARCH_FLAGS}
@@ -99,9 +101,9 @@ def run_from_args(args: argparse.Namespace) -> tuple[dict, str]:
 
 
 def _resolve_laue_paths(data: dict, base: Path) -> dict:
-    from deployments.cli import _absolute, _resolve_paths
+    from photonflow.deployments.cli_common import _absolute, resolve_paths
 
-    out = _resolve_paths(data, base)
+    out = resolve_paths(data, base)
     for key in PATH_KEYS:
         if isinstance(out.get(key), str) and out[key]:
             out[key] = str(_absolute(out[key], base))
@@ -110,8 +112,8 @@ def _resolve_laue_paths(data: dict, base: Path) -> dict:
 
 def prepare(run: dict, source: str) -> tuple[dict, dict]:
     """Validate a merged run (schema, files exist) -> (flow kwargs, cluster profile)."""
-    from deployments.cli import _expand_inputs
-    from deployments.clusters import load_cluster_profile
+    from photonflow.deployments.cli_common import expand_inputs
+    from photonflow.deployments.clusters import load_cluster_profile
 
     run = validate_config(run, "laue_run", source=source)
     for key in ("positions", "mask", "checkpoint"):
@@ -122,7 +124,7 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
                                                         "it cannot be combined with rotated")])
     if run["rotated"] and run["backend"] == "torch":
         raise ConfigError(source, [("backend", "the torch fit is axis-aligned only; it cannot be combined with rotated")])
-    inputs = _expand_inputs(run["inputs"])
+    inputs = expand_inputs(run["inputs"])
     profile = load_cluster_profile(run["cluster"])
     keys = ("output_dir", "method", "search", "saturation", "positions", "scan_shape", "snake", "batch_size",
             "rotated", "pixel_integrated", "quality_sim", "quality_dist", "mask", "checkpoint", "backend", "device")
@@ -133,36 +135,18 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
 
 def run_flow(kwargs: dict, profile: dict, title: str = "laue") -> int:
     """Run the laue flow on the profile's task runner and print the summary; returns the exit code."""
-    from deployments.cli import _describe_runner, run_on_profile
-    from deployments.clusters import task_runner_spec
-    from flows.laue import laue_flow
+    from photonflow.deployments.cli_common import describe_runner, run_on_profile
+    from photonflow.deployments.clusters import task_runner_spec
+    from photonflow.flows.laue import laue_flow
 
     runner_name, runner_kwargs = task_runner_spec(profile)
     print(
         f"photonflow {title}: {len(kwargs['inputs'])} input(s), method {kwargs['method']}\n"
-        f"  tasks run on: {_describe_runner(profile, runner_name, runner_kwargs)}\n"
+        f"  tasks run on: {describe_runner(profile, runner_name, runner_kwargs)}\n"
         f"  outputs go to: {kwargs['output_dir']}",
         flush=True,
     )
-    return print_summary(run_on_profile(laue_flow, kwargs, profile))
-
-
-def print_summary(summary: dict) -> int:
-    from deployments.cli import print_failures
-
-    done, failed = summary.get("images_done", 0), summary.get("images_failed", 0)
-    print(f"\nimages: {done}, failed: {failed}; spots: {summary.get('spots', 0)}, good: {summary.get('good_spots', 0)}, "
-          f"not described: {summary.get('spots_not_fitted', 0)} in {summary.get('elapsed_s', 0.0):.1f} s "
-          f"({summary.get('images_per_s', 0.0):.2f} images/s)")
-    for reason, count in (summary.get("spots_not_fitted_by_reason") or {}).items():
-        print(f"  {count:6d} spots: {reason}")
-    print_failures(summary.get("failures"), "summary.json in the output directory")
-    print(f"outputs: {summary.get('output_dir', '?')}")
-    for key, label in (("table", "table:"), ("spots_dir", "spots:"), ("map_good_spots", "map:  "),
-                       ("map_mean_sim", "map:  ")):
-        if summary.get(key):
-            print(f"{label} {summary[key]}")
-    return 1 if failed else 0
+    return print_run_summary(run_on_profile(laue_flow, kwargs, profile))
 
 
 def cmd_laue(args: argparse.Namespace) -> int:
@@ -171,7 +155,7 @@ def cmd_laue(args: argparse.Namespace) -> int:
     return run_flow(kwargs, profile)
 
 
-def cmd_demo_laue(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     """Simulate a small Laue raster scan (2018 × 2016 sCMOS-like images with known spots) and run
     the laue flow on it; the real BM32 images in ../shared/data/laue are added when present."""
     from photonflow.simulate.laue import write_laue_scan
@@ -189,3 +173,6 @@ def cmd_demo_laue(args: argparse.Namespace) -> int:
     code = run_flow(kwargs, profile, title="demo laue")
     print(f"\ndemo laue done: outputs in {out / 'run'} (truth: {scan['truth']})")
     return code
+
+
+cmd_demo_laue = cmd_demo  # the older name

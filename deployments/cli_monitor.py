@@ -47,7 +47,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from deployments.cli import UsageError
+    from photonflow.deployments.cli_common import UsageError
 
     import uvicorn
 

@@ -1,6 +1,6 @@
 """The serial-crystallography commands of ``photonflow``: ``sfx``, ``sfx-train`` and ``demo sfx``.
 
-Kept apart from :mod:`deployments.cli` (which registers them) so each file stays readable.
+Kept apart from :mod:`photonflow.deployments.cli` (which registers them) so each file stays readable.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ PF8_FLAGS = (
 #: peakfinder8 parameters that suit the simulated detectors (10 ADU per photon, 75 µm pixels).
 SIMULATED_DETECTOR_PF8 = {"adc_threshold": 100, "minimum_snr": 5, "min_pixel_count": 2, "max_pixel_count": 40,
                           "local_bg_radius": 3, "min_res": 0, "max_res": 2000}
+
+from photonflow.deployments.cli_common import print_run_summary
 
 
 def add_parsers(sub) -> None:
@@ -104,7 +106,7 @@ def add_parsers(sub) -> None:
 
 def run_from_args(args: argparse.Namespace) -> tuple[dict, str]:
     """Merge --config RUN.json (paths relative to the file) with the command line (which wins)."""
-    from deployments.cli import UsageError, load_run_file
+    from photonflow.deployments.cli_common import UsageError, load_run_file
 
     run, source = load_run_file(args.config, _resolve_sfx_paths)
     pf8 = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag, *_ in PF8_FLAGS}
@@ -132,9 +134,9 @@ def run_from_args(args: argparse.Namespace) -> tuple[dict, str]:
 
 
 def _resolve_sfx_paths(data: dict, base: Path) -> dict:
-    from deployments.cli import _absolute, _resolve_paths
+    from photonflow.deployments.cli_common import _absolute, resolve_paths
 
-    out = _resolve_paths(data, base)
+    out = resolve_paths(data, base)
     for key in ("geometry",):
         if isinstance(out.get(key), str) and out[key]:
             out[key] = str(_absolute(out[key], base))
@@ -146,8 +148,8 @@ def _resolve_sfx_paths(data: dict, base: Path) -> dict:
 
 def prepare(run: dict, source: str) -> tuple[dict, dict]:
     """Validate a merged run (schema, files exist, geometry parses) -> (flow kwargs, profile)."""
-    from deployments.cli import _expand_inputs
-    from deployments.clusters import load_cluster_profile
+    from photonflow.deployments.cli_common import expand_inputs
+    from photonflow.deployments.clusters import load_cluster_profile
     from photonflow.io.geom import GeometryError, load_geometry
 
     run = validate_config(run, "sfx_run", source=source)
@@ -163,7 +165,7 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
     for path, field in ((run.get("mask"), "mask"), ((run.get("peaknet") or {}).get("checkpoint"), "peaknet.checkpoint")):
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"{path}: {field} file not found")
-    inputs = _expand_inputs(run["inputs"])
+    inputs = expand_inputs(run["inputs"])
     profile = load_cluster_profile(run["cluster"])
     kwargs = {
         "geometry": str(geometry), "inputs": inputs, "output_dir": str(Path(run["output_dir"])),
@@ -177,39 +179,19 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
 
 def run_flow(kwargs: dict, profile: dict, title: str = "sfx") -> int:
     """Run the sfx flow on the profile's task runner and print the summary; returns the exit code."""
-    from deployments.cli import _describe_runner, run_on_profile
-    from deployments.clusters import task_runner_spec
-    from flows.sfx import sfx_flow
+    from photonflow.deployments.cli_common import describe_runner, run_on_profile
+    from photonflow.deployments.clusters import task_runner_spec
+    from photonflow.flows.sfx import sfx_flow
 
     runner_name, runner_kwargs = task_runner_spec(profile)
     print(
         f"photonflow {title}: {len(kwargs['inputs'])} input(s), geometry {kwargs['geometry']}, "
         f"finder {kwargs['finder']}\n"
-        f"  tasks run on: {_describe_runner(profile, runner_name, runner_kwargs)}\n"
+        f"  tasks run on: {describe_runner(profile, runner_name, runner_kwargs)}\n"
         f"  outputs go to: {kwargs['output_dir']}",
         flush=True,
     )
-    summary = run_on_profile(sfx_flow, kwargs, profile)
-    return print_summary(summary)
-
-
-def print_summary(summary: dict) -> int:
-    done, failed = summary.get("frames_done", 0), summary.get("frames_failed", 0)
-    print(f"\nframes: {done}, hits: {summary.get('hits', 0)} ({summary.get('hit_rate_percent', 0.0):.1f} %), "
-          f"failed: {failed} in {summary.get('elapsed_s', 0.0):.1f} s ({summary.get('frames_per_s', 0.0):.1f} frames/s)")
-    if summary.get("median_peaks_per_hit") is not None:
-        res = summary.get("median_resolution_A_of_hits")
-        print(f"peaks per hit (median): {summary['median_peaks_per_hit']:.0f}"
-              + (f", resolution of hits (median): {res:.2f} Å" if res is not None else ""))
-    from deployments.cli import print_failures
-
-    print_failures(summary.get("failures"), "summary.json in the output directory")
-    print(f"outputs: {summary.get('output_dir', '?')}")
-    for key, label in (("hit_list", "hit list:"), ("table", "table:   "), ("hit_rate_plot", "plot:    "),
-                       ("overlay_plot", "overlay: "), ("artifact_mask", "mask:    ")):
-        if summary.get(key):
-            print(f"{label} {summary[key]}")
-    return 1 if failed else 0
+    return print_run_summary(run_on_profile(sfx_flow, kwargs, profile))
 
 
 def cmd_sfx(args: argparse.Namespace) -> int:
@@ -220,16 +202,16 @@ def cmd_sfx(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- demo sfx
 
-def cmd_demo_sfx(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     """Simulate serial-crystallography frames through config/geometry/sim1920.geom and run the
     sfx flow on them (peakfinder8 with parameters for the simulated detector, or the network)."""
-    from deployments.cli import REPO_ROOT
+    from photonflow.config import CONFIG_DIR
     from photonflow.io.geom import load_geometry
     from photonflow.simulate.sfx import write_sfx_dataset
 
     out = Path(os.path.abspath(Path(args.out).expanduser()))
     n = args.frames or 60
-    geometry = REPO_ROOT / "config" / "geometry" / "sim1920.geom"
+    geometry = CONFIG_DIR / "geometry" / "sim1920.geom"
     print(f"demo sfx: simulating {n} frames of 1920 x 1920 through {geometry.name} in {out / 'demo-data'}", flush=True)
     dataset = write_sfx_dataset(out / "demo-data", load_geometry(geometry), n, frames_per_file=20, seed=2026)
     print(f"  {dataset.n_hits} of them hits (truth in {dataset.truth_path})")
@@ -248,7 +230,8 @@ def cmd_demo_sfx(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- sfx-train
 
 def cmd_sfx_train(args: argparse.Namespace) -> int:
-    from deployments.cli import REPO_ROOT, UsageError
+    from photonflow.config import resource_path
+    from photonflow.deployments.cli_common import UsageError
     from photonflow.io.geom import load_geometry
     from photonflow.peaks.training import train_on_simulated
 
@@ -256,9 +239,7 @@ def cmd_sfx_train(args: argparse.Namespace) -> int:
     if args.geometry:
         geometries = []
         for name in args.geometry:
-            path = Path(name)
-            if not path.is_absolute() and not path.exists():
-                path = REPO_ROOT / path
+            path = resource_path(name)
             if not path.is_file():
                 raise FileNotFoundError(f"{name}: geometry file not found")
             geometries.append(load_geometry(path))
@@ -288,3 +269,6 @@ def cmd_sfx_train(args: argparse.Namespace) -> int:
         if isinstance(metrics.get(key), float):
             print(f"  {key}: {metrics[key]:.4f}")
     return 0
+
+
+cmd_demo_sfx = cmd_demo  # the older name

@@ -38,28 +38,30 @@ def add_parsers(sub) -> None:
     p.add_argument("--center", type=float, metavar="PX", help="rotation axis column, px (default: found)")
     p.add_argument("--backend", metavar="NAME", help="reconstruction backend (default gridrec)")
     p.add_argument("--dtype", choices=["uint16", "uint8", "float32"], help="volume type (default uint16)")
-    p.add_argument("--memory-gib", type=float, metavar="GIB", help="memory per worker for the chunk plan (default 2)")
+    p.add_argument("--memory-per-worker-gib", "--memory-gib", dest="memory_per_worker_gib", type=float, metavar="GIB", help="memory per worker for the chunk plan (default 2)")
     p.add_argument("--keep-intermediate", action="store_true", default=None, help="keep pass-1/pass-2 chunk files")
+    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
+                   help="write the PDF report (default yes)")
     p.add_argument("--dry-run", action="store_true", help="print the chunk plan (JSON) and stop")
     p.add_argument("--cluster", metavar="PROFILE", help="cluster profile (default local)")
     p.set_defaults(func=cmd_tomo)
 
 
 def _resolve(data: dict, base: Path) -> dict:
-    from deployments.cli import _absolute, _resolve_paths
+    from photonflow.deployments.cli_common import _absolute, resolve_paths
 
-    out = _resolve_paths(data, base)
+    out = resolve_paths(data, base)
     if isinstance(out.get("output_dir"), str):
         out["output_dir"] = str(_absolute(out["output_dir"], base))
     return out
 
 
 def run_from_args(args) -> tuple[dict, str]:
-    from deployments.cli import UsageError, load_run_file
+    from photonflow.deployments.cli_common import UsageError, load_run_file
 
     run, source = load_run_file(args.config, _resolve)
     cli = {"inputs": list(args.inputs) or None, "output_dir": args.output_dir, "cluster": args.cluster,
-           "memory_per_worker_gib": args.memory_gib}
+           "memory_per_worker_gib": args.memory_per_worker_gib, "report": args.report}
     overrides = {k: v for k, v in cli.items() if v is not None}
     run.update(_resolve(overrides, Path.cwd()))
     if args.center is not None or args.backend:
@@ -79,9 +81,9 @@ def run_from_args(args) -> tuple[dict, str]:
 
 
 def cmd_tomo(args: argparse.Namespace) -> int:
-    from deployments.cli import _describe_runner, run_on_profile
-    from deployments.clusters import load_cluster_profile, task_runner_spec
-    from flows.tomo import TomoInputError, tomo_flow
+    from photonflow.deployments.cli_common import describe_runner, run_on_profile
+    from photonflow.deployments.clusters import load_cluster_profile, task_runner_spec
+    from photonflow.flows.tomo import TomoInputError, tomo_flow
     from photonflow.tomo.dxchange import DxchangeError
 
     run, source = run_from_args(args)
@@ -97,7 +99,7 @@ def cmd_tomo(args: argparse.Namespace) -> int:
         profile = load_cluster_profile("threads")
     runner_name, runner_kwargs = task_runner_spec(profile)
     print(f"photonflow tomo: {len(kwargs['inputs'])} scan(s)\n  tasks run on: "
-          f"{_describe_runner(profile, runner_name, runner_kwargs)}\n  outputs go to: {kwargs['output_dir']}", flush=True)
+          f"{describe_runner(profile, runner_name, runner_kwargs)}\n  outputs go to: {kwargs['output_dir']}", flush=True)
     try:
         summary = run_on_profile(tomo_flow, kwargs, profile)
     except (DxchangeError, TomoInputError) as exc:
@@ -105,20 +107,21 @@ def cmd_tomo(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(summary["plan"], indent=2))
         return 0
-    print(f"\nvolume: {summary['volume']} {summary['shape']} {summary['dtype']}, range {summary['range_1_per_px']} 1/px")
+    print(f"\nvolume: {summary['outputs']['volume']} {summary['shape']} {summary['dtype']}, range "
+          f"{summary['range_1_per_px']} 1/px")
     print(f"centre of rotation: {summary['center_px']:.2f} px ({summary['center_from']})")
     print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings_s"].items()))
-    if summary.get("report"):
-        print(f"report: {summary['report']}")
+    if summary["outputs"].get("report"):
+        print(f"report: {summary['outputs']['report']}")
     return 0
 
 
-def cmd_demo_tomo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     """Simulate a scan (Shepp–Logan ellipsoids, flats before and after, darks, top-up drops with a
     monitor, dead and hot columns, zingers) and reconstruct it with stripe removal and the centre found."""
-    from deployments.cli import _describe_runner, run_on_profile
-    from deployments.clusters import load_cluster_profile, task_runner_spec
-    from flows.tomo import tomo_flow
+    from photonflow.deployments.cli_common import describe_runner, run_on_profile
+    from photonflow.deployments.clusters import load_cluster_profile, task_runner_spec
+    from photonflow.flows.tomo import tomo_flow
     from photonflow.simulate.tomo import simulate_scan, write_tomo_scan
 
     out = Path(os.path.abspath(Path(args.out).expanduser()))
@@ -134,10 +137,13 @@ def cmd_demo_tomo(args: argparse.Namespace) -> int:
               "sinogram": {"stripes": {"method": "all", "snr": 3, "la_size": 31, "sm_size": 21}},
               "chunks": {"projections": 120, "rows": 8}}
     runner_name, runner_kwargs = task_runner_spec(profile)
-    print(f"  tasks run on: {_describe_runner(profile, runner_name, runner_kwargs)}", flush=True)
+    print(f"  tasks run on: {describe_runner(profile, runner_name, runner_kwargs)}", flush=True)
     summary = run_on_profile(tomo_flow, kwargs, profile)
-    print(f"\nvolume: {summary['volume']} {summary['shape']} {summary['dtype']}")
+    print(f"\nvolume: {summary['outputs']['volume']} {summary['shape']} {summary['dtype']}")
     print(f"centre of rotation: {summary['center_px']:.2f} px ({summary['center_from']}; true {scan.center_px:.2f})")
     print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings_s"].items()))
-    print(f"report: {summary.get('report')}\n\ndemo tomo done: outputs in {out / 'run'}")
+    print(f"report: {summary['outputs'].get('report')}\n\ndemo tomo done: outputs in {out / 'run'}")
     return 0
+
+
+cmd_demo_tomo = cmd_demo  # the older name

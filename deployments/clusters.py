@@ -238,7 +238,7 @@ def prefect_api_for(profile: dict):
     With no ``PREFECT_API_URL`` configured, Prefect starts a temporary ("ephemeral") API server
     in every *process* that needs one, so each Dask worker process of a ``local`` profile would
     start its own server (seconds each) on the same SQLite database. For a ``local`` profile this
-    starts one temporary server for the block (``deployments.local_api.local_api``: its URL is
+    starts one temporary server for the block (``photonflow.deployments.local_api.local_api``: its URL is
     exported in ``PREFECT_API_URL``, which the worker processes started inside inherit; stopped
     on exit), with server telemetry off unless set otherwise. Yields the API URL in use, or None
     (``threads``: everything runs in this process, Prefect's own default applies).
@@ -263,7 +263,7 @@ def prefect_api_for(profile: dict):
         )
         yield None
         return
-    from deployments.local_api import local_api
+    from photonflow.deployments.local_api import local_api
 
     # The server's telemetry heartbeat can race the first writes to a fresh SQLite database
     # ("database is locked" tracebacks); a temporary server does not need it.

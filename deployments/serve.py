@@ -1,22 +1,33 @@
-"""`photonflow serve`: one deployment per flow against a running Prefect server.
+"""`photonflow serve`: one deployment per operation of the registry against a running Prefect server.
 
-Each flow is served under its own name ("saxs/saxs", "saxs-live/saxs-live", "sfx/sfx",
-"classify-sort/classify-sort", "laue/laue") with the
-default parameters of the serve config, an optional cron schedule, and — for the SAXS and SFX flows —
-an optional event trigger (SAXS, SFX, frame sorting and Laue): every ``photonflow.files.arrived`` event (emitted by ``photonflow watch``, or posted
-by any writer over HTTP, see docs/realtime.md) starts a run on the event's paths.
+Every operation in :data:`photonflow.operations.OPERATIONS` is served under its own name
+("saxs/saxs", "sfx/sfx", "laue/laue", "tomo/tomo", "classify-train/classify-train",
+"classify-sort/classify-sort"), and the watch as "live/live", with the default parameters of the
+serve config's section for it (the operation's run-file fields), an optional cron schedule and an
+optional event trigger: every ``photonflow.files.arrived`` event (emitted by ``photonflow watch``,
+or posted by any writer over HTTP, see docs/realtime.md) starts a run on the event's paths.
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
+from photonflow.config import load_json_config, load_schema
+from photonflow.operations import OPERATIONS, Operation
+
 FILES_ARRIVED = "photonflow.files.arrived"
+#: Fields of a serve section that configure the deployment rather than the flow's parameters.
+DEPLOYMENT_FIELDS = ("cluster", "cron", "on_files_arrived", "watch_output_dir")
+
+
+def _path_fields(op: Operation) -> list[str]:
+    props = load_schema(op.schema).get("properties", {})
+    return [k for k, v in props.items() if isinstance(v, dict) and v.get("x-path")]
 
 
 def load_serve_config(path) -> dict:
-    from photonflow.config import load_json_config
-
+    """The serve config, validated, with the sections' paths resolved against its directory."""
     path = Path(path)
     cfg = load_json_config(path, "serve")
     base = path.resolve().parent
@@ -24,31 +35,16 @@ def load_serve_config(path) -> dict:
     def resolve(p):
         return str((Path(p) if Path(p).is_absolute() else base / p).resolve())  # as the watch names it
 
-    saxs = cfg.get("saxs")
-    if saxs:
-        for key in ("calibration", "output_dir", "watch_output_dir"):
-            if saxs.get(key):
-                saxs[key] = resolve(saxs[key])
-        saxs["inputs"] = [resolve(p) for p in saxs.get("inputs", [])]
-    sfx = cfg.get("sfx")
-    if sfx:
-        for key in ("geometry", "output_dir", "watch_output_dir", "mask"):
-            if sfx.get(key):
-                sfx[key] = resolve(sfx[key])
-        sfx["inputs"] = [resolve(p) for p in sfx.get("inputs", [])]
-    sort = cfg.get("classify_sort")
-    if sort:
-        for key in ("model", "output_dir", "watch_output_dir"):
-            if sort.get(key):
-                sort[key] = resolve(sort[key])
-        sort["inputs"] = [resolve(p) for p in sort.get("inputs", [])]
-    laue = cfg.get("laue")
-    if laue:
-        for key in ("output_dir", "watch_output_dir", "mask", "checkpoint"):
-            if laue.get(key):
-                laue[key] = resolve(laue[key])
-        laue["inputs"] = [resolve(p) for p in laue.get("inputs", [])]
-    live = cfg.get("saxs_live")
+    for op in OPERATIONS.values():
+        section = cfg.get(op.serve_key)
+        if not section:
+            continue
+        for key in _path_fields(op) + ["watch_output_dir"]:
+            if section.get(key):
+                section[key] = resolve(section[key])
+        if "inputs" in section:
+            section["inputs"] = [resolve(p) for p in section.get("inputs") or []]
+    live = cfg.get("live")
     if live:
         if live.get("config"):
             live["config"] = resolve(live["config"])
@@ -70,57 +66,35 @@ def files_arrived_trigger(watch_output_dir: str | None = None):
     )
 
 
+def flow_parameters(flow, section: dict) -> dict:
+    """The section's fields that are parameters of the flow (set, not None)."""
+    names = inspect.signature(getattr(flow, "fn", flow)).parameters
+    return {k: v for k, v in section.items() if k in names and k not in DEPLOYMENT_FIELDS and v is not None}
+
+
 def build_deployments(cfg: dict) -> list:
-    """RunnerDeployments for the flows named in the serve config (all flows when it is empty)."""
-    from deployments.clusters import load_cluster_profile, task_runner_for
-    from flows.live import saxs_live_flow
-    from flows.saxs import saxs_flow
+    """RunnerDeployments for every operation (and the watch), except sections set to null."""
+    from photonflow.deployments.clusters import load_cluster_profile, task_runner_for
 
+    cfg = cfg or {}
     deployments = []
-    saxs = cfg.get("saxs", {}) if cfg else {}
-    if saxs is not None:
-        params = {k: saxs[k] for k in ("calibration", "output_dir", "inputs", "batch_size") if saxs.get(k) is not None}
-        flow = saxs_flow.with_options(task_runner=task_runner_for(load_cluster_profile(saxs.get("cluster", "local"))))
-        triggers = [files_arrived_trigger(saxs.get("watch_output_dir"))] if saxs.get("on_files_arrived") else []
-        deployments.append(flow.to_deployment(name="saxs", parameters=params, cron=saxs.get("cron"), triggers=triggers,
-                                              description="Integrate SAXS/WAXS frames (photonflow saxs)."))
-    sfx = cfg.get("sfx", {}) if cfg else {}
-    if sfx is not None:
-        from flows.sfx import sfx_flow
-
-        keys = ("geometry", "output_dir", "inputs", "finder", "batch_size", "min_peaks", "max_peaks", "peakfinder8",
-                "peaknet", "mask", "backend", "device", "save_hit_frames")
-        params = {k: sfx[k] for k in keys if sfx.get(k) is not None}
-        flow = sfx_flow.with_options(task_runner=task_runner_for(load_cluster_profile(sfx.get("cluster", "local"))))
-        triggers = [files_arrived_trigger(sfx.get("watch_output_dir"))] if sfx.get("on_files_arrived") else []
-        deployments.append(flow.to_deployment(name="sfx", parameters=params, cron=sfx.get("cron"), triggers=triggers,
-                                              description="Find Bragg peaks and hits (photonflow sfx)."))
-    sort = cfg.get("classify_sort", {}) if cfg else {}
-    if sort is not None:
-        from flows.classify import classify_sort_flow
-
-        params = {k: sort[k] for k in ("model", "output_dir", "inputs", "batch_size", "dataset") if sort.get(k) is not None}
-        flow = classify_sort_flow.with_options(
-            task_runner=task_runner_for(load_cluster_profile(sort.get("cluster", "local"))))
-        triggers = [files_arrived_trigger(sort.get("watch_output_dir"))] if sort.get("on_files_arrived") else []
-        deployments.append(flow.to_deployment(name="classify-sort", parameters=params, cron=sort.get("cron"),
-                                              triggers=triggers,
-                                              description="Sort frames into good/bad lists (photonflow classify sort)."))
-    laue = cfg.get("laue", {}) if cfg else {}
-    if laue is not None:
-        from flows.laue import laue_flow
-
-        keys = ("output_dir", "inputs", "method", "search", "saturation", "batch_size", "checkpoint", "mask")
-        params = {k: laue[k] for k in keys if laue.get(k) is not None}
-        flow = laue_flow.with_options(task_runner=task_runner_for(load_cluster_profile(laue.get("cluster", "local"))))
-        triggers = [files_arrived_trigger(laue.get("watch_output_dir"))] if laue.get("on_files_arrived") else []
-        deployments.append(flow.to_deployment(name="laue", parameters=params, cron=laue.get("cron"), triggers=triggers,
-                                              description="Laue spot tables and scan maps (photonflow laue)."))
-    live = cfg.get("saxs_live", {}) if cfg else {}
+    for op in OPERATIONS.values():
+        section = cfg.get(op.serve_key, {})
+        if section is None:
+            continue
+        flow = op.load_flow()
+        flow = flow.with_options(task_runner=task_runner_for(load_cluster_profile(section.get("cluster", "local"))))
+        triggers = [files_arrived_trigger(section.get("watch_output_dir"))] if section.get("on_files_arrived") else []
+        deployments.append(flow.to_deployment(name=op.name, parameters=flow_parameters(flow, section),
+                                              cron=section.get("cron"), triggers=triggers,
+                                              description=op.deployment_description))
+    live = cfg.get("live", {})
     if live is not None:
+        from photonflow.flows.live import saxs_live_flow as live_flow
+
         params = {k: live[k] for k in ("config", "directories") if live.get(k)}
-        deployments.append(saxs_live_flow.to_deployment(name="saxs-live", parameters=params, cron=live.get("cron"),
-                                                        description="Reduce frames as they arrive (photonflow watch)."))
+        deployments.append(live_flow.to_deployment(name="live", parameters=params, cron=live.get("cron"),
+                                                   description="Reduce frames as they arrive (photonflow watch)."))
     return deployments
 
 

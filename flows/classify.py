@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.futures import as_completed
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect_dask import DaskTaskRunner
 
 from photonflow.classify.features import FeatureRecipe, roi_from_box, roi_from_panel
@@ -35,9 +34,12 @@ from photonflow.classify.models import (
     save_classifier,
     write_evaluation,
 )
-from photonflow.io import atomic_write_text, iter_frame_refs, write_table_csv
-from flows._runrecord import RunRecord, record_failure
-from tasks.classify import features_batch, sort_batch
+from photonflow.io import FrameRef, atomic_write_text, iter_frame_refs, write_table_csv
+from photonflow.operations import get as get_operation
+from photonflow.results import RunSummary
+from photonflow.flows._runrecord import RunRecord, record_failure
+from photonflow.flows.runner import finish_run, run_batches, write_run_table
+from photonflow.tasks.classify import features_batch
 
 
 def frame_shape(path: str, dataset: str | None = None) -> tuple[int, int]:
@@ -191,12 +193,12 @@ def classify_train_flow(
                                                                       "good_kept", "bad_rejected", "n_test")},
                          "training_s": clf.training_summary.get("training_seconds"), "threshold": clf.threshold}
     elapsed = time.perf_counter() - t0
-    summary_out = {
-        "labelled_events": len(refs), "events_with_features": len(used), "good": int(np.sum(y == GOOD)),
-        "bad": int(np.sum(y == BAD)), "roi": recipe.roi.to_dict(), "recipe": recipe.to_dict(), "frame_shape": shape,
-        "split": split, "models": results, "failures": failures, "output_dir": str(out),
-        "feature_s": t_features - t0, "elapsed_s": elapsed, "task_granularity": record.granularity(),
-    }
+    summary_out = RunSummary(
+        "classify-train", "frames", str(out), done=len(used), failed=len(refs) - len(used), failures=failures,
+        elapsed_s=elapsed, preparation_s=t_features - t0, task_granularity=record.granularity(),
+        extra={"labelled_events": len(refs), "events_with_features": len(used), "good": int(np.sum(y == GOOD)),
+               "bad": int(np.sum(y == BAD)), "roi": recipe.roi.to_dict(), "recipe": recipe.to_dict(),
+               "frame_shape": shape, "split": split, "models": results, "feature_s": t_features - t0}).to_dict()
     table = [{"model": n, "accuracy": r["accuracy"], "good kept": r["good_kept"], "bad rejected": r["bad_rejected"],
               "misclassification": r["misclassification_rate"], "test frames": r["n_test"]} for n, r in results.items()]
     create_table_artifact(table=table, key="classify-models", description="Held-out evaluation of each model")
@@ -227,7 +229,6 @@ def classify_sort_flow(model: str, inputs: list[str], output_dir: str, batch_siz
     writes ``good.lst`` and ``bad.lst`` (CrystFEL lists, ``path //event``), ``frames.csv`` (label
     and probability of good per event), ``per_file.csv`` (good/bad/failed counts per file).
     """
-    logger = get_run_logger()
     t0 = time.perf_counter()
     clf = load_classifier(model)
     out = Path(output_dir)
@@ -255,59 +256,33 @@ def classify_sort_flow(model: str, inputs: list[str], output_dir: str, batch_siz
             continue
         accepted += events
     out.mkdir(parents=True, exist_ok=True)
-    batches = _batches(accepted, int(batch_size))
-    record = RunRecord(out, "classify-sort", unit="frames", total=len(refs))
+    op = get_operation("classify-sort")
+    record = RunRecord(out, op.name, unit=op.unit, total=len(refs))
     if len(refs) > len(accepted):
         record.progress(failed=len(refs) - len(accepted))
-    progress = create_progress_artifact(0.0, description=f"Sorting {len(accepted)} frames")
-    futures = {sort_batch.submit(str(model), [list(r) for r in b], dataset): b for b in batches}
-    rows, finished = [], 0
-    for fut in as_completed(list(futures)):
-        batch = futures[fut]
-        result = fut.result(raise_on_failure=False)
-        if isinstance(result, dict):
-            rows += result["rows"]
-            failures += result["failures"]
-            record.progress(done=len(result["rows"]), failed=len(batch) - len(result["rows"]), task_s=result["elapsed_s"],
-                            rows=[{"path": p, "event": e, "label": "good" if lab == GOOD else "bad", "p_good": pg}
-                                  for p, e, lab, pg in result["rows"]])
-        else:
-            failures += [f"{p} //{e}: batch failed: {result}" for p, e in batch]
-            record.progress(failed=len(batch))
-        finished += len(batch)
-        update_progress_artifact(progress, 100.0 * finished / max(len(accepted), 1))
-        logger.info("%5.1f %% (%d/%d frames, %.0f frames/s)", 100.0 * finished / max(len(accepted), 1), finished,
-                    len(accepted), finished / max(time.perf_counter() - t0, 1e-9))
-    elapsed = time.perf_counter() - t0
+    rows: list[dict] = []
+    run = None
+    if accepted:
+        run = run_batches(op, [FrameRef(*r) for r in accepted], {"model": str(model), "dataset": dataset}, out,
+                          int(batch_size), record=record)
+        rows, failures = run.rows, failures + run.failures
     order = {(p, -1 if e is None else int(e)): k for k, (p, e) in enumerate(refs)}
-    rows.sort(key=lambda r: order.get((r[0], r[1]), 0))
-    good = [(p, None if e < 0 else e) for p, e, lab, _ in rows if lab == GOOD]
-    bad = [(p, None if e < 0 else e) for p, e, lab, _ in rows if lab != GOOD]
+    rows.sort(key=lambda r: order.get((r["path"], r["event"]), 0))
+    good = [(r["path"], None if r["event"] < 0 else r["event"]) for r in rows if r["label"] == "good"]
+    bad = [(r["path"], None if r["event"] < 0 else r["event"]) for r in rows if r["label"] != "good"]
     write_label_list(out / "good.lst", good)
     write_label_list(out / "bad.lst", bad)
-    write_table_csv(out / "frames.csv", {"path": [r[0] for r in rows], "event": [r[1] for r in rows],
-                                         "label": ["good" if r[2] == GOOD else "bad" for r in rows],
-                                         "p_good": [r[3] for r in rows]})
-    n_good, n_bad = Counter(), Counter()
-    for p, _e, lab, _ in rows:
-        (n_good if lab == GOOD else n_bad)[p] += 1
+    table = write_run_table(op, out, rows)
+    n_good, n_bad = Counter(p for p, _ in good), Counter(p for p, _ in bad)
     per_file = [{"file": p, "frames": len(ev), "good": n_good[p], "bad": n_bad[p],
                  "failed": len(ev) - n_good[p] - n_bad[p]} for p, ev in by_file.items()]
     write_table_csv(out / "per_file.csv", {k: [r[k] for r in per_file] for k in ("file", "frames", "good", "bad", "failed")})
     create_table_artifact(table=per_file[:500], key="classify-per-file", description="Good and bad frames per file")
-    summary = {"frames": len(refs), "sorted": len(rows), "good": len(good), "bad": len(bad),
-               "failed": len(refs) - len(rows), "failures": failures, "elapsed_s": elapsed,
-               "frames_per_s": len(rows) / elapsed if elapsed > 0 else 0.0, "model": str(model),
-               "good_list": str(out / "good.lst"), "bad_list": str(out / "bad.lst"),
-               "per_file": str(out / "per_file.csv"), "output_dir": str(out), "task_granularity": record.granularity()}
-    lines = ["# Frame sorting summary", "", "| frames | good | bad | failed | frames/s |", "|---|---|---|---|---|",
-             f"| {len(refs)} | {len(good)} | {len(bad)} | {summary['failed']} | {summary['frames_per_s']:.0f} |", "",
-             f"Model `{model}`. Lists for CrystFEL: `{out / 'good.lst'}`, `{out / 'bad.lst'}`."]
-    if failures:
-        lines += ["", "## Failures", ""] + [f"- {f}" for f in failures[:100]]
-    create_markdown_artifact("\n".join(lines), key="classify-sort-summary", description="Frame sorting summary")
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    record.finish()
-    logger.info("sorted %d frames: %d good, %d bad, %d failed in %.1f s (%.0f frames/s)", len(rows), len(good),
-                len(bad), summary["failed"], elapsed, summary["frames_per_s"])
-    return summary
+    outputs = {"table": table, "good_list": str(out / "good.lst"), "bad_list": str(out / "bad.lst"),
+               "per_file": str(out / "per_file.csv")}
+    summary = RunSummary(op.name, op.unit, str(out), done=len(rows), failed=len(refs) - len(rows), failures=failures,
+                         elapsed_s=run.elapsed_s if run else time.perf_counter() - t0,
+                         peak_rss_mb=run.peak_rss_mb if run else 0.0, outputs=outputs,
+                         extra={"frames": len(refs), "good": len(good), "bad": len(bad), "model": str(model)})
+    notes = [f"Model `{model}`. Lists for CrystFEL: `{out / 'good.lst'}`, `{out / 'bad.lst'}`."]
+    return finish_run(op, summary, {"good": str(len(good)), "bad": str(len(bad))}, notes, record)

@@ -12,25 +12,21 @@ of the scan goes on.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
-from photonflow.io import FrameRef, atomic_write_text, iter_frame_refs, write_table_csv, write_table_hdf5
-from photonflow.laue.scan import IMAGE_COLUMNS, LaueSettings, read_positions_csv, scan_maps, scan_positions
+from photonflow.io import iter_frame_refs
+from photonflow.laue.scan import LaueSettings, read_positions_csv, scan_maps, scan_positions
+from photonflow.operations import get as get_operation
 from photonflow.plots import plot_scan_map
-from flows.saxs import _bar, failures_markdown
-from flows._runrecord import RunRecord, record_failure
-from tasks.laue import laue_spots_batch
-
-MAX_TABLE_ARTIFACT_ROWS = 500
+from photonflow.results import RunSummary
+from photonflow.flows._runrecord import RunRecord, record_failure
+from photonflow.flows.runner import finish_run, run_batches, write_run_table
 
 
 @flow(name="laue", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
@@ -89,50 +85,43 @@ def laue_flow(
     places = scan_positions(refs, read_positions_csv(positions) if positions else None, scan_shape, snake)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spots_dir = out / "spots"
     logger.info("%d images, method %s, batches of %d, search %s", len(refs), method, batch_size, settings.search)
 
     index = {(r.path, -1 if r.event is None else int(r.event)): k for k, r in enumerate(refs)}
-    batches = [refs[i:i + batch_size] for i in range(0, len(refs), batch_size)]
-    record = RunRecord(out, "laue", unit="images", total=len(refs))
+    op = get_operation("laue")
+    record = RunRecord(out, "laue", unit=op.unit, total=len(refs))
     mapped = [p for p in places if p["map_row"] >= 0 and p["map_col"] >= 0]
     if mapped:  # the whole scan's map, so a monitor can draw it at its final size from the start
         record.update(map_shape=[max(p["map_row"] for p in mapped) + 1, max(p["map_col"] for p in mapped) + 1],
                       force=True)
-    progress_id = create_progress_artifact(0.0, description=f"Laue: {len(refs)} images in {len(batches)} batches")
     t_ready = time.perf_counter()
-    futures = {laue_spots_batch.submit(settings.to_dict(), [tuple(r) for r in batch], str(spots_dir)): batch
-               for batch in batches}
-    rows: list[dict] = []
-    finished = 0
-    for fut in as_completed(list(futures)):
-        batch = futures[fut]
-        result = fut.result(raise_on_failure=False)
-        if not isinstance(result, list):  # the whole task failed (after its retries): every image of it fails
-            result = [{"path": r.path, "event": -1 if r.event is None else int(r.event), "n_spots": 0, "n_good": 0,
-                       "mean_sim": math.nan, "n_not_fitted": 0, "status": f"{FrameRef(*r)}: batch failed: {result}",
-                       "spots_file": "", "seconds": 0.0, "spot_status": {}} for r in batch]
-        for r in result:
+
+    def place(rows: list[dict]) -> None:
+        for r in rows:
             k = index[(r["path"], r["event"])]
             r.update(index=k, **places[k])
-        rows.extend(result)
-        failed = sum(r["status"] != "ok" for r in result)
-        record.progress(done=len(result) - failed, failed=failed, rows=[{c: r[c] for c in IMAGE_COLUMNS} for r in result],
-                        task_s=sum(r["seconds"] for r in result))
-        finished += len(batch)
-        update_progress_artifact(progress_id, 100.0 * finished / len(refs))
-        spots = sum(r["n_spots"] for r in rows)
-        logger.info("%s %5.1f %% (%d/%d images; %d spots; %.2f images/s)", _bar(finished / len(refs)),
-                    100.0 * finished / len(refs), finished, len(refs), spots,
-                    finished / max(time.perf_counter() - t_ready, 1e-9))
-    elapsed = time.perf_counter() - t_ready
-    rows.sort(key=lambda r: r["index"])
-    summary = _finish(out, rows, elapsed, {"preparation_s": t_ready - t0, "method": method,
-                                           "settings": settings.to_dict(), "task_granularity": record.granularity()})
-    record.finish()
-    logger.info("Laue scan: %d images (%d failed), %d spots, %d good, in %.1f s; outputs in %s", len(rows),
-                summary["images_failed"], summary["spots"], summary["good_spots"], elapsed, out)
+
+    run = run_batches(op, refs, {**settings.to_dict(), "output_dir": str(out)}, out, int(batch_size),
+                      on_rows=place, record=record,
+                      progress_note=lambda run: f"{sum(r['n_spots'] for r in run.rows)} spots")
+    rows = sorted(_complete_rows(run.rows, refs, places, index), key=lambda r: r["index"])
+    summary = _finish(op, out, rows, run, {"preparation_s": t_ready - t0, "method": method,
+                                           "settings": settings.to_dict()})
     return summary
+
+
+def _complete_rows(rows: list[dict], refs, places, index) -> list[dict]:
+    """Every image has a row: one whose batch failed as a whole gets a row saying so."""
+    have = {(r["path"], r["event"]) for r in rows}
+    rows = list(rows)
+    for ref in refs:
+        key = (ref.path, -1 if ref.event is None else int(ref.event))
+        if key not in have:
+            k = index[key]
+            rows.append({"path": ref.path, "event": key[1], "n_spots": 0, "n_good": 0, "mean_sim": math.nan,
+                         "n_not_fitted": 0, "status": f"{ref}: batch failed", "spots_file": "", "seconds": 0.0,
+                         "spot_status": {}, "index": k, **places[k]})
+    return rows
 
 
 def _sum_counts(dicts) -> dict[str, int]:
@@ -143,13 +132,14 @@ def _sum_counts(dicts) -> dict[str, int]:
     return dict(sorted(total.items(), key=lambda kv: -kv[1]))
 
 
-def _finish(out: Path, rows: list[dict], elapsed: float, extra: dict) -> dict:
+def _finish(op, out: Path, rows: list[dict], run, extra: dict) -> dict:
     """Scan table, maps, Prefect artifacts and summary.json."""
-    table = {c: [r[c] for r in rows] for c in IMAGE_COLUMNS}
-    write_table_csv(out / "images.csv", table)
-    write_table_hdf5(out / "images.h5", table, group="images")
+    outputs = {"table": write_run_table(op, out, rows, group="images",
+                                        artifact_columns=("index", "path", "map_row", "map_col", "n_spots", "n_good",
+                                                          "mean_sim", "status")),
+               "spots_dir": str(out / "spots")}
     failures = [r["status"] for r in rows if r["status"] != "ok"]
-    plots = {}
+    failures += [f for f in run.failures if f not in failures]
     maps = scan_maps(rows)
     xs = [r["x_um"] for r in rows if math.isfinite(r["x_um"])]
     ys = [r["y_um"] for r in rows if math.isfinite(r["y_um"])]
@@ -161,55 +151,32 @@ def _finish(out: Path, rows: list[dict], elapsed: float, extra: dict) -> dict:
         extent = (min(xs) - dx / 2, max(xs) + dx / 2, max(ys) + dy / 2, min(ys) - dy / 2)
     try:
         if maps:
-            plots["map_good_spots"] = plot_scan_map(maps["n_good"], out / "map_good_spots.png",
-                                                    "Good spots per image (quality flag)", "good spots", extent)
-            plots["map_mean_sim"] = plot_scan_map(maps["mean_sim"], out / "map_mean_sim.png", "Mean Sim per image",
-                                                  "mean Sim", extent, cmap="magma", vmin=0, vmax=1)
+            outputs["map_good_spots"] = plot_scan_map(maps["n_good"], out / "map_good_spots.png",
+                                                      "Good spots per image (quality flag)", "good spots", extent)
+            outputs["map_mean_sim"] = plot_scan_map(maps["mean_sim"], out / "map_mean_sim.png", "Mean Sim per image",
+                                                    "mean Sim", extent, cmap="magma", vmin=0, vmax=1)
     except Exception as exc:  # noqa: BLE001 - the tables are written; report and go on
         failures.append(f"maps not plotted: {type(exc).__name__}: {exc}")
     ok = [r for r in rows if r["status"] == "ok"]
     spots = sum(r["n_spots"] for r in ok)
     good = sum(r["n_good"] for r in ok)
     sims = [r["mean_sim"] for r in ok if math.isfinite(r["mean_sim"])]
-    summary = {
-        "images_done": len(ok),
-        "images_failed": len(rows) - len(ok),
+    figures = {
         "spots": spots,
         "good_spots": good,
         "spots_not_fitted": sum(r["n_not_fitted"] for r in ok),
         "spots_not_fitted_by_reason": _sum_counts(r.get("spot_status", {}) for r in ok),
         "mean_spots_per_image": spots / len(ok) if ok else None,
         "mean_sim": float(np.mean(sims)) if sims else None,
-        "elapsed_s": elapsed,
-        "images_per_s": len(rows) / elapsed if elapsed > 0 else 0.0,
         "spot_seconds_per_image": float(np.mean([r["seconds"] for r in ok])) if ok else None,
-        "failures": failures,
-        "output_dir": str(out),
-        "table": str(out / "images.csv"),
-        "spots_dir": str(out / "spots"),
-        **plots,
-        **extra,
+        "method": extra["method"], "settings": extra["settings"],
     }
-    create_table_artifact(
-        table=[{c: r[c] for c in ("index", "path", "map_row", "map_col", "n_spots", "n_good", "mean_sim", "status")}
-               for r in rows[:MAX_TABLE_ARTIFACT_ROWS]],
-        key="laue-images",
-        description=f"Spots per image ({min(len(rows), MAX_TABLE_ARTIFACT_ROWS)} of {len(rows)} rows; all in "
-                    f"{out / 'images.csv'})",
-    )
-    mean_sim = summary["mean_sim"]
-    lines = [
-        "# Laue scan summary",
-        "",
-        "| images | failed | spots | good spots | spots not fitted | mean Sim | images/s |",
-        "|---|---|---|---|---|---|---|",
-        f"| {len(ok)} | {summary['images_failed']} | {spots} | {good} | {summary['spots_not_fitted']} | "
-        f"{'—' if mean_sim is None else f'{mean_sim:.3f}'} | {summary['images_per_s']:.2f} |",
-        "",
-        f"Method: `{extra['method']}`. Outputs in `{out}`: `images.csv`, `spots/*.h5` and `spots/*.csv` (one spot "
-        "table per image), `map_good_spots.png`, `map_mean_sim.png`.",
-    ]
-    lines += failures_markdown(failures)
-    create_markdown_artifact("\n".join(lines), key="laue-scan-summary", description="Laue scan summary")
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
-    return summary
+    summary = RunSummary("laue", op.unit, str(out), done=len(ok), failed=len(rows) - len(ok), failures=failures,
+                         elapsed_s=run.elapsed_s, preparation_s=extra["preparation_s"], peak_rss_mb=run.peak_rss_mb,
+                         outputs=outputs, extra=figures)
+    mean_sim = figures["mean_sim"]
+    headline = {"spots": str(spots), "good spots": str(good), "spots not fitted": str(figures["spots_not_fitted"]),
+                "mean Sim": "—" if mean_sim is None else f"{mean_sim:.3f}"}
+    notes = [f"Method: `{extra['method']}`. Outputs in `{out}`: `images.csv`, `spots/*.h5` and `spots/*.csv` (one "
+             "spot table per image), `map_good_spots.png`, `map_mean_sim.png`."]
+    return finish_run(op, summary, headline, notes, run.record)

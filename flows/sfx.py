@@ -9,29 +9,24 @@ for the network an automatic artifact mask, Prefect artifacts and ``summary.json
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
-from photonflow.io import FrameRef, atomic_write_text, iter_frame_refs, write_table_csv, write_table_hdf5
+from photonflow.io import iter_frame_refs
 from photonflow.io.atomic import atomic_path
 from photonflow.io.cxi import read_cxi_peaks, read_cxi_sources, write_hit_list
 from photonflow.io.geom import load_geometry
+from photonflow.operations import get as get_operation
 from photonflow.plots import plot_hit_rate, plot_mask, plot_peak_overlay
-from photonflow.sfx import FINDERS, artifact_mask, batch_name
-from flows.saxs import _bar, failures_markdown
-from flows._runrecord import RunRecord, record_failure
-from tasks.sfx import build_processor, find_peaks_batch
-
-TABLE_COLUMNS = ["index", "path", "event", "n_peaks", "hit", "resolution_A", "total_intensity"]
-MAX_TABLE_ARTIFACT_ROWS = 500
+from photonflow.results import RunSummary
+from photonflow.sfx import FINDERS, artifact_mask
+from photonflow.flows._runrecord import record_failure
+from photonflow.flows.runner import finish_run, run_batches, write_run_table
 ARTIFACT_MASK_FRACTION = 0.5
 
 
@@ -83,7 +78,8 @@ def sfx_flow(
         "mask": None if mask is None else str(Path(mask).resolve()), "backend": backend, "device": device,
         "save_hit_frames": bool(save_hit_frames),
     }
-    processor = build_processor(options)  # parameters, mask and model checked before any work
+    op = get_operation("sfx")
+    processor = op.build_processor(options)  # parameters, mask and model checked before any work
     parameters = processor.parameters
     del processor
     t_ready = time.perf_counter()
@@ -91,131 +87,56 @@ def sfx_flow(
                 batch_size, *geom.slab_shape, len(geom.panels))
 
     order = {(r.path, -1 if r.event is None else int(r.event)): k for k, r in enumerate(refs)}
-    batches = [refs[i:i + batch_size] for i in range(0, len(refs), batch_size)]
-    record = RunRecord(out, "sfx", unit="frames", total=len(refs))
-    progress_id = create_progress_artifact(0.0, description=f"SFX: {len(refs)} frames in {len(batches)} batches")
-    futures = {}
-    for k, batch in enumerate(batches):
-        fut = find_peaks_batch.submit(options, [tuple(r) for r in batch], batch_name(k))
-        futures[fut] = batch
-    rows, failures, peak_files, hit_files, artifact_files = [], [], [], [], []
-    finished = done = hits = 0
-    finder_s = 0.0
-    peak_rss_mb = 0.0
-    for fut in as_completed(list(futures)):
-        batch = futures[fut]
-        result = fut.result(raise_on_failure=False)
-        if isinstance(result, dict):
-            rows.extend(result["rows"])
-            failures.extend(result["failures"])
-            done += result["frames_done"]
-            hits += result["hits"]
-            finder_s += result["finder_s"]
-            peak_rss_mb = max(peak_rss_mb, result["peak_rss_mb"])
-            peak_files += [result["peaks_file"]] if result["peaks_file"] else []
-            hit_files += [result["hits_file"]] if result["hits_file"] else []
-            artifact_files += [result["artifact_counts"]] if result["artifact_counts"] else []
-            for r in result["rows"]:
-                r["index"] = order.get((r["path"], r["event"]), -1)
-            record.progress(done=result["frames_done"], failed=len(batch) - result["frames_done"],
-                            rows=result["rows"], task_s=result["elapsed_s"])
-        else:  # the whole task failed (after its retries): every frame of it is a failure
-            failures.extend(f"{FrameRef(*r)}: batch failed: {result}" for r in batch)
-            record.progress(failed=len(batch))
-        finished += len(batch)
-        update_progress_artifact(progress_id, 100.0 * finished / len(refs))
-        rate = done / max(time.perf_counter() - t_ready, 1e-9)
-        logger.info("%s %5.1f %% (%d/%d frames; %d hits; %d failed; %.1f frames/s)",
-                    _bar(finished / len(refs)), 100.0 * finished / len(refs), finished, len(refs), hits,
-                    len(failures), rate)
 
-    elapsed = time.perf_counter() - t_ready
-    rows.sort(key=lambda r: r["index"])
-    summary = _finish(out, geom, rows, failures, sorted(peak_files), sorted(hit_files), artifact_files,
-                      elapsed, {"preparation_s": t_ready - t0, "worker_peak_rss_mb": peak_rss_mb,
-                                "finder_s_per_frame": finder_s / done if done else None,
-                                "parameters": parameters, "finder": finder,
-                                "task_granularity": record.granularity()})
-    record.finish()
-    logger.info("SFX run: %d frames, %d hits (%.1f %%), %d failed in %.1f s (%.1f frames/s); outputs in %s",
-                done, hits, summary["hit_rate_percent"], summary["frames_failed"], elapsed, summary["frames_per_s"], out)
-    for failure in failures[:20]:
-        logger.warning("failed: %s", failure)
-    return summary
+    def add_index(rows: list[dict]) -> None:
+        for r in rows:
+            r["index"] = order.get((r["path"], r["event"]), -1)
 
-
-def _finish(out: Path, geom, rows, failures, peak_files, hit_files, artifact_files, elapsed, extra) -> dict:
-    """Run table, hit list, plots, artifact mask, Prefect artifacts and summary.json."""
-    done = len(rows)
+    run = run_batches(op, refs, options, out, int(batch_size), on_rows=add_index,
+                      progress_note=lambda run: f"{int(run.extra_sum('hits'))} hits")
+    rows = sorted(run.rows, key=lambda r: r["index"])
     hit_rows = [r for r in rows if r["hit"]]
-    table = {c: [r[c] for r in rows] for c in TABLE_COLUMNS}
-    hit_rate_plot = overlay_plot = mask_file = None
-    if rows:
-        write_table_csv(out / "frames.csv", table)
-        write_table_hdf5(out / "frames.h5", table)
-        hit_rate_plot = plot_hit_rate(rows, out / "hit_rate.png")
+    outputs = {"table": write_run_table(op, out, rows), "hit_list": str(out / "hits.lst"), "hit_rate_plot": None,
+               "overlay_plot": None, "artifact_mask": None}
     write_hit_list(out / "hits.lst", [(r["path"], None if r["event"] < 0 else r["event"]) for r in hit_rows])
+    if rows:
+        outputs["hit_rate_plot"] = plot_hit_rate(rows, out / "hit_rate.png")
     # Extras after the run: a failure here is reported, and the summary is still written.
-    frames_failed = len(failures)
+    failures = list(run.failures)
+    hit_files, artifact_files = run.files("hits_file"), run.files("artifact_counts")
     if hit_files:
         try:
-            overlay_plot = _overlay(out, hit_files)
+            outputs["overlay_plot"] = _overlay(out, hit_files)
         except Exception as exc:  # noqa: BLE001
             failures.append(f"peak overlay plot not made: {type(exc).__name__}: {exc}")
     if artifact_files:
         try:
-            mask_file = _write_artifact_mask(out, artifact_files, done)
+            outputs["artifact_mask"] = _write_artifact_mask(out, artifact_files, run.done)
         except Exception as exc:  # noqa: BLE001
             failures.append(f"artifact mask not written: {type(exc).__name__}: {exc}")
     n_peaks_hits = [r["n_peaks"] for r in hit_rows]
     res_hits = [r["resolution_A"] for r in hit_rows if math.isfinite(r["resolution_A"])]
-    rate = done / elapsed if elapsed > 0 else 0.0
-    summary = {
-        "frames_done": done,
-        "frames_failed": frames_failed,
+    extra = {
         "hits": len(hit_rows),
-        "hit_rate_percent": 100.0 * len(hit_rows) / done if done else 0.0,
+        "hit_rate_percent": 100.0 * len(hit_rows) / run.done if run.done else 0.0,
         "median_peaks_per_hit": float(np.median(n_peaks_hits)) if n_peaks_hits else None,
         "mean_peaks_per_frame": float(np.mean([r["n_peaks"] for r in rows])) if rows else None,
         "median_resolution_A_of_hits": float(np.median(res_hits)) if res_hits else None,
-        "failures": failures,
-        "output_dir": str(out),
-        "elapsed_s": elapsed,
-        "frames_per_s": rate,
-        "table": str(out / "frames.csv") if rows else None,
-        "hit_list": str(out / "hits.lst"),
-        "peak_files": peak_files,
-        "hit_files": hit_files,
-        "hit_rate_plot": hit_rate_plot,
-        "overlay_plot": overlay_plot,
-        "artifact_mask": mask_file,
-        **extra,
+        "finder_s_per_frame": run.extra_sum("finder_s") / run.done if run.done else None,
+        "peak_files": run.files("peaks_file"), "hit_files": hit_files,
+        "parameters": parameters, "finder": finder,
     }
-    if rows:
-        create_table_artifact(
-            table=[{c: r[c] for c in TABLE_COLUMNS} for r in rows[:MAX_TABLE_ARTIFACT_ROWS]],
-            key="sfx-frames",
-            description=f"Peaks, hits and resolution per frame ({min(done, MAX_TABLE_ARTIFACT_ROWS)} of {done} rows; "
-                        f"all in {out / 'frames.csv'})",
-        )
-    med = summary["median_peaks_per_hit"]
-    res = summary["median_resolution_A_of_hits"]
-    lines = [
-        "# Serial crystallography run summary",
-        "",
-        "| frames | hits | hit rate (%) | peaks per hit (median) | resolution of hits (median, Å) | failed | frames/s |",
-        "|---|---|---|---|---|---|---|",
-        f"| {done} | {len(hit_rows)} | {summary['hit_rate_percent']:.1f} | {'—' if med is None else f'{med:.0f}'} | "
-        f"{'—' if res is None else f'{res:.2f}'} | {frames_failed} | {rate:.1f} |",
-        "",
-        f"Finder: `{extra['finder']}`. Outputs: `{out}`: `frames.csv`, `hits.lst` (CrystFEL list), "
-        "`peaks/*.cxi` (peak lists of every frame), `hits/*.cxi` (hit frames with their peaks), `hit_rate.png`, "
-        "`peak_overlay.png`" + (", `artifact_mask.h5`" if mask_file else "") + ".",
-    ]
-    lines += failures_markdown(failures)
-    create_markdown_artifact("\n".join(lines), key="sfx-run-summary", description="Serial crystallography run summary")
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
-    return summary
+    summary = RunSummary("sfx", op.unit, str(out), done=run.done, failed=run.failed, failures=failures,
+                         elapsed_s=run.elapsed_s, preparation_s=t_ready - t0, peak_rss_mb=run.peak_rss_mb,
+                         outputs=outputs, extra=extra)
+    med, res = extra["median_peaks_per_hit"], extra["median_resolution_A_of_hits"]
+    headline = {"hits": str(len(hit_rows)), "hit rate (%)": f"{extra['hit_rate_percent']:.1f}",
+                "peaks per hit (median)": "—" if med is None else f"{med:.0f}",
+                "resolution of hits (median, Å)": "—" if res is None else f"{res:.2f}"}
+    notes = [f"Finder: `{finder}`. Outputs: `{out}`: `frames.csv`, `hits.lst` (CrystFEL list), `peaks/*.cxi` "
+             "(peak lists of every frame), `hits/*.cxi` (hit frames with their peaks), `hit_rate.png`, "
+             "`peak_overlay.png`" + (", `artifact_mask.h5`" if outputs["artifact_mask"] else "") + "."]
+    return finish_run(op, summary, headline, notes, run.record)
 
 
 def _overlay(out: Path, hit_files: list[str]) -> str | None:

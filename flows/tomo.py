@@ -13,6 +13,7 @@ report → intermediate files removed unless kept. Outputs: ``volume.h5`` (``/vo
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import json
 import shutil
 import time
@@ -24,18 +25,19 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
+from photonflow.results import RunSummary
 from photonflow.io import atomic_write_text
 from photonflow.tomo import passes
 from photonflow.tomo.dxchange import DxchangeError, open_scan, read_projections
 from photonflow.tomo.plan import describe, plan_chunks
 from photonflow.tomo.preprocess import paganin_pad
 from photonflow.tomo.stitch import stitched_width
-from flows.saxs import _bar
-from flows._runrecord import RunRecord, record_failure
-from tasks.tomo import pass1_task, pass2_task, pyramid_task
+from photonflow.flows.runner import _bar
+from photonflow.flows._runrecord import RunRecord, record_failure
+from photonflow.tasks.tomo import pass1_task, pass2_task, pyramid_task
 
 
-class TomoInputError(ValueError):
+class TomoInputError(InputError, ValueError):
     """Input or settings that cannot work, found before any chunk runs."""
 
 
@@ -215,26 +217,30 @@ def tomo_flow(
     levels = int(output.get("pyramid_levels", 3))
     pyramid = pyramid_task.submit(str(volume), levels).result() if levels > 0 else []
     timings["volume and pyramid"] = time.perf_counter() - t
-    summary = {
-        "inputs": list(inputs), "output_dir": str(out), "volume": str(volume), "shape": [rows, *results2[0]["shape"][1:]],
+    extra = {
+        "inputs": list(inputs), "shape": [rows, *results2[0]["shape"][1:]],
         "dtype": output["dtype"], "range_1_per_px": value_range, "range_from": range_how, "center_px": center,
         "center_from": center_how, "stitch_offsets_px": offsets, "stitch_guesses_px": guesses,
         "pyramid": [list(s) for s in pyramid], "plan": {k: plan[k] for k in ("pass1", "pass2", "tasks")},
         "timings_s": timings, "pass1_steps_cpu_s": _sum_timings(results1), "pass2_steps_cpu_s": _sum_timings(results2),
-        "worker_peak_rss_mb": max(r.get("peak_rss_mb", 0.0) for r in results1 + results2),
         "pass1_chunk_s": [r["seconds"] for r in results1],
         "pass2_chunk_s": [r["seconds"] for r in results2], "backend": steps2["backend"],
-        "task_granularity": record.granularity(),
     }
+    outputs = {"volume": str(volume), "report": None, "plan": str(out / "plan.json")}
+    summary = {**extra, "volume": str(volume)}  # what the report reads
     record.update(volume="volume.h5", force=True)
     if report:
         record.update(stage="report", force=True)
         t = time.perf_counter()
-        summary["report"] = str(_report(out, scans[0], joined, volume, summary, preprocess, steps2, theta, center, timings))
+        outputs["report"] = str(_report(out, scans[0], joined, volume, summary, preprocess, steps2, theta, center,
+                                        timings))
         timings["report"] = time.perf_counter() - t
     if not output.get("keep_intermediate", False):
         shutil.rmtree(work, ignore_errors=True)
-    summary["elapsed_s"] = time.perf_counter() - t0
+    done = len(results1) + len(results2)
+    summary = RunSummary("tomo", "chunks", str(out), done=done, elapsed_s=time.perf_counter() - t0,
+                         peak_rss_mb=max(r.get("peak_rss_mb", 0.0) for r in results1 + results2), outputs=outputs,
+                         task_granularity=record.granularity(), extra=extra).to_dict()
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     create_markdown_artifact(
         "\n".join(["# Tomography reconstruction", "",
@@ -244,9 +250,9 @@ def tomo_flow(
                    "Stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), "",
                    f"Outputs in `{out}`: `volume.h5`, `report.pdf`, `plan.json`, `summary.json`."]),
         key="tomo-summary", description="Tomography reconstruction")
-    record.update(stage="done", report="report.pdf" if summary.get("report") else None)
+    record.update(stage="done", report="report.pdf" if outputs["report"] else None)
     record.finish()
-    logger.info("volume %s (%s) in %.1f s; report %s", volume, output["dtype"], summary["elapsed_s"], summary.get("report"))
+    logger.info("volume %s (%s) in %.1f s; report %s", volume, output["dtype"], summary["elapsed_s"], outputs["report"])
     return summary
 
 

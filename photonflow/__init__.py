@@ -9,13 +9,13 @@ __version__ = "0.1.0"
 
 def submit(flow: str, parameters: dict | None = None, wait: bool = False, **kwargs) -> str:
     """Start a run of a served deployment ("saxs", "saxs-live", ...); return its flow run id."""
-    from deployments.submit import submit as _submit
+    from photonflow.deployments.submit import submit as _submit
 
     return _submit(flow, parameters, wait=wait, **kwargs)
 
 
 def status(run_id: str) -> dict:
     """State of a flow run started with `submit`."""
-    from deployments.submit import status as _status
+    from photonflow.deployments.submit import status as _status
 
     return _status(run_id)

@@ -25,6 +25,7 @@ HDF5 dataset of each frame), and per mask ``Sector`` {ChiStartDeg, ChiStopDeg}.
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from .integrate import Corrections, RadialBins, build_integrator, saxsdog_bins
 __all__ = ["Calibration", "RadialSpec", "SliceSpec", "load_calibration", "CalibrationError"]
 
 
-class CalibrationError(ValueError):
+class CalibrationError(InputError, ValueError):
     """An invalid calibration: the message names the file and the field."""
 
 

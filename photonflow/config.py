@@ -18,6 +18,7 @@ returned dict is complete (e.g. ``OverwriteFiles`` is always present in a calibr
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import copy
 import errno
 import json
@@ -30,6 +31,9 @@ from jsonschema import Draft202012Validator
 
 __all__ = [
     "CONFIG_DIR",
+    "DATA_ENV",
+    "resource_path",
+    "shared_data_dir",
     "SCHEMA_DIR",
     "ConfigError",
     "available_schemas",
@@ -41,12 +45,48 @@ __all__ = [
     "validate_config",
 ]
 
-#: ``config/`` of the checkout (schemas, examples, cluster profiles).
-CONFIG_DIR: Path = Path(__file__).resolve().parents[1] / "config"
+def _resource_dir() -> Path:
+    """The folder of the package ``photonflow.resources``: ``config/`` of a checkout, or its copy
+    inside an installed wheel."""
+    from importlib.resources import files
+
+    return Path(str(files("photonflow.resources")))
+
+
+#: photonflow's resources (schemas, examples, cluster profiles, geometries): ``config/`` of the
+#: checkout, installed as the package ``photonflow.resources``.
+CONFIG_DIR: Path = _resource_dir()
+#: Environment variable naming where the real demo and test data live.
+DATA_ENV = "PHOTONFLOW_DATA"
+
+
+def shared_data_dir() -> Path:
+    """Real detector data: ``$PHOTONFLOW_DATA`` if set, else ``../shared/data`` beside the checkout
+    (for an installed package: beside the working directory)."""
+    import os
+
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout.parent / "shared" / "data"
+    return Path.cwd().parent / "shared" / "data"
+
+
+def resource_path(path: str | Path) -> Path:
+    """A path as the user gave it, or, when it names one of photonflow's resources as
+    ``config/...`` (e.g. ``config/geometry/sim1920.geom``) and is not a file here, that resource."""
+    p = Path(path)
+    if not p.is_absolute() and not p.exists() and p.parts and p.parts[0] == "config":
+        return CONFIG_DIR.joinpath(*p.parts[1:])
+    return p
+
+
 SCHEMA_DIR: Path = CONFIG_DIR / "schemas"
 
 
-class ConfigError(Exception):
+class ConfigError(InputError):
     """A configuration file or dict is unreadable or does not match its schema.
 
     ``str(err)`` is ready to print: one line per problem, ``<source>: <field>: <reason>``.
@@ -92,10 +132,34 @@ def load_schema(schema_name: str) -> dict:
     cached = _SCHEMA_CACHE.get(schema_name)
     if cached is None or cached[0] != mtime:
         schema = load_json(path)
+        if schema.get("x-compose") == "operations":
+            schema = _compose_operations(schema)
         Draft202012Validator.check_schema(schema)
         _SCHEMA_CACHE[schema_name] = (mtime, schema)
         return schema
     return cached[1]
+
+
+def _compose_operations(schema: dict) -> dict:
+    """The serve schema: one section per operation of the registry, made of the operation's
+    run-file fields (none required: a deployment's defaults may leave any out) and the deployment
+    fields of ``$defs.deployment``; ``live`` for the watch."""
+    from .operations import OPERATIONS
+
+    schema = copy.deepcopy(schema)
+    deployment = schema["$defs"]["deployment"]["properties"]
+    for op in OPERATIONS.values():
+        run = load_schema(op.schema)
+        fields = {k: v for k, v in run.get("properties", {}).items() if k != "$schema"}
+        schema["properties"][op.serve_key] = {
+            "description": f"The '{op.name}/{op.name}' deployment ({op.flow}): {op.title}; the fields of "
+                           f"config/schemas/{op.schema}.schema.json and the deployment fields.",
+            "type": ["object", "null"], "additionalProperties": False,
+            "patternProperties": {"^_": {"description": "Comment."}},
+            "properties": {**fields, **deployment},
+        }
+    schema["properties"]["live"] = schema["$defs"]["live"]
+    return schema
 
 
 # --------------------------------------------------------------------------- loading
@@ -168,17 +232,30 @@ def guess_schema(data: Any) -> str | None:
         for name in available_schemas():
             if name in declared:
                 return name
-    if "Geometry" in data or "Masks" in data or "DedectorDistanceMM" in data:
-        return "saxsdog_calibration"
-    if "kind" in data:
-        return "cluster_profile"
-    if "geometry" in data:
-        return "sfx_run"
-    if "search" in data or "scan_shape" in data or data.get("method") in ("fit", "cnn"):
-        return "laue_run"
-    if "calibration" in data or "inputs" in data:
-        return "saxs_run"
-    return None
+    keys = {k for k in data if isinstance(k, str) and not k.startswith("_") and k != "$schema"}
+    if not keys:
+        return None
+    best, best_score = None, (False, 0.0)
+    for name in _schema_order():
+        schema = load_schema(name)
+        props = set(schema.get("properties", {}))
+        overlap = len(keys & props) / len(keys)
+        if overlap == 0:
+            continue
+        score = (set(schema.get("required", ())) <= keys, overlap)
+        if score > best_score:  # ties keep the earlier schema
+            best, best_score = name, score
+    return best
+
+
+def _schema_order() -> list[str]:
+    """Schemas in the order :func:`guess_schema` prefers on a tie: the calibration and cluster
+    profiles, the operations' run files in the registry's order, then the rest."""
+    from .operations import OPERATIONS
+
+    first = ["saxsdog_calibration", "cluster_profile"] + [op.schema for op in OPERATIONS.values()]
+    present = available_schemas()
+    return [n for n in first if n in present] + [n for n in present if n not in first]
 
 
 # --------------------------------------------------------------------------- error text

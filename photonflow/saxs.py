@@ -20,13 +20,13 @@ import os
 import resource
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .calibration import Calibration, load_calibration
 from .integrate import integral_parameters
+from .results import BatchResult
 from .io import FrameReadError, FrameRef, read_batch, read_chi, read_monitor, write_chi, write_curves
 from .slices import calibration_slice_integrators
 
@@ -38,32 +38,8 @@ __all__ = ["SaxsReducer", "BatchReport", "output_stem", "CHI_DIGITS"]
 CHI_DIGITS = 10
 
 
-@dataclass
-class BatchReport:
-    """What a batch produced: small enough to return from a task."""
-
-    rows: list[dict] = field(default_factory=list)  # one per frame done (or skipped) and per mask
-    failures: list[str] = field(default_factory=list)
-    outputs: dict = field(default_factory=dict)  # str(ref) -> output paths of a frame done
-    failed: dict = field(default_factory=dict)  # str(ref) -> reason
-    frames_done: int = 0
-    frames_skipped: int = 0
-    files_written: int = 0
-    elapsed_s: float = 0.0
-    peak_rss_mb: float = 0.0  # peak resident memory of the process that reduced the batch
-
-    def to_dict(self) -> dict:
-        return {
-            "rows": self.rows,
-            "failures": self.failures,
-            "frames_done": self.frames_done,
-            "frames_skipped": self.frames_skipped,
-            "files_written": self.files_written,
-            "elapsed_s": self.elapsed_s,
-            "peak_rss_mb": self.peak_rss_mb,
-            "outputs": self.outputs,
-            "failed": self.failed,
-        }
+#: What a batch produced (photonflow.results.BatchResult; ``extra["files_written"]`` counts files).
+BatchReport = BatchResult
 
 
 def output_stem(ref: FrameRef, input_root: str | None) -> Path:
@@ -109,6 +85,22 @@ class SaxsReducer:
     def from_file(cls, calibration_path, output_dir, input_root=None, **calibration_options):
         return cls(load_calibration(calibration_path, **calibration_options), output_dir, input_root)
 
+    @classmethod
+    def from_options(cls, options: dict) -> "SaxsReducer":
+        """The reducer of the runner's options: ``calibration`` (path), ``calibration_options``
+        (for a .poni: npt, q_range in nm⁻¹, oversampling, mask_file, polarization_factor, shape),
+        ``output_dir``, ``input_root`` (outputs mirror the input tree below it) and ``overwrite``."""
+        reducer = cls.from_file(options["calibration"], options["output_dir"], options.get("input_root"),
+                                **dict(options.get("calibration_options") or {}))
+        reducer.default_overwrite = options.get("overwrite")
+        return reducer
+
+    default_overwrite: bool | None = None
+
+    def process(self, refs, batch_name: str | None = None) -> BatchResult:
+        """The processor interface of the registry: :meth:`reduce` with the run's overwrite."""
+        return self.reduce([FrameRef(*r) for r in refs], overwrite=self.default_overwrite, batch_label=batch_name)
+
     # ------------------------------------------------------------------ paths
     def chi_path(self, ref: FrameRef, name: str) -> Path:
         stem = output_stem(ref, self.input_root)
@@ -123,12 +115,13 @@ class SaxsReducer:
         """Reduce the frames of ``refs``; frames already done are skipped unless overwriting."""
         t0 = time.perf_counter()
         overwrite = self.calibration.overwrite if overwrite is None else overwrite
-        report = BatchReport()
+        report = BatchResult()
+        files_written = 0
         todo = []
         for ref in refs:
             ref = FrameRef(*ref)
             if not overwrite and self.is_done(ref):
-                report.frames_skipped += 1
+                report.skipped += 1
                 report.rows.extend(self._rows_from_existing(ref))
             else:
                 todo.append(ref)
@@ -142,8 +135,7 @@ class SaxsReducer:
             if buffer is None and len(batch.refs) and batch.frames.dtype.kind in "iu":
                 self._local.buffer = np.empty((chunk, *self.calibration.shape), batch.frames.dtype)
             for f in batch.failures:
-                report.failures.append(str(f))
-                report.failed[str(f.ref)] = f.reason
+                report.fail(f.ref, f.reason, str(f))
             frames, good = batch.frames, batch.refs
             monitor = None
             if self.calibration.monitor_key:
@@ -152,8 +144,7 @@ class SaxsReducer:
                     try:
                         values.append(read_monitor(ref, self.calibration.monitor_key))
                     except FrameReadError as exc:
-                        report.failures.append(str(exc))
-                        report.failed[str(exc.ref)] = exc.reason
+                        report.fail(exc.ref, exc.reason, str(exc))
                         values.append(None)
                 keep = [i for i, v in enumerate(values) if v is not None]
                 frames, good = frames[keep], [good[i] for i in keep]
@@ -178,10 +169,9 @@ class SaxsReducer:
                                   digits=CHI_DIGITS)
                     except OSError as exc:
                         error = FrameReadError(ref.path, ref.event, f"cannot write {path}: {exc}")
-                        report.failures.append(str(error))
-                        report.failed[str(ref)] = error.reason
+                        report.fail(ref, error.reason, str(error))
                         continue
-                    report.files_written += 1
+                    files_written += 1
                     report.outputs.setdefault(str(ref), []).append(str(path))
                     if params is not None:
                         report.rows.append(_row(ref, name, mtimes[f], params, f, self._relative(path)))
@@ -189,7 +179,7 @@ class SaxsReducer:
                     curves[name]["I"].append(res.intensity[f])
                     curves[name]["sigma"].append(res.sigma[f])
                 curves[name]["q"] = res.q
-            report.frames_done += sum(1 for r in batch.refs if str(r) not in report.failed)
+            report.done += sum(1 for r in batch.refs if str(r) not in report.failed)
         for name, c in curves.items():
             if c["ids"]:
                 path = self.output_dir / "curves" / f"{batch_label}_{name}.h5"
@@ -199,7 +189,9 @@ class SaxsReducer:
                 except OSError as exc:  # the .chi files are written: report, do not fail the frames
                     report.failures.append(f"{path}: cannot write the batch's NeXus curves: {exc}")
                     continue
-                report.files_written += 1
+                files_written += 1
+                report.files.append(str(path))
+        report.extra["files_written"] = files_written
         report.elapsed_s = time.perf_counter() - t0
         report.peak_rss_mb = peak_rss_mb()
         return report

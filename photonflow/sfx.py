@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from .io.geom import DetectorGeometry, load_geometry
 from .io.masks import read_mask
 from .peaks.peakfinder8 import AsicGrid, Peakfinder8, Peakfinder8Params
 from .peaks.peaklist import PeakList
+from .results import BatchResult
 
 FINDERS = ("peakfinder8", "peaknet")
 RESOLUTION_RANK = 3
@@ -62,23 +63,9 @@ def resolution_estimate(d_spacings_A: np.ndarray, rank: int = RESOLUTION_RANK) -
     return float(d[min(rank, d.size) - 1])
 
 
-@dataclass
-class SfxBatchReport:
-    """What a batch produced: small enough to return from a task."""
-
-    rows: list[dict] = field(default_factory=list)  # one per frame processed
-    failures: list[str] = field(default_factory=list)
-    peaks_file: str | None = None
-    hits_file: str | None = None
-    artifact_counts: str | None = None  # .npy of per-pixel artifact counts (network only)
-    frames_done: int = 0
-    hits: int = 0
-    elapsed_s: float = 0.0
-    finder_s: float = 0.0
-    peak_rss_mb: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+#: What a batch produced: a BatchResult whose ``extra`` holds ``peaks_file``, ``hits_file``,
+#: ``artifact_counts`` (.npy of per-pixel artifact counts, network only), ``hits`` and ``finder_s``.
+SfxBatchReport = BatchResult
 
 
 class SfxProcessor:
@@ -130,6 +117,19 @@ class SfxProcessor:
             self.finder = PeakNetFinder(device=device, panel_map=self.geometry.panel_map(), **options)
             self.parameters = {"finder": finder, "device": str(device), **{k: str(v) for k, v in options.items()}}
 
+    @classmethod
+    def from_options(cls, options: dict) -> "SfxProcessor":
+        """The processor of the runner's JSON-able options: geometry, output_dir, finder,
+        peakfinder8, peaknet, hits ({"min_peaks", "max_peaks"}), mask, backend, device,
+        save_hit_frames (the sfx run file's fields, see config/schemas/sfx_run.schema.json)."""
+        return cls(
+            options["geometry"], options["output_dir"], finder=options.get("finder", "peakfinder8"),
+            peakfinder8=options.get("peakfinder8"), peaknet=options.get("peaknet"),
+            hits=HitCriteria(**options.get("hits", {})), mask=options.get("mask"),
+            backend=options.get("backend", "numpy"), device=options.get("device", "auto"),
+            save_hit_frames=options.get("save_hit_frames", True),
+        )
+
     def _peakfinder8(self, good: np.ndarray):
         """A peakfinder8 (numpy or torch backend) for the geometry with the given good-pixel mask."""
         layout = self.geometry.asic_layout()
@@ -152,7 +152,7 @@ class SfxProcessor:
             try:
                 masks.append(self.good & self.geometry.file_mask(ref.path, ref.event))
             except GeometryError as exc:
-                report.failures.append(f"{ref}: {exc}")
+                report.fail(ref, str(exc))
                 continue
             keep.append(k)
         frames, refs = frames[keep], [refs[k] for k in keep]
@@ -188,15 +188,17 @@ class SfxProcessor:
     def process(self, refs, batch_name: str) -> SfxBatchReport:
         """Find peaks and hits in a batch of frames; write the batch outputs; return a report."""
         t0 = time.perf_counter()
-        report = SfxBatchReport()
+        report = BatchResult(extra={"peaks_file": None, "hits_file": None, "artifact_counts": None, "hits": 0,
+                                    "finder_s": 0.0})
         refs = [r if isinstance(r, FrameRef) else FrameRef(str(r[0]), r[1]) for r in refs]
         batch = read_batch(refs, expected_shape=self.shape, dtype=np.float32, dataset=self.dataset)
         for failure in batch.failures:
-            reason = str(failure)
-            if "differs from expected" in reason:
-                reason = (f"{FrameRef(failure.path, failure.event)}: frame shape does not match the geometry "
-                          f"{self.geometry.source_path or ''} (slab {self.shape[0]} x {self.shape[1]}): {failure.reason}")
-            report.failures.append(reason)
+            line, reason = str(failure), failure.reason
+            if "differs from expected" in line:
+                reason = (f"frame shape does not match the geometry {self.geometry.source_path or ''} "
+                          f"(slab {self.shape[0]} x {self.shape[1]}): {failure.reason}")
+                line = f"{FrameRef(failure.path, failure.event)}: {reason}"
+            report.fail(FrameRef(failure.path, failure.event), reason, line)
         frames, good_refs = self._drop_nan_frames(batch.frames, list(batch.refs), report)
         if len(good_refs) == 0:
             report.elapsed_s = time.perf_counter() - t0
@@ -206,7 +208,7 @@ class SfxProcessor:
             frames, good_refs, peak_lists, labels = self._find_with_data_file_masks(frames, good_refs, report)
         else:
             peak_lists, labels = self.find(frames)
-        report.finder_s = time.perf_counter() - t_find
+        report.extra["finder_s"] = time.perf_counter() - t_find
 
         hit_rows = []
         for k, (ref, peaks) in enumerate(zip(good_refs, peak_lists, strict=True)):
@@ -220,18 +222,20 @@ class SfxProcessor:
             })
             if hit:
                 hit_rows.append(k)
-        report.frames_done = len(good_refs)
-        report.hits = len(hit_rows)
+        report.done = len(good_refs)
+        report.extra["hits"] = len(hit_rows)
 
         sources = [r.path for r in good_refs]
         events = [r.event for r in good_refs]
-        report.peaks_file = str(write_cxi_peaks(self.output_dir / "peaks" / f"{batch_name}.cxi", peak_lists,
-                                                events=events, sources=sources))
+        report.extra["peaks_file"] = str(write_cxi_peaks(self.output_dir / "peaks" / f"{batch_name}.cxi", peak_lists,
+                                                         events=events, sources=sources))
+        report.files.append(report.extra["peaks_file"])
         if self.save_hit_frames and hit_rows:
-            report.hits_file = str(write_cxi_peaks(
+            report.extra["hits_file"] = str(write_cxi_peaks(
                 self.output_dir / "hits" / f"{batch_name}.cxi", [peak_lists[k] for k in hit_rows],
                 events=[events[k] for k in hit_rows], sources=[sources[k] for k in hit_rows],
                 frames=frames[hit_rows]))
+            report.files.append(report.extra["hits_file"])
         if labels is not None:
             from .peaks.peaknet import CLASSES
 
@@ -240,7 +244,7 @@ class SfxProcessor:
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, counts)
-            report.artifact_counts = str(path)
+            report.extra["artifact_counts"] = str(path)
         report.elapsed_s = time.perf_counter() - t0
         report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         return report
@@ -256,8 +260,8 @@ class SfxProcessor:
         for k, count in enumerate(bad):
             if count:
                 ss, fs = np.argwhere(np.isnan(frames[k]) & self.good)[0]
-                report.failures.append(f"{refs[k]}: {int(count)} NaN pixel(s) in unmasked pixels "
-                                       f"(first at ss={ss}, fs={fs}); mask them or fix the data")
+                report.fail(refs[k], f"{int(count)} NaN pixel(s) in unmasked pixels "
+                                     f"(first at ss={ss}, fs={fs}); mask them or fix the data")
             else:
                 keep.append(k)
         return frames[keep], [refs[k] for k in keep]

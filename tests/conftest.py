@@ -40,7 +40,7 @@ def shared_data() -> Path:
 def prefect_api():
     """One temporary Prefect API for the whole session, shared by flows and their Dask workers
     (instead of a new temporary server per flow call and per worker process)."""
-    from deployments.local_api import local_api
+    from photonflow.deployments.local_api import local_api
 
     with local_api() as url:
         yield url

@@ -55,7 +55,7 @@ def run_saxs_flow(cal: Path, data: Path, out: Path, batch_size: int = 4, workers
     """The SAXS flow on Prefect's thread pool (the 'threads' cluster profile); returns its state."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from flows.saxs import saxs_flow
+    from photonflow.flows.saxs import saxs_flow
 
     flow = saxs_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
     return flow(calibration=str(cal), inputs=[str(data)], output_dir=str(out), batch_size=batch_size,
@@ -78,7 +78,7 @@ class MonitorServer:
     disturb the flow's own plots); its URL is read from what it prints."""
 
     def __init__(self, roots, token=None, interval_s=0.5, log: Path | None = None):
-        self.cmd = [sys.executable, "-m", "deployments.cli", "monitor", *[str(r) for r in roots], "--port", "0",
+        self.cmd = [sys.executable, "-m", "photonflow.deployments.cli", "monitor", *[str(r) for r in roots], "--port", "0",
                     "--interval", str(interval_s)] + (["--token", token] if token else [])
         self.log_path = log
         self.url = None

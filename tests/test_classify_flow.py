@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.classify import classify_sort_flow, classify_train_flow
+from photonflow.flows.classify import classify_sort_flow, classify_train_flow
 from photonflow.classify.labels import read_label_list
 from photonflow.classify.models import ModelMismatch
 from photonflow.io import read_table_csv
@@ -59,7 +59,7 @@ def test_sorting_a_folder_gives_good_and_bad_lists(trained, data, tmp_path):
     summary = threads(classify_sort_flow)(model=str(out / "model_random_forest.joblib"),
                                           inputs=[str(p) for p in data["test"].cxi_files], output_dir=str(sort_out),
                                           batch_size=50)
-    assert summary["sorted"] == 120 and summary["failed"] == 0
+    assert summary["done"] == 120 and summary["failed"] == 0
     good = read_label_list(sort_out / "good.lst")
     bad = read_label_list(sort_out / "bad.lst")
     assert len(good) + len(bad) == 120 and not set(good) & set(bad)
@@ -83,7 +83,7 @@ def test_sorting_refuses_frames_of_another_shape_and_names_bad_files(trained, da
         model=model, inputs=[str(data["test"].cxi_files[0]), str(tmp_path / "other.cxi"), str(tmp_path / "broken.cxi")],
         output_dir=str(tmp_path / "o2"))
     text = "\n".join(summary["failures"])
-    assert summary["sorted"] == 60 and "other.cxi" in text and "broken.cxi" in text
+    assert summary["done"] == 60 and "other.cxi" in text and "broken.cxi" in text
 
 
 def test_label_list_naming_a_missing_file_is_named_and_the_rest_trains(data, tmp_path):
@@ -105,7 +105,7 @@ def test_split_that_does_not_add_up_is_refused(data, tmp_path):
 
 
 def test_command_line_train_sort_sheet_and_ids(data, tmp_path, capsys):
-    from deployments.cli import main
+    from photonflow.deployments.cli import main
 
     code = main(["classify", "train", "--good", str(data["train"].good_list), "--bad", str(data["train"].bad_list),
                  "--geometry", GEOMETRY, "--panel", "p0", "--binning", "8", "--model", "decision_tree", "--out",
@@ -115,7 +115,7 @@ def test_command_line_train_sort_sheet_and_ids(data, tmp_path, capsys):
     assert "decision_tree" in printed and "good kept" in printed
     code = main(["classify", "sort", str(tmp_path / "m" / "model_decision_tree.joblib"), str(data["test"].cxi_files[1]),
                  "--out", str(tmp_path / "s"), "--cluster", "threads"])
-    assert code == 0 and "good list:" in capsys.readouterr().out
+    assert code == 0 and "good_list:" in capsys.readouterr().out
     code = main(["classify", "sheet", f"{data['test'].cxi_files[0]}:0-16", "--geometry", GEOMETRY, "--panel", "p0",
                  "--out", str(tmp_path / "sheet")])
     assert code == 0

@@ -1,6 +1,6 @@
-"""deployments.cli: the ``photonflow`` command.
+"""photonflow.deployments.cli: the ``photonflow`` command.
 
-The SAXS flow itself is replaced here by a recording stand-in (``flows.saxs`` in sys.modules),
+The SAXS flow itself is replaced here by a recording stand-in (``photonflow.flows.saxs`` in sys.modules),
 so these tests check what the command line hands to the flow, not the integration.
 """
 
@@ -14,22 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from deployments import cli
-from deployments.cli import main
+from photonflow.deployments import cli
+from photonflow.deployments.cli import main
 from photonflow.config import CONFIG_DIR
 
 EXAMPLE_CAL = CONFIG_DIR / "examples" / "saxsdog_calibration_CeO2.json"
 
 
 class FakeSaxsFlow:
-    """Stands in for flows.saxs.saxs_flow: records the task runner and the call."""
+    """Stands in for photonflow.flows.saxs.saxs_flow: records the task runner and the call."""
 
     def __init__(self, summary=None):
         self.task_runner = None
         self.calls: list[dict] = []
         self.summary = summary or {
-            "frames_done": 4, "frames_failed": 0, "failures": [], "output_dir": "OUT",
-            "elapsed_s": 2.0, "frames_per_s": 2.0, "plot": "OUT/iq.png",
+            "operation": "saxs", "unit": "frames", "done": 4, "failed": 0, "failures": [], "output_dir": "OUT",
+            "elapsed_s": 2.0, "per_s": 2.0, "outputs": {"plot": "OUT/iq.png"},
         }
 
     def fn(self, calibration, inputs, output_dir, batch_size=200, overwrite=False, npt=None,
@@ -47,7 +47,7 @@ class FakeSaxsFlow:
 
 @pytest.fixture(autouse=True)
 def no_prefect_server(monkeypatch):
-    """The CLI runs the flow inside deployments.clusters.prefect_api_for (one Prefect API shared
+    """The CLI runs the flow inside photonflow.deployments.clusters.prefect_api_for (one Prefect API shared
     with the Dask workers, tested in test_clusters.py); here no server is started: the profile
     kinds are recorded, with 'exit' once the run is over."""
     import contextlib
@@ -60,14 +60,16 @@ def no_prefect_server(monkeypatch):
         yield None
         calls.append("exit")
 
-    monkeypatch.setattr(cli, "prefect_api_for", fake_api)
+    from photonflow.deployments import cli_common
+
+    monkeypatch.setattr(cli_common, "prefect_api_for", fake_api)
     return calls
 
 
 @pytest.fixture
 def fake_flow(monkeypatch):
     flow = FakeSaxsFlow()
-    monkeypatch.setitem(sys.modules, "flows.saxs", types.SimpleNamespace(saxs_flow=flow))
+    monkeypatch.setitem(sys.modules, "photonflow.flows.saxs", types.SimpleNamespace(saxs_flow=flow))
     return flow
 
 
@@ -108,7 +110,7 @@ def test_help_lists_every_command(capsys):
 
 def test_help_is_fast_and_imports_no_prefect():
     code = (
-        "import sys; from deployments.cli import main\n"
+        "import sys; from photonflow.deployments.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('prefect', 'prefect_dask', 'dask_jobqueue', 'flows')]\n"
         "sys.exit(1 if heavy else 0)"
@@ -238,8 +240,8 @@ def test_saxs_calls_the_flow_with_the_validated_run(tmp_path, images, fake_flow,
     }
     assert isinstance(fake_flow.task_runner, ThreadPoolTaskRunner)
     out = capsys.readouterr().out
-    assert "frames integrated: 4, failed: 0 in 2.0 s (2.0 frames/s)" in out
-    assert "outputs: OUT" in out and "plot:    OUT/iq.png" in out
+    assert "frames done: 4, failed: 0 in 2.0 s (2.0 frames/s)" in out
+    assert "outputs: OUT" in out and "  plot: OUT/iq.png" in out
 
 
 def test_saxs_default_cluster_is_local_and_overwrite_flag_wins(tmp_path, images, fake_flow, no_prefect_server):
@@ -285,10 +287,10 @@ def test_saxs_config_file_paths_relative_to_it_and_command_line_overrides(tmp_pa
 
 
 def test_saxs_exit_code_1_and_failures_listed_when_frames_fail(tmp_path, images, monkeypatch, capsys):
-    flow = FakeSaxsFlow({"frames_done": 2, "frames_failed": 1, "output_dir": "O",
-                         "failures": ["frame_2.tif: truncated TIFF"], "elapsed_s": 1.0, "frames_per_s": 2.0,
-                         "plot": "O/p.png"})
-    monkeypatch.setitem(sys.modules, "flows.saxs", types.SimpleNamespace(saxs_flow=flow))
+    flow = FakeSaxsFlow({"operation": "saxs", "unit": "frames", "done": 2, "failed": 1, "output_dir": "O",
+                         "failures": ["frame_2.tif: truncated TIFF"], "elapsed_s": 1.0,
+                         "outputs": {"plot": "O/p.png"}})
+    monkeypatch.setitem(sys.modules, "photonflow.flows.saxs", types.SimpleNamespace(saxs_flow=flow))
     assert main(["saxs", str(images / "geometry.poni"), str(images), "--out", str(tmp_path / "o"),
                  "--cluster", "threads"]) == 1
     out = capsys.readouterr().out
@@ -310,7 +312,7 @@ def test_saxs_exit_code_1_and_failures_listed_when_frames_fail(tmp_path, images,
         (["{tmp}/absent.poni", "{img}", "--out", "o"], "absent.poni: calibration file not found"),
         (["{cal}", "{img}", "--out", "o", "--mask", "{tmp}/nomask.msk"], "nomask.msk: mask file not found"),
         (["{cal}", "{img}", "--out", "o", "--polarization-factor", "0.9"],
-         "this version of flows.saxs does not accept polarization_factor"),
+         "this version of photonflow.flows.saxs does not accept polarization_factor"),
     ],
 )
 def test_saxs_usage_and_config_errors_exit_2_with_one_line(tmp_path, images, fake_flow, capsys, argv, message):
@@ -337,7 +339,7 @@ def test_saxs_invalid_calibration_names_file_and_field(tmp_path, images, fake_fl
 
 
 def test_saxs_without_the_flow_module_is_a_clear_error(tmp_path, images, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "flows.saxs", None)  # import fails as if flows/saxs.py were absent
+    monkeypatch.setitem(sys.modules, "photonflow.flows.saxs", None)  # import fails as if flows/saxs.py were absent
     assert main(["saxs", str(images / "geometry.poni"), str(images), "--out", "o"]) == 2
     assert "the SAXS flow (flows/saxs.py) is not available" in capsys.readouterr().err
 
@@ -368,7 +370,7 @@ def test_demo_uses_the_real_pilatus_images_when_present(tmp_path, fake_flow, mon
     assert call["overwrite"] is True
     out = capsys.readouterr().out
     assert "demo: 4 real Pilatus 1M frame(s)" in out
-    assert "plot:    OUT/iq.png" in out and f"outputs in {tmp_path / 'demo-output'}" in out
+    assert "  plot: OUT/iq.png" in out and f"outputs in {tmp_path / 'demo-output'}" in out
 
     assert main(["demo", "--out", str(tmp_path / "d2"), "--frames", "2"]) == 0
     assert len(fake_flow.calls[-1]["inputs"]) == 2

@@ -1,4 +1,4 @@
-"""deployments.clusters: profiles -> Prefect task runners, SLURM batch scripts."""
+"""photonflow.deployments.clusters: profiles -> Prefect task runners, SLURM batch scripts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from deployments.clusters import (
+from photonflow.deployments.clusters import (
     CLUSTERS_DIR,
     available_profiles,
     load_cluster_profile,
@@ -187,7 +187,7 @@ def test_slurm_job_script_rejects_other_kinds_and_absent_interfaces():
 
 
 class _FakeServer:
-    """Stands in for prefect's SubprocessASGIServer (as used by deployments.local_api)."""
+    """Stands in for prefect's SubprocessASGIServer (as used by photonflow.deployments.local_api)."""
 
     _instances: dict = {}
     events: list = []

@@ -269,7 +269,7 @@ def test_load_json_config_validates_the_file(tmp_path):
 
 
 def test_unknown_schema_lists_the_available_ones():
-    with pytest.raises(ConfigError, match="unknown schema 'nope'; available: cluster_profile, laue_run, saxs_run"):
+    with pytest.raises(ConfigError, match="unknown schema .nope.; available: classify_sort_run, classify_train_run, cluster_profile, laue_run, saxs_run"):
         validate_config({}, "nope")
 
 

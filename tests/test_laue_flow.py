@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from deployments.cli import main
-from flows.laue import laue_flow
+from photonflow.deployments.cli import main
+from photonflow.flows.laue import laue_flow
 from photonflow.io import read_table_csv
 from photonflow.io.tables import read_table_hdf5
 from photonflow.laue import SearchParams, read_laue_image, read_lauetools_dat
@@ -40,7 +40,7 @@ def run(shared_data, tmp_path_factory):
 
 def test_good_images_done_broken_one_named(run):
     s = run["summary"]
-    assert s["images_done"] == 2 and s["images_failed"] == 1
+    assert s["done"] == 2 and s["failed"] == 1
     assert len(s["failures"]) == 1 and "broken.tif" in s["failures"][0]
     images = read_table_csv(run["out"] / "images.csv")
     assert list(images["status"][:2]) == ["ok", "ok"] and "broken.tif" in images["status"][2]
@@ -146,12 +146,12 @@ def test_cnn_method_through_the_flow(shared_data, tmp_path):
     laue = shared_data / "laue"
     # through the command line, in its own process (thread-pool profile): torch work inside Prefect
     # tasks of the test process was followed by lost events in a later test (see test_live)
-    out = subprocess.run([sys.executable, "-m", "deployments.cli", "laue", str(laue / "Ge_blanc_0000.mccd"),
+    out = subprocess.run([sys.executable, "-m", "photonflow.deployments.cli", "laue", str(laue / "Ge_blanc_0000.mccd"),
                           "--out", str(tmp_path), "--method", "cnn", "--threshold", "100", "--cluster", "threads",
                           "--device", "cpu"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["images_done"] == 1 and summary["method"] == "cnn"
+    assert summary["done"] == 1 and summary["method"] == "cnn"
     spots = read_table_hdf5(tmp_path / "spots" / "Ge_blanc_0000.h5", group="spots")
     ok = spots["status"] == "ok"
     assert np.isnan(spots["sigma1"][ok]).all() and np.isfinite(spots["Sim"][ok]).all()

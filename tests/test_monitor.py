@@ -52,7 +52,7 @@ def saxs_run(root, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sfx_run(root, tmp_path_factory):
-    from flows.sfx import sfx_flow
+    from photonflow.flows.sfx import sfx_flow
     from photonflow.io.geom import load_geometry
     from photonflow.simulate.sfx import write_sfx_dataset
 
@@ -337,7 +337,7 @@ def test_token_and_loopback_host(tmp_path):
 
 
 def test_cli_monitor_errors_and_help(tmp_path, capsys):
-    from deployments.cli import build_parser, main
+    from photonflow.deployments.cli import build_parser, main
 
     assert main(["monitor", str(tmp_path / "missing")]) == 2
     assert "output root is not a directory" in capsys.readouterr().err
@@ -350,7 +350,7 @@ def test_cli_monitor_errors_and_help(tmp_path, capsys):
 def tomo_run(root, tmp_path_factory):
     import h5py
 
-    from flows.tomo import tomo_flow
+    from photonflow.flows.tomo import tomo_flow
     from photonflow.simulate.tomo import simulate_scan, write_tomo_scan
 
     data = tmp_path_factory.mktemp("tomo-data")
@@ -384,7 +384,7 @@ def test_tomo_run_chunks_slices_and_report(root, tomo_run):
 def test_cli_generates_a_token_off_loopback(tmp_path, capsys, monkeypatch):
     import uvicorn
 
-    from deployments.cli import main
+    from photonflow.deployments.cli import main
 
     served = {}
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.update(
@@ -402,7 +402,7 @@ def test_cli_generates_a_token_off_loopback(tmp_path, capsys, monkeypatch):
 
 def test_real_laue_run_fills_its_maps(tmp_path):
     """A real Laue flow on a simulated 2 × 3 raster: the monitor's counts and map equal the flow's."""
-    from flows.laue import laue_flow
+    from photonflow.flows.laue import laue_flow
     from photonflow.simulate.laue import write_laue_scan
 
     scan = write_laue_scan(tmp_path / "data", 2, 3, shape=(256, 256), n_spots=12, seed=4)
@@ -424,7 +424,7 @@ def test_real_laue_run_fills_its_maps(tmp_path):
 def test_real_watch_run_shows_its_frames(tmp_path):
     """A real saxs-live watch (frames already in the watched directory, caught up, then idle):
     its record counts what its ledger says, and its curves and parameters are plotted."""
-    from flows.live import saxs_live_flow
+    from photonflow.flows.live import saxs_live_flow
     from photonflow.realtime.ledger import Ledger
 
     # (no garbage file here: the watcher may hold an unreadable .tif for its give-up time, 30 s)
@@ -569,7 +569,7 @@ def test_summaries_are_snapshots_not_shared_state(tmp_path):
 def test_allowed_host_includes_another_loopback_address(tmp_path, capsys, monkeypatch):
     import uvicorn
 
-    from deployments.cli import main
+    from photonflow.deployments.cli import main
 
     _record(tmp_path / "run")
     served = {}

@@ -9,8 +9,8 @@ import pytest
 from prefect import flow
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows._runrecord import TASK_OVERHEAD_S, RunRecord, record_failure, task_granularity
-from flows.saxs import saxs_flow
+from photonflow.flows._runrecord import TASK_OVERHEAD_S, RunRecord, record_failure, task_granularity
+from photonflow.flows.saxs import saxs_flow
 from photonflow.io import read_table_csv
 from photonflow.simulate.saxs import write_demo_dataset
 

@@ -9,7 +9,7 @@ import pytest
 import tifffile
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.saxs import saxs_flow
+from photonflow.flows.saxs import saxs_flow
 from photonflow.calibration import load_calibration
 from photonflow.integrate import integral_parameters
 from photonflow.io import read_chi, read_curves, read_table_csv
@@ -77,13 +77,13 @@ def first_run(dataset, tmp_path_factory):
 
 def test_good_frames_done_bad_ones_named(first_run):
     out, summary, _ = first_run
-    assert summary["frames_done"] == 10
-    assert summary["frames_failed"] == 3
+    assert summary["done"] == 10
+    assert summary["failed"] == 3
     text = "\n".join(summary["failures"])
     assert "frame_900_truncated.tif" in text and "truncated" in text
     assert "frame_901_wrongshape.tif" in text and "shape (60, 50) differs" in text
     assert "frame_902_garbage.tif" in text
-    assert json.loads((out / "summary.json").read_text())["frames_done"] == 10
+    assert json.loads((out / "summary.json").read_text())["done"] == 10
 
 
 def test_chi_files_mirror_the_tree_and_match_the_integrator(first_run, dataset):
@@ -126,7 +126,7 @@ def test_run_table_plot_and_nexus(first_run):
     assert i2[0] > i2[-1]
     assert (out / "integral_parameters.h5").exists()
     assert (out / "integral_parameters.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert summary["curves_plot"] and os.path.exists(summary["curves_plot"])
+    assert summary["outputs"]["curves_plot"] and os.path.exists(summary["outputs"]["curves_plot"])
     nexus = sorted((out / "curves").glob("*_full.h5"))
     total = sum(len(read_curves(p).frame_ids) for p in nexus)
     assert total == 10
@@ -145,7 +145,7 @@ def test_prefect_artifacts(first_run):
     progress = [a for a in artifacts if a.type == "progress"][0]
     assert float(progress.data) == pytest.approx(100.0)
     summary = [a for a in artifacts if a.type == "markdown"][0]
-    assert "| 10 | 0 | 3 |" in summary.data
+    assert "| 10 | 3 | 0 |" in summary.data  # done, failed, skipped
 
 
 def test_rerun_skips_frames_already_done(first_run, dataset):
@@ -154,7 +154,7 @@ def test_rerun_skips_frames_already_done(first_run, dataset):
     before = chi.stat().st_mtime_ns
     flow = saxs_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
     summary = flow(calibration=str(dataset["cal"]), inputs=[str(dataset["data"])], output_dir=str(out), batch_size=4)
-    assert summary["frames_done"] == 0 and summary["frames_skipped"] == 10
+    assert summary["done"] == 0 and summary["skipped"] == 10
     assert chi.stat().st_mtime_ns == before
     # the run table still lists every frame (read back from the .chi headers)
     assert (read_table_csv(out / "integral_parameters.csv")["integration"] == "full").sum() == 10
@@ -164,7 +164,7 @@ def test_hdf5_event_range_on_dask(dataset, tmp_path):
     """A (file, event) range of an HDF5 stack, on the embedded default: a local Dask cluster."""
     summary = saxs_flow(calibration=str(dataset["cal"]), inputs=[f"{dataset['root'] / 'stack.h5'}:1-4"],
                         output_dir=str(tmp_path), batch_size=2)
-    assert summary["frames_done"] == 3 and summary["frames_failed"] == 0
+    assert summary["done"] == 3 and summary["failed"] == 0
     names = sorted(p.name for p in tmp_path.glob("chi/*_full.chi"))
     assert names == ["stack_00001_full.chi", "stack_00002_full.chi", "stack_00003_full.chi"]
 
@@ -192,7 +192,7 @@ def test_missing_mask_file_fails_before_work(dataset, tmp_path):
 
 def test_command_line_runs_the_real_flow(dataset, tmp_path, capsys):
     """`photonflow saxs` end to end (no stand-in flow): exit code 1 because three frames are bad."""
-    from deployments.cli import main
+    from photonflow.deployments.cli import main
 
     out = tmp_path / "cli-out"
     code = main(["saxs", str(dataset["cal"]), str(dataset["data"]), "--out", str(out), "--cluster", "threads",

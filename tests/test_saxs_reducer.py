@@ -34,7 +34,7 @@ def test_monitor_from_edf_header(tmp_path):
     fabio.edfimage.EdfImage(data=frame, header={"Other": "1"}).write(str(tmp_path / "c.edf"))
     reducer = SaxsReducer(load_calibration(cal), tmp_path / "out", input_root=str(tmp_path))
     report = reducer.reduce([FrameRef(str(tmp_path / n)) for n in ("a.edf", "b.edf", "c.edf")])
-    assert report.frames_done == 2
+    assert report.done == 2
     assert len(report.failures) == 1 and "c.edf" in report.failures[0] and "'Monitor'" in report.failures[0]
     _, ia, sa, _ = read_chi(tmp_path / "out" / "chi" / "a_m.chi")
     _, ib, _, _ = read_chi(tmp_path / "out" / "chi" / "b_m.chi")
@@ -50,7 +50,7 @@ def test_monitor_from_hdf5_dataset(tmp_path):
         f["/entry/monitor"] = np.array([1.0, 2.0, 3.0])
     reducer = SaxsReducer(load_calibration(cal), tmp_path / "out", input_root=str(tmp_path))
     report = reducer.reduce([FrameRef(str(tmp_path / "s.h5"), e) for e in range(3)])
-    assert report.frames_done == 3 and not report.failures
+    assert report.done == 3 and not report.failures
     for e, expected in enumerate((600.0, 300.0, 200.0)):
         _, i, _, _ = read_chi(tmp_path / "out" / "chi" / f"s_{e:05d}_m.chi")
         assert np.allclose(i[np.isfinite(i)], expected)
@@ -67,7 +67,7 @@ def test_dark_and_flat(tmp_path):
     frame = (truth * flat + dark).astype(np.float32)  # a flat-field response to a uniform 250
     fabio.edfimage.EdfImage(data=frame).write(str(tmp_path / "f.edf"))
     reducer = SaxsReducer(load_calibration(cal), tmp_path / "out", input_root=str(tmp_path))
-    assert reducer.reduce([FrameRef(str(tmp_path / "f.edf"))]).frames_done == 1
+    assert reducer.reduce([FrameRef(str(tmp_path / "f.edf"))]).done == 1
     _, i, _, _ = read_chi(tmp_path / "out" / "chi" / "f_m.chi")
     assert np.allclose(i[np.isfinite(i)], truth, rtol=1e-5)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.sfx import sfx_flow
+from photonflow.flows.sfx import sfx_flow
 from photonflow.io import read_table_csv
 from photonflow.io.cxi import read_cxi_peaks, read_cxi_sources, read_hit_list
 from photonflow.io.geom import load_geometry
@@ -51,7 +51,7 @@ def run(dataset, tmp_path_factory):
 
 def test_good_frames_done_bad_ones_named(run):
     _, summary, _ = run
-    assert summary["frames_done"] == 24 + 1  # the NaN file's good frame too
+    assert summary["done"] == 24 + 1  # the NaN file's good frame too
     failures = "\n".join(summary["failures"])
     assert "nan.cxi:1" in failures and "NaN pixel" in failures and "ss=100, fs=50" in failures
     assert "wrong_shape.cxi" in failures and "does not match the geometry" in failures
@@ -142,7 +142,7 @@ def test_outputs_plots_and_artifacts(run):
     for name in ("frames.csv", "frames.h5", "hits.lst", "hit_rate.png", "peak_overlay.png", "summary.json"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "summary.json").read_text())
-    assert saved["hits"] == summary["hits"] and saved["frames_done"] == 25
+    assert saved["hits"] == summary["hits"] and saved["done"] == 25
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -151,7 +151,7 @@ def test_outputs_plots_and_artifacts(run):
             flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
     assert {"progress", "table", "markdown"} <= {a.type for a in artifacts}
     md = [a for a in artifacts if a.type == "markdown"][0].data
-    assert f"| 25 | {summary['hits']} |" in md
+    assert f"| 25 | {summary['failed']} | {summary['hits']} |" in md  # done, failed, hits
 
 
 def test_bad_geometry_fails_before_any_work(dataset, tmp_path):
@@ -169,14 +169,14 @@ def test_event_range_on_the_default_dask_cluster(dataset, tmp_path):
     cxi = dataset["ds"].cxi_files[1]
     summary = sfx_flow(geometry=str(dataset["ds"].geometry_path), inputs=[f"{cxi}:2-7"], output_dir=str(tmp_path),
                        batch_size=3, peakfinder8=PF8, backend="torch", device="cpu")
-    assert summary["frames_done"] == 5 and summary["frames_failed"] == 0
+    assert summary["done"] == 5 and summary["failed"] == 0
     assert sorted(e for _, e in read_cxi_sources(summary["peak_files"][0]) + read_cxi_sources(summary["peak_files"][1])) \
         == [2, 3, 4, 5, 6]
 
 
 def test_command_line_with_a_run_config_and_overrides(dataset, tmp_path, capsys):
     """`photonflow sfx --config RUN.json` (paths relative to the file) with a command-line override."""
-    from deployments.cli import main
+    from photonflow.deployments.cli import main
 
     config = tmp_path / "run.json"
     config.write_text(json.dumps({
@@ -186,7 +186,7 @@ def test_command_line_with_a_run_config_and_overrides(dataset, tmp_path, capsys)
     code = main(["sfx", "--config", str(config), "--cluster", "threads", "--min-peaks", "5"])
     printed = capsys.readouterr().out
     assert code == 0, printed
-    assert "frames: 6," in printed and "hit list:" in printed
+    assert "frames done: 6," in printed and "hit_list:" in printed
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     table = read_table_csv(tmp_path / "out" / "frames.csv")
     n = np.asarray(table["n_peaks"])
@@ -194,7 +194,7 @@ def test_command_line_with_a_run_config_and_overrides(dataset, tmp_path, capsys)
 
 
 def test_command_line_config_errors_name_the_field(dataset, tmp_path, capsys):
-    from deployments.cli import main
+    from photonflow.deployments.cli import main
 
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"geometry": str(dataset["ds"].geometry_path), "inputs": ["x.cxi"],
@@ -219,7 +219,7 @@ def network_run(dataset, tmp_path_factory):
 
 def test_network_finds_the_true_spots_without_tuning(network_run, dataset):
     out, summary = network_run
-    assert summary["frames_done"] == 24 and summary["frames_failed"] == 0
+    assert summary["done"] == 24 and summary["failed"] == 0
     truth = dataset["truth"]
     stored = {}
     for path in summary["peak_files"]:
@@ -239,7 +239,7 @@ def test_network_finds_the_true_spots_without_tuning(network_run, dataset):
 def test_network_artifact_mask_covers_the_hot_pixels(network_run, dataset):
     """Hot pixels are the same in every frame of a dataset: the automatic mask must hold them."""
     out, summary = network_run
-    assert summary["artifact_mask"] == str(out / "artifact_mask.h5")
+    assert summary["outputs"]["artifact_mask"] == str(out / "artifact_mask.h5")
     with h5py.File(out / "artifact_mask.h5", "r") as f:
         good = f["mask"][()].astype(bool)
         assert f.attrs["frames"] == 24
@@ -272,13 +272,13 @@ def test_single_frame_images_and_an_extra_mask(dataset, tmp_path):
     tifffile.imwrite(tmp_path / "mask.tif", good)
     masked = SfxProcessor(geometry, tmp_path / "c", peakfinder8=PF8, mask=tmp_path / "mask.tif")
     report = masked.process([(str(p), None) for p in paths], "b0")
-    for peaks in read_cxi_peaks(report.peaks_file):
+    for peaks in read_cxi_peaks(report.extra["peaks_file"]):
         assert np.all(peaks.fs >= 127.5)
 
 
 def test_train_command_writes_a_checkpoint_the_flow_uses(dataset, tmp_path, capsys):
     """`photonflow sfx-train` (a tiny run) then `photonflow sfx --finder peaknet --checkpoint`."""
-    from deployments.cli import main
+    from photonflow.deployments.cli import main
     from photonflow.peaks.peaknet import load_checkpoint
 
     model = tmp_path / "tiny.pt"
@@ -296,7 +296,7 @@ def test_train_command_writes_a_checkpoint_the_flow_uses(dataset, tmp_path, caps
                  "--device", "cpu"])
     assert code == 0, capsys.readouterr().out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["frames_done"] == 3 and summary["parameters"]["checkpoint"] == str(model)
+    assert summary["done"] == 3 and summary["parameters"]["checkpoint"] == str(model)
 
 
 def test_geometry_masks_from_a_mask_file_and_from_the_data_files(dataset, tmp_path):
@@ -318,7 +318,7 @@ def test_geometry_masks_from_a_mask_file_and_from_the_data_files(dataset, tmp_pa
     expected = ((bits & 1) == 1) & ((bits & 2) == 0) & load_geometry(GEOMETRY).good_pixel_mask()
     np.testing.assert_array_equal(processor.good, expected)
     report = processor.process([(str(cxi), k) for k in range(6)], "b0")
-    for peaks in read_cxi_peaks(report.peaks_file):
+    for peaks in read_cxi_peaks(report.extra["peaks_file"]):
         assert np.all((peaks.fs >= 99.5) & (peaks.ss <= 199.5))
 
     # the same mask inside each data file (no mask_file): read per file; a file without it fails, named
@@ -329,7 +329,7 @@ def test_geometry_masks_from_a_mask_file_and_from_the_data_files(dataset, tmp_pa
     in_data.write_text("mask = /entry_1/data_1/mask\nmask_good = 0x1\nmask_bad = 0x2\n" + geom_text)
     processor = SfxProcessor(in_data, tmp_path / "o2", peakfinder8=PF8)
     report = processor.process([(str(tmp_path / "with_mask.cxi"), k) for k in range(6)] + [(str(cxi), 0)], "b0")
-    assert report.frames_done == 6 and len(report.failures) == 1
+    assert report.done == 6 and len(report.failures) == 1
     assert str(cxi) in report.failures[0] and "mask" in report.failures[0]
     same = SfxProcessor(static, tmp_path / "o3", peakfinder8=PF8).process([(str(cxi), k) for k in range(6)], "b0")
     assert [r["n_peaks"] for r in report.rows] == [r["n_peaks"] for r in same.rows]

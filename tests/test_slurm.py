@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from deployments.cli import _prepare_saxs, run_on_profile
-from deployments.clusters import load_cluster_profile
+from photonflow.deployments.cli import _prepare_saxs, run_on_profile
+from photonflow.deployments.clusters import load_cluster_profile
 from photonflow.io import read_chi
 
 pytestmark = pytest.mark.slurm
@@ -60,7 +60,7 @@ def _chi_curves(directory):
 
 
 def test_saxs_flow_on_slurm_matches_the_thread_pool(slurm_profile, tmp_path):
-    from flows.saxs import saxs_flow
+    from photonflow.flows.saxs import saxs_flow
     from photonflow.simulate.saxs import write_demo_dataset
 
     data = write_demo_dataset(tmp_path / "data", n_frames=12)
@@ -71,8 +71,8 @@ def test_saxs_flow_on_slurm_matches_the_thread_pool(slurm_profile, tmp_path):
         kwargs, _ = _prepare_saxs(run, "test")
         t = time.perf_counter()
         summary = run_on_profile(saxs_flow, kwargs, profile)
-        print(f"saxs on {name}: {summary['frames_done']} frames in {time.perf_counter() - t:.1f} s")
-        assert summary["frames_done"] == 12 and summary["frames_failed"] == 0
+        print(f"saxs on {name}: {summary['done']} frames in {time.perf_counter() - t:.1f} s")
+        assert summary["done"] == 12 and summary["failed"] == 0
         outputs[name] = _chi_curves(tmp_path / name / "chi")
     assert outputs["slurm"].keys() == outputs["threads"].keys() and len(outputs["slurm"]) >= 12
     for key, (q, i, s) in outputs["threads"].items():
@@ -88,7 +88,7 @@ def test_saxs_flow_on_slurm_matches_the_thread_pool(slurm_profile, tmp_path):
 
 
 def test_tomo_flow_on_slurm_matches_the_thread_pool(slurm_profile, tmp_path):
-    from flows.tomo import tomo_flow
+    from photonflow.flows.tomo import tomo_flow
     from photonflow.simulate.tomo import simulate_scan, write_tomo_scan
 
     scan = simulate_scan(n_rows=8, n_cols=96, n_angles=120, photons=20000, dead_columns=(30,), seed=5)
@@ -100,7 +100,7 @@ def test_tomo_flow_on_slurm_matches_the_thread_pool(slurm_profile, tmp_path):
                   "output": {"dtype": "float32"}, "chunks": {"projections": 40, "rows": 3}}
         summary = run_on_profile(tomo_flow, kwargs, profile)
         assert len(summary["pass1_chunk_s"]) == 3 and len(summary["pass2_chunk_s"]) == 3
-        with h5py.File(summary["volume"], "r") as f:
+        with h5py.File(summary["outputs"]["volume"], "r") as f:
             volumes[name] = f["volume"][()]
     assert np.array_equal(volumes["threads"], volumes["slurm"])
 
@@ -108,7 +108,7 @@ def test_tomo_flow_on_slurm_matches_the_thread_pool(slurm_profile, tmp_path):
 def test_a_job_that_cannot_start_fails_clearly(slurm_profile, tmp_path):
     """A partition that does not exist, or more memory than any node has: SLURM's refusal is the
     error, before the run starts (not a run waiting for workers that never come)."""
-    from deployments.cli import main
+    from photonflow.deployments.cli import main
     from photonflow.config import ConfigError
 
     for change, words in (({"queue": "no-such-partition"}, "invalid partition"),
@@ -133,7 +133,7 @@ def test_a_job_cancelled_mid_run_does_not_change_the_result(slurm_profile, tmp_p
     the other worker (Prefect retries what failed), and the volume equals the thread pool's."""
     import threading
 
-    from flows.tomo import tomo_flow
+    from photonflow.flows.tomo import tomo_flow
     from photonflow.simulate.tomo import simulate_scan, write_tomo_scan
 
     scan = simulate_scan(n_rows=16, n_cols=128, n_angles=360, photons=20000, seed=6)
@@ -160,7 +160,7 @@ def test_a_job_cancelled_mid_run_does_not_change_the_result(slurm_profile, tmp_p
     assert cancelled, "no job was cancelled: the run ended before both workers were up"
     reference = run_on_profile(tomo_flow, {**kwargs, "output_dir": str(tmp_path / "threads")},
                                load_cluster_profile("threads"))
-    with h5py.File(summary["volume"], "r") as f, h5py.File(reference["volume"], "r") as g:
+    with h5py.File(summary["outputs"]["volume"], "r") as f, h5py.File(reference["outputs"]["volume"], "r") as g:
         assert np.array_equal(f["volume"][()], g["volume"][()])
     print(f"cancelled job {cancelled[0]}; pass-1 chunks {len(summary['pass1_chunk_s'])}, "
           f"pass-2 chunks {len(summary['pass2_chunk_s'])}, elapsed {summary['elapsed_s']:.1f} s")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from deployments.cli import main
-from flows.tomo import TomoInputError, tomo_flow
+from photonflow.deployments.cli import main
+from photonflow.flows.tomo import TomoInputError, tomo_flow
 from photonflow.simulate.tomo import overlapping_scans, phantom_volume, shepp_logan_ellipsoids, simulate_scan
 from photonflow.tomo.dxchange import DxchangeError
 from photonflow.tomo.preprocess import remove_all_stripes
@@ -88,7 +88,7 @@ def test_volume_centre_pyramid_report(run, scan):
     assert not (out / "intermediate").exists()
     plan = json.loads((out / "plan.json").read_text())
     assert plan["pass1"]["overlap_rows"] == 1  # the zinger median's neighbour row
-    assert json.loads((out / "summary.json").read_text())["volume"] == str(out / "volume.h5")
+    assert json.loads((out / "summary.json").read_text())["outputs"]["volume"] == str(out / "volume.h5")
 
 
 def test_stripe_removal_reduces_rings(scan, run):
@@ -99,7 +99,7 @@ def test_stripe_removal_reduces_rings(scan, run):
                                 preprocess=RUN["preprocess"], reconstruction={"center": s.center_px}, report=False)
     cleaned = _threads(tomo_flow)(inputs=[str(path)], output_dir=str(root / "cleaned"), output={"dtype": "float32"},
                                   reconstruction={"center": s.center_px}, report=False, **RUN)
-    with h5py.File(plain["volume"], "r") as f, h5py.File(cleaned["volume"], "r") as g:
+    with h5py.File(plain["outputs"]["volume"], "r") as f, h5py.File(cleaned["outputs"]["volume"], "r") as g:
         before = np.mean([ring_metric(x) for x in f["volume"][()]])
         after = np.mean([ring_metric(x) for x in g["volume"][()]])
     print(f"ring metric: {before:.4g} -> {after:.4g}")
@@ -127,7 +127,7 @@ def test_stitched_scans_reconstruct_like_one_wide_scan(tmp_path):
                                   stitch={"motor_positions_mm": [0.0, 0.4], "pixel_size_um": 6.5},  # guess 61.5 px
                                   reconstruction={"center": 79.5}, report=False)
     assert summary["stitch_offsets_px"] == [70.0]
-    with h5py.File(summary["volume"], "r") as f:
+    with h5py.File(summary["outputs"]["volume"], "r") as f:
         vol = f["volume"][()]
     assert vol.shape == (6, 166, 166)
     truth = phantom_volume((6, 160, 160), ells)

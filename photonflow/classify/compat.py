@@ -4,6 +4,7 @@ those of the frames and raises :class:`ModelMismatch` naming each difference."""
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = ["ModelMismatch", "check_compatible"]
 
 
-class ModelMismatch(ValueError):
+class ModelMismatch(InputError, ValueError):
     """A classifier asked to sort frames it was not trained for; ``differences`` lists what differs."""
 
     def __init__(self, message: str, differences: Sequence[str] = ()):

@@ -52,6 +52,7 @@ Failures (:func:`extract_features`)
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -85,7 +86,7 @@ MAX_BUFFER_BYTES = 64 * 2**20  # the read buffer holds at most this much (4 fram
 PERCENTILE_SAMPLE = 4096
 
 
-class FeatureError(ValueError):
+class FeatureError(InputError, ValueError):
     """A ROI or a feature recipe is wrong (the message names the panel, box or shape)."""
 
 

@@ -3,6 +3,7 @@ JSON sidecar (:func:`metadata_path`). Loading runs pickle: load only classifier 
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import json
 import os
 import warnings
@@ -15,7 +16,7 @@ from .training import FILE_FORMAT, FILE_FORMAT_VERSION, TrainedClassifier
 __all__ = ["ClassifierFileError", "load_classifier", "metadata_path", "save_classifier"]
 
 
-class ClassifierFileError(ValueError):
+class ClassifierFileError(InputError, ValueError):
     """A file that is not (or no longer) a readable photonflow frame classifier."""
 
 

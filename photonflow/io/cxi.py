@@ -29,6 +29,7 @@ of a multi-event file, or ``file`` alone for a single-frame file.
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -67,7 +68,7 @@ _PER_PEAK = (
 )
 
 
-class CxiError(ValueError):
+class CxiError(InputError, ValueError):
     """A CXI peak file or a hit list is malformed; the message names the file (and line or row)."""
 
 

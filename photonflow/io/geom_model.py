@@ -34,6 +34,7 @@ d-spacing in Å; q in nm⁻¹; angles in radians.
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import copy
 import math
 import os
@@ -51,7 +52,7 @@ HC_EV_A = 12398.419843320026
 _DEFAULT_DIMS = ("ss", "fs")
 
 
-class GeometryError(ValueError):
+class GeometryError(InputError, ValueError):
     """A geometry file (or a frame checked against it) is wrong; the message names file and line."""
 
 

@@ -25,6 +25,7 @@ event and the reason; nothing else escapes the readers.
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import fnmatch
 import os
 import re
@@ -79,7 +80,7 @@ class FrameRef(NamedTuple):
         return self.path if self.event is None else f"{self.path}:{self.event}"
 
 
-class FrameReadError(Exception):
+class FrameReadError(InputError):
     """A frame could not be read. Carries ``path``, ``event`` and ``reason``.
 
     ``str()`` reads ``"<path> (event 3): <reason>"`` (``(single frame)`` when

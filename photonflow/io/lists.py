@@ -15,6 +15,7 @@ The hit lists of :mod:`photonflow.io.cxi` and the good/bad label lists of
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import os
 import re
 from collections.abc import Iterable
@@ -42,7 +43,7 @@ EVENT_PATTERN = re.compile(r"^//(\d+)$")
 _COMMENT = ("#", ";")
 
 
-class ListFileError(ValueError):
+class ListFileError(InputError, ValueError):
     """A list file (or one event of it) is malformed; the message names the file and line."""
 
 

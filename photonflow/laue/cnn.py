@@ -151,7 +151,6 @@ OUTPUTS = ("Sim", "Pos_row", "Pos_col", "Area", "Asp")
 NORMALISATION = "minmax-satmax-v1"
 FORMAT = "photonflow-laue-cnn-1"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "models" / "laue_cnn_default.pt"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "laue"
 # (name, file, IntensityThreshold): AH12 _0000/_0001/_0003 are byte-identical, so one dataset
 REAL_DATASETS = (
     ("Ge_sCMOS", "img_Ge_sCMOS_0000.tif", 400.0),
@@ -342,7 +341,11 @@ def spot_set_from_image(image, name: str, params: SearchParams | None = None, ma
 def real_spot_sets(data_dir=None, datasets=REAL_DATASETS) -> list[SpotSet]:
     """One :class:`SpotSet` per image of ``datasets`` ((name, file, IntensityThreshold) in ``data_dir``,
     default ``../shared/data/laue`` beside the repository); missing files are skipped."""
-    data_dir = Path(DEFAULT_DATA_DIR if data_dir is None else data_dir)
+    if data_dir is None:
+        from photonflow.config import shared_data_dir
+
+        data_dir = shared_data_dir() / "laue"
+    data_dir = Path(data_dir)
     out = []
     for name, fname, thr in datasets:
         path = data_dir / fname

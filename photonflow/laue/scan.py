@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from photonflow.io import FrameRef, write_table_csv, write_table_hdf5
+from photonflow.operations import get as get_operation
+from photonflow.results import BatchResult
 
 from .fit import cutouts, fit_spots
 from .spots import SearchParams, find_seeds, read_laue_image
@@ -31,8 +33,8 @@ from .spots import SearchParams, find_seeds, read_laue_image
 METHODS = ("fit", "cnn")
 SPOT_COLUMNS = ["seed_row", "seed_col", "row", "col", "intensity", "amplitude", "background", "sigma1", "sigma2",
                 "Sim0", "Sim", "Asp", "Area", "quality", "status"]
-IMAGE_COLUMNS = ["index", "path", "event", "map_row", "map_col", "x_um", "y_um", "n_spots", "n_good", "mean_sim",
-                 "n_not_fitted", "status", "spots_file", "seconds"]
+#: The scan table's columns (one row per image), as the operation registry declares them.
+IMAGE_COLUMNS = list(get_operation("laue").table_columns)
 
 
 @dataclass
@@ -162,6 +164,51 @@ def process_image(ref, settings: LaueSettings, spots_dir, mask=None) -> dict:
     row["spot_status"] = _reason_counts(table["status"][~ok])
     row["seconds"] = time.perf_counter() - t0
     return row
+
+
+class LaueProcessor:
+    """The scan's batch processor (the operation registry's interface): spot tables of a batch of
+    images, one row per image. ``settings``: :class:`LaueSettings`; ``spots_dir``: where the
+    tables go; the mask file (nonzero = bad) is read once."""
+
+    def __init__(self, settings: LaueSettings, spots_dir):
+        self.settings = settings
+        self.spots_dir = str(spots_dir)
+        self.mask = None
+        if settings.mask is not None:
+            from photonflow.io.masks import read_mask
+
+            self.mask = read_mask(settings.mask)
+
+    @classmethod
+    def from_options(cls, options: dict) -> "LaueProcessor":
+        """``options``: the LaueSettings fields and ``output_dir`` (spot tables in its ``spots/``)."""
+        settings = {k: v for k, v in options.items() if k in LaueSettings.__dataclass_fields__}
+        return cls(LaueSettings(**settings), Path(options["output_dir"]) / "spots")
+
+    def process(self, refs, batch_name: str | None = None) -> BatchResult:
+        """Search and describe the spots of each image; an image that fails is named with its reason."""
+        t0 = time.perf_counter()
+        result = BatchResult()
+        for ref in refs:
+            row = process_image(ref, self.settings, self.spots_dir, mask=self.mask)
+            result.rows.append(row)
+            key = str(FrameRef(*ref))
+            if row["status"] == "ok":
+                result.done += 1
+                result.outputs[key] = [row["spots_file"], row["spots_file"][: -len(".h5")] + ".csv"]
+            else:
+                result.failed[key] = row["status"]
+                result.failures.append(row["status"])
+        result.elapsed_s = time.perf_counter() - t0
+        result.peak_rss_mb = _peak_rss_mb()
+        return result
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _reason_counts(statuses) -> dict[str, int]:

@@ -32,10 +32,13 @@ from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
-__all__ = ["MonitorError", "RunStore", "KINDS", "RUN_FORMAT"]
+from photonflow.operations import OPERATIONS, kind_of
+
+__all__ = ["MonitorError", "RunStore", "KINDS", "PANELS", "RUN_FORMAT"]
 
 RUN_FORMAT = "photonflow-run/1"
-KINDS = ("saxs", "saxs-live", "sfx", "laue", "tomo", "classify-train", "classify-sort")
+#: The run.json kinds of every operation in the registry (photonflow.operations).
+KINDS = tuple(kind for op in OPERATIONS.values() for kind in op.kinds)
 MARKERS = ("run.json", "summary.json", "live_summary.json", "training_summary.json")
 #: Output folders that hold many files and never a run of their own: not walked.
 SKIP_DIRS = frozenset({"chi", "curves", "spots", "hits", "peaks", "intermediate", "volume_chunks", "demo-data",
@@ -360,15 +363,10 @@ class RunStore:
         info = self._base(run_id)
         run_dir, root = self.run_dir(run_id)
         kind = info["kind"]
+        panel = info["panel"] = _panel(kind)
         try:
-            if kind in ("saxs", "saxs-live"):
-                info["saxs"] = self._saxs(run_id, run_dir, root, info)
-            elif kind == "sfx":
-                info["sfx"] = self._sfx(run_id, run_dir, root, info)
-            elif kind == "laue":
-                info["laue"] = self._laue(run_id, run_dir, root, info)
-            elif kind == "tomo":
-                info["tomo"] = self._tomo(run_id, run_dir, root, info)
+            if panel in PANELS:  # the operation's panel, as the registry names it
+                info[panel] = getattr(self, f"_{panel}")(run_id, run_dir, root, info)
         except MonitorError:
             raise
         except Exception as exc:  # noqa: BLE001 - files vanishing or half-written under a running flow
@@ -462,7 +460,10 @@ class RunStore:
         info["updated_ts"] = when or None
         info["updated"] = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
         done = failed = skipped = 0
-        if kind == "saxs":
+        if isinstance(s.get("operation"), str) and kind_of(s["operation"]) is not None:  # photonflow.results.RunSummary
+            kind, info["kind"], info["unit"] = s["operation"], s["operation"], str(s.get("unit") or unit)
+            done, failed, skipped = s.get("done"), s.get("failed"), s.get("skipped")
+        elif kind == "saxs":
             done, failed, skipped = s.get("frames_done"), s.get("frames_failed"), s.get("frames_skipped")
         elif kind == "sfx":
             done, failed = s.get("frames_done"), s.get("frames_failed")
@@ -472,14 +473,14 @@ class RunStore:
             done = sum(len(v) for v in (s.get("pass1_chunk_s"), s.get("pass2_chunk_s")) if isinstance(v, list))
         elif kind == "classify-sort":
             done, failed = s.get("sorted"), s.get("failed")
-        elif kind == "saxs-live":
+        elif kind and kind.endswith("-live"):
             counts = self._ledger_counts(ledger)
             src = live if isinstance(live, dict) else {}
             done = counts.get("done", _int(src.get("done")))
             failed = counts.get("failed", _int(src.get("failed")))
             info["arrived"] = sum(counts.values()) if counts else _int(src.get("arrived"), _int(done) + _int(failed))
         info["done"], info["failed"], info["skipped"] = (_int(x) for x in (done, failed, skipped))
-        if kind != "saxs-live":
+        if not (kind and kind.endswith("-live")):
             info["arrived"] = info["done"] + info["failed"] + info["skipped"]
             info["total"] = info["arrived"] if summary is not None else None
         elapsed = _finite(s.get("elapsed_s") if s else (live.get("elapsed_s") if isinstance(live, dict) else None))
@@ -533,7 +534,7 @@ class RunStore:
         kind = kind or (record or {}).get("kind")
         kind = kind if isinstance(kind, str) else None
         since = _parse_time(record.get("started")) if record is not None and record.get("format") == RUN_FORMAT else None
-        for name in _TABLES.get(kind, ()) if kind else [n for names in _TABLES.values() for n in names]:
+        for name in _tables(kind) if kind else _ALL_TABLES:
             path = os.path.join(run_dir, name)
             if self._fresh(path, since):
                 try:
@@ -810,22 +811,22 @@ class RunStore:
         return out
 
     def _plots_of(self, info: dict) -> list[str]:
-        kind, plots = info["kind"], []
+        panel, plots = _panel(info["kind"]), []
         if info["history"] or info["done"]:
             plots.append("progress")
-        if kind in ("saxs", "saxs-live") and info.get("saxs"):
+        if panel == "saxs" and info.get("saxs"):
             if info["saxs"]["curves"]:
                 plots.append("saxs-curve")
             if info["saxs"]["rows"]:
                 plots.append("saxs-params")
-        elif kind == "sfx" and info.get("sfx"):
+        elif panel == "sfx" and info.get("sfx"):
             if info["sfx"]["frames"]:
                 plots.append("sfx-hits")
             if info["sfx"]["latest_hit"] and info["sfx"]["latest_hit"].get("has_frame"):
                 plots.append("sfx-latest-hit")
-        elif kind == "laue" and info.get("laue") and info["laue"]["map_filled"]:
+        elif panel == "laue" and info.get("laue") and info["laue"]["map_filled"]:
             plots.append("laue-maps")
-        elif kind == "tomo" and info.get("tomo") and info["tomo"]["volume"]:
+        elif panel == "tomo" and info.get("tomo") and info["tomo"]["volume"]:
             plots.append("tomo-slices")
         return plots
 
@@ -837,23 +838,32 @@ class RunStore:
             parts.append(os.stat(os.path.join(run_dir, "live_rows.jsonl")).st_size)
         except OSError:
             parts.append(0)
-        for key in ("saxs", "sfx", "laue", "tomo"):
+        for key in PANELS:
             if info.get(key):
                 parts.append(json.dumps(info[key], sort_keys=True, default=str))
         return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
 
 
-_TABLES = {
-    "saxs": ("integral_parameters.csv",),
-    "saxs-live": ("live_integral_parameters.csv",),
-    "sfx": ("frames.csv",),
-    "laue": ("images.csv",),
-    "classify-sort": ("frames.csv",),
-}
+#: The monitor's science panels (an operation's ``panel`` in the registry; "progress" has none).
+PANELS = ("saxs", "sfx", "laue", "tomo")
+
+
+def _panel(kind: Any) -> str | None:
+    op = kind_of(kind) if isinstance(kind, str) else None
+    return op.panel if op is not None else None
 
 
 def _tables(kind: Any) -> tuple[str, ...]:
-    return _TABLES.get(kind, ()) if isinstance(kind, str) else ()
+    """The table files of a run of this kind: a live run's own table first, as the registry names them."""
+    op = kind_of(kind) if isinstance(kind, str) else None
+    if op is None:
+        return ()
+    if kind.endswith("-live") and op.extra_tables:
+        return tuple(op.extra_tables)
+    return op.tables[:1]
+
+
+_ALL_TABLES = tuple(dict.fromkeys(name for op in OPERATIONS.values() for name in op.tables))
 
 
 def _http_url(url: Any) -> str | None:

@@ -509,7 +509,9 @@ def _default_geometries() -> list:
     ``simulated_detector()``, the 1920 × 1920 one)."""
     from photonflow.io.geom import load_geometry, simulated_detector
 
-    root = Path(__file__).resolve().parents[2] / "config" / "geometry"
+    from photonflow.config import CONFIG_DIR
+
+    root = CONFIG_DIR / "geometry"
     found = [load_geometry(root / f"{n}.geom") for n in ("sim256", "sim1920") if (root / f"{n}.geom").is_file()]
     return found or [simulated_detector()]
 

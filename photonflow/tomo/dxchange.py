@@ -14,6 +14,7 @@ Reading for the pipeline: :func:`open_scan` (checks and describes, arrays stay o
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ DATA, FLATS, FLATS_END, DARKS, THETA = ("/exchange/data", "/exchange/data_white"
 MONITOR = "/exchange/monitor"
 
 
-class DxchangeError(ValueError):
+class DxchangeError(InputError, ValueError):
     """A DXchange file that cannot be used: names the file, dataset and reason."""
 
 

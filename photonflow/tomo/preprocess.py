@@ -17,13 +17,14 @@ Every function works on a chunk of projections ``(n_proj, rows, cols)`` (or one 
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 import numpy as np
 from scipy import ndimage
 
 HC_KEV_ANGSTROM = 12.398419843320026  # h c in keV·Å
 
 
-class PreprocessError(ValueError):
+class PreprocessError(InputError, ValueError):
     """Bad input to a preprocessing step (shapes, missing flats/darks, non-finite values)."""
 
 

@@ -10,13 +10,14 @@ overlaps with weights that fall linearly from each scan's edge and sum to 1.
 
 from __future__ import annotations
 
+from photonflow.errors import InputError
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
 
 
-class StitchError(ValueError):
+class StitchError(InputError, ValueError):
     """Scans that cannot be stitched (shapes, no overlap, a search leaving the scans)."""
 
 
