@@ -2,6 +2,7 @@
 #
 #   make demo      create .venv if absent, install, run the SAXS demo into demo-output/
 #   make test      create .venv if absent, install, run the whole test suite
+#   make lint      ruff: the lint rules and the format of pyproject.toml, checked (CI runs it)
 #   make install   create .venv if absent and install photonflow with its test extras
 #   make clean     remove demo-output/ and the project-local Prefect home (.prefect/)
 #
@@ -24,7 +25,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
-.PHONY: install demo test clean
+.PHONY: install demo test lint clean
 
 install: $(STAMP)
 
@@ -42,6 +43,10 @@ demo: install
 # Tests never talk to a Prefect server configured in the caller's environment.
 test: install
 	env -u PREFECT_API_URL -u PREFECT_API_KEY $(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf demo-output .prefect

@@ -15,7 +15,7 @@ wheel="$(ls "$work"/dist/photonflow-*.whl)"
 echo "wheel: $(basename "$wheel")"
 "$PYTHON" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install --quiet --upgrade pip
-"$work/venv/bin/python" -m pip install --quiet $PIP_FLAGS "$wheel"
+"$work/venv/bin/python" -m pip install --quiet ${PIP_FLAGS:-} "$wheel"
 
 mkdir -p "$work/elsewhere"
 cd "$work/elsewhere"

@@ -37,6 +37,7 @@ from photonflow.deployments.clusters import (
 
 from photonflow.errors import InputError, exit_code_for
 from photonflow.operations import OPERATIONS, get as get_operation, live_names, load_object
+from photonflow.deployments.cli_options import add_operation_command
 from photonflow.deployments.cli_saxs import add_run_options
 from photonflow.deployments.cli_common import (  # noqa: F401 - re-exported for the subcommand modules
     UsageError,
@@ -129,8 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="one of the flows or tools above")
 
     # -- the operations, in the registry's order (each module registers its commands once)
-    for module in dict.fromkeys(op.cli for op in OPERATIONS.values()):
+    for module in dict.fromkeys(op.cli for op in OPERATIONS.values() if op.cli):
         load_object(f"{module}:add_parsers")(sub)
+    for op in OPERATIONS.values():  # an operation without a module of its own: options from its schema
+        if not op.cli:
+            add_operation_command(sub, op)
 
     # -- monitor
     from photonflow.deployments.cli_monitor import add_parsers as add_monitor_parsers

@@ -11,9 +11,11 @@ import argparse
 import textwrap
 from pathlib import Path
 
-MODEL_CHOICES = ("logistic_regression", "knn", "decision_tree", "random_forest", "hist_gradient_boosting", "all")
 
+from photonflow.config import validate_config
 from photonflow.deployments.cli_common import print_run_summary
+from photonflow.deployments.cli_options import add_schema_options, flow_kwargs, run_from_args
+from photonflow.operations import get as get_operation
 
 
 def add_parsers(sub) -> None:
@@ -35,38 +37,13 @@ def add_parsers(sub) -> None:
                         description="Train good/bad classifiers on labelled frames; writes model_<name>.joblib, "
                         "evaluation_<name>.json/.txt/.png (confusion matrix, classification report, accuracy) and "
                         "training_summary.json.")
-    t.add_argument("--good", dest="good_lists", action="append", default=[], metavar="LIST", help="list of good events (repeatable)")
-    t.add_argument("--bad", dest="bad_lists", action="append", default=[], metavar="LIST", help="list of bad events (repeatable)")
-    t.add_argument("--auto", dest="auto_label_inputs", nargs="+", metavar="INPUT",
-                   help="label these files automatically by profile fitting (assumes most frames are good)")
-    _add_roi_options(t)
-    t.add_argument("--binning", type=int, default=1, metavar="N", help="bin the ROI N x N (default 1)")
-    t.add_argument("--summary", action="store_true", help="add summary features (mean, spread, percentiles, ...)")
-    t.add_argument("--log", action=argparse.BooleanOptionalAction, default=True,
-                   help="log-scale pixel values (default yes)")
-    t.add_argument("--model", dest="models", action="append", choices=MODEL_CHOICES, metavar="NAME",
-                   help=f"model to train (repeatable; {', '.join(MODEL_CHOICES)}; default random_forest)")
-    t.add_argument("--split", default="70/30", metavar="TRAIN/TEST", help="train/test percentages (default 70/30)")
-    t.add_argument("--grid-search", action="store_true", help="cross-validated grid search of each model's parameters")
-    t.add_argument("--reject-bad", dest="bad_rejected_target", type=float, metavar="FRACTION",
-                   help="operating point: threshold on p(good) chosen (out-of-fold, on the training part) to reject "
-                   "this fraction of bad frames, e.g. 0.98 (default: the model's own 0.5 rule)")
-    t.add_argument("--autolabel-order", type=int, default=4, metavar="N",
-                   help="with --auto: polynomial order of the profile fit (default 4)")
-    t.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
-    t.add_argument("--out", dest="output_dir", required=True, metavar="DIR", help="output directory")
-    _add_run_options(t)
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, option_specs=add_schema_options(t, "classify_train_run"))
 
     s = csub.add_parser("sort", help="sort frames with a trained model",
                         description="Sort frames into good.lst and bad.lst (CrystFEL lists) with a model from "
                         "'photonflow classify train'; also frames.csv and per_file.csv (good/bad per file). Frames "
                         "whose shape or ROI does not fit the model are refused, naming the file.")
-    s.add_argument("model", metavar="MODEL", help="model_<name>.joblib from 'classify train'")
-    s.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or file.cxi:START-STOP")
-    s.add_argument("--out", dest="output_dir", required=True, metavar="DIR", help="output directory")
-    _add_run_options(s, batch_default=2000)
-    s.set_defaults(func=cmd_sort)
+    s.set_defaults(func=cmd_sort, option_specs=add_schema_options(s, "classify_sort_run"))
 
     h = csub.add_parser("sheet", help="contact sheets to check labels by eye",
                         description="PNG contact sheets: numbered thumbnails of frames (log scale) with the ROI box "
@@ -100,23 +77,15 @@ def _add_roi_options(p) -> None:
                    help="ROI: slab pixel box, half-open [SS0, SS1) x [FS0, FS1)")
 
 
-def _add_run_options(p, batch_default: int = 1000) -> None:
-    p.add_argument("--batch-size", type=int, default=batch_default, metavar="N",
-                   help=f"events per task (default {batch_default})")
-    p.add_argument("--cluster", default="local", metavar="PROFILE",
-                   help="cluster profile: local (default), threads, slurm, address, or a profile JSON path")
-    p.add_argument("--dataset", metavar="PATH", help="HDF5 dataset of the frames (default: found automatically)")
-
-
-def _check_roi(args) -> None:
+def _check_roi(run: dict) -> None:
     from photonflow.deployments.cli_common import UsageError
 
-    if (args.panel is None) == (args.box is None):
+    if (run.get("panel") is None) == (run.get("box") is None):
         raise UsageError("give the ROI as --geometry G --panel NAME or as --box SS0 SS1 FS0 FS1")
-    if args.panel is not None and not args.geometry:
-        raise UsageError(f"--panel {args.panel} needs --geometry (the .geom file that names it)")
-    if args.geometry and not Path(args.geometry).is_file():
-        raise FileNotFoundError(f"{args.geometry}: geometry file not found")
+    if run.get("panel") is not None and not run.get("geometry"):
+        raise UsageError(f"--panel {run['panel']} needs --geometry (the .geom file that names it)")
+    if run.get("geometry") and not Path(run["geometry"]).is_file():
+        raise FileNotFoundError(f"{run['geometry']}: geometry file not found")
 
 
 def _run(flow_fn, kwargs: dict, cluster: str):
@@ -135,30 +104,30 @@ def _print_failures(failures) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from photonflow.deployments.cli_common import UsageError
     from photonflow.flows.classify import classify_train_flow
-    from photonflow.classify.models import parse_split
+    from photonflow.classify.models import MODELS, parse_split
 
-    _check_roi(args)
-    if args.auto_label_inputs and (args.good_lists or args.bad_lists):
+    run, source = run_from_args("classify train", "classify_train_run", args, args.option_specs)
+    run = validate_config(run, "classify_train_run", source=source)
+    _check_roi(run)
+    good, bad, auto = run.get("good_lists") or [], run.get("bad_lists") or [], run.get("auto_label_inputs")
+    if auto and (good or bad):
         raise UsageError("give --good/--bad lists or --auto, not both")
-    if not args.auto_label_inputs and not (args.good_lists and args.bad_lists):
+    if not auto and not (good and bad):
         raise UsageError("training needs --good and --bad lists (or --auto FILES)")
-    for path in args.good_lists + args.bad_lists:
+    for path in good + bad:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: label list not found")
     try:
-        parse_split(args.split)
+        parse_split(run["split"])
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    models = args.models or ["random_forest"]
-    kwargs = dict(output_dir=str(Path(args.output_dir).resolve()), good_lists=[str(Path(p).resolve()) for p in args.good_lists] or None,
-                  bad_lists=[str(Path(p).resolve()) for p in args.bad_lists] or None,
-                  auto_label_inputs=[str(Path(p).resolve()) for p in args.auto_label_inputs] if args.auto_label_inputs else None,
-                  geometry=str(Path(args.geometry).resolve()) if args.geometry else None, panel=args.panel,
-                  box=list(args.box) if args.box else None, binning=args.binning, summary=args.summary, log=args.log,
-                  models="all" if "all" in models else models, split=args.split, grid_search=args.grid_search,
-                  seed=args.seed, batch_size=args.batch_size, dataset=args.dataset,
-                  bad_rejected_target=args.bad_rejected_target, autolabel_order=args.autolabel_order)
-    summary = _run(classify_train_flow, kwargs, args.cluster)
+    models = run.get("models") or ["random_forest"]
+    unknown = [m for m in models if m not in MODELS and m != "all"]
+    if unknown:
+        raise UsageError(f"--model {unknown[0]}: unknown model; choose from {', '.join([*MODELS, 'all'])}")
+    kwargs = flow_kwargs(get_operation("classify-train"), run, models="all" if "all" in models else models,
+                         auto_label_inputs=[str(Path(p).resolve()) for p in auto] if auto else None)
+    summary = _run(classify_train_flow, kwargs, run["cluster"])
     print(f"\n{summary['events_with_features']} frames ({summary['good']} good, {summary['bad']} bad), split "
           f"{summary['split']}:")
     for name, r in summary["models"].items():
@@ -169,17 +138,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sort(args: argparse.Namespace) -> int:
+    from photonflow.deployments.cli_common import expand_inputs
     from photonflow.flows.classify import classify_sort_flow
 
-    if not Path(args.model).is_file():
-        raise FileNotFoundError(f"{args.model}: model file not found")
-    from photonflow.deployments.cli_common import expand_inputs
-
-    inputs = expand_inputs([str(Path(p).resolve()) if Path(p).exists() else p for p in args.inputs])
-    summary = _run(classify_sort_flow, dict(model=str(Path(args.model).resolve()), inputs=inputs,
-                                            output_dir=str(Path(args.output_dir).resolve()), batch_size=args.batch_size,
-                                            dataset=args.dataset), args.cluster)
-    return print_run_summary(summary)
+    run, source = run_from_args("classify sort", "classify_sort_run", args, args.option_specs)
+    run = validate_config(run, "classify_sort_run", source=source)
+    if not Path(run["model"]).is_file():
+        raise FileNotFoundError(f"{run['model']}: model file not found")
+    kwargs = flow_kwargs(get_operation("classify-sort"), run, inputs=expand_inputs(run["inputs"]))
+    return print_run_summary(_run(classify_sort_flow, kwargs, run["cluster"]))
 
 
 def cmd_sheet(args: argparse.Namespace) -> int:
@@ -192,7 +159,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 
     from photonflow.io import iter_frame_refs, read_frame
 
-    _check_roi(args)
+    _check_roi(vars(args))
     recipe = make_recipe(args.geometry, args.panel, args.box, 1, False)
     refs = [(r.path, r.event) for r in iter_frame_refs(list(args.inputs))][: args.max_frames]
     out = Path(args.out)

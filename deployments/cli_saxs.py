@@ -8,7 +8,6 @@ import inspect
 import os
 import textwrap
 from pathlib import Path
-from typing import Any
 
 from photonflow.config import DATA_ENV, ConfigError, load_json_config, shared_data_dir, validate_config
 
@@ -16,11 +15,10 @@ from photonflow.deployments.cli_common import (
     UsageError,
     describe_runner,
     expand_inputs,
-    load_run_file,
     print_run_summary,
-    resolve_paths,
     run_on_profile,
 )
+from photonflow.deployments.cli_options import add_schema_options, run_from_args
 from photonflow.deployments.clusters import available_profiles, load_cluster_profile, task_runner_spec
 
 
@@ -36,26 +34,14 @@ def add_parsers(sub) -> None:
             CALIBRATION is a SAXSDOG calibration JSON (checked against its schema
             before anything runs) or a pyFAI .poni file. INPUT is an image file, a
             directory, or a multi-frame HDF5 file with an event range FILE.h5:START-STOP
-            (0-based, STOP excluded) or FILE.h5:N. Options given here override the
-            same fields of --config RUN.json (schema: config/schemas/saxs_run.schema.json),
-            whose relative paths are relative to the file itself."""
+            (0-based, STOP excluded) or FILE.h5:N. Every option is a field of the run
+            file (config/schemas/saxs_run.schema.json); given here, it overrides the
+            same field of --config RUN.json, whose relative paths are relative to the
+            file itself."""
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("calibration", nargs="?", metavar="CALIBRATION", help="SAXSDOG calibration .json or pyFAI .poni")
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="image files, directories, FILE.h5:START-STOP")
-    p.add_argument("--out", dest="output_dir", metavar="DIR", help="output directory (created if absent)")
-    add_run_options(p)
-    p.add_argument("--npt", type=int, metavar="N", help="number of radial bins (with a .poni calibration)")
-    p.add_argument("--q-range", type=float, nargs=2, metavar=("MIN", "MAX"), help="q range of the bins in nm⁻¹")
-    p.add_argument("--oversampling", type=int, metavar="N", help="sub-pixel splitting per axis (overrides the calibration)")
-    p.add_argument("--mask", metavar="FILE", help="mask file (overrides the calibration's MaskFile)")
-    p.add_argument(
-        "--polarization-factor", type=float, metavar="P",
-        help="pyFAI polarization factor, -1..1 (overrides the calibration)",
-    )
-    p.add_argument("--config", metavar="RUN.json", help="run configuration file (saxs_run schema)")
-    p.set_defaults(func=cmd_saxs)
+    p.set_defaults(func=cmd_saxs, option_specs=add_schema_options(p, "saxs_run"))
 
 
 
@@ -77,42 +63,9 @@ def add_run_options(p: argparse.ArgumentParser, overwrite_default: bool | None =
 
 
 def cmd_saxs(args: argparse.Namespace) -> int:
-    run, source = _saxs_run_from_args(args)
+    run, source = run_from_args("saxs", "saxs_run", args, args.option_specs)
     kwargs, profile = _prepare_saxs(run, source)
     return _run_saxs(kwargs, profile)
-
-
-def _saxs_run_from_args(args: argparse.Namespace) -> tuple[dict, str]:
-    """Merge --config RUN.json (paths relative to the file) with the command line (paths
-    relative to the working directory; takes precedence). Returns (run dict, source name)."""
-    run, source = load_run_file(args.config, resolve_paths)
-    cli: dict[str, Any] = {
-        "calibration": args.calibration,
-        "inputs": list(args.inputs) or None,
-        "output_dir": args.output_dir,
-        "batch_size": args.batch_size,
-        "cluster": args.cluster,
-        "overwrite": args.overwrite,
-        "npt": args.npt,
-        "q_range": list(args.q_range) if args.q_range else None,
-        "oversampling": args.oversampling,
-        "mask": args.mask,
-        "polarization_factor": args.polarization_factor,
-    }
-    overrides = {k: v for k, v in cli.items() if v is not None}
-    if args.config and overrides:
-        source = f"{args.config} + command line"
-    run.update(resolve_paths(overrides, Path.cwd()))
-    missing = [
-        flag for key, flag in (("calibration", "CALIBRATION"), ("inputs", "INPUT..."), ("output_dir", "--out DIR"))
-        if not run.get(key)
-    ]
-    if missing:
-        raise UsageError(
-            f"saxs needs {', '.join(missing)} (on the command line or in --config RUN.json); "
-            "see 'photonflow saxs --help'"
-        )
-    return run, source
 
 
 def _prepare_saxs(run: dict, source: str) -> tuple[dict, dict]:

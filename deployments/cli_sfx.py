@@ -9,25 +9,15 @@ import argparse
 import os
 import textwrap
 from pathlib import Path
-from typing import Any
 
 from photonflow.config import ConfigError, validate_config
-
-PF8_FLAGS = (
-    ("adc_threshold", "--adc-threshold", float, "ADU", "minimum value of a peak pixel (CrystFEL default 800)"),
-    ("minimum_snr", "--min-snr", float, "SNR", "signal-to-noise cut (default 5)"),
-    ("min_pixel_count", "--min-pixel-count", int, "N", "fewest pixels per peak (default 2)"),
-    ("max_pixel_count", "--max-pixel-count", int, "N", "most pixels per peak (default 200)"),
-    ("local_bg_radius", "--local-bg-radius", int, "PX", "local background radius, pixels (default 3)"),
-    ("min_res", "--min-res", float, "PX", "inner radius limit, pixels from the beam (default 0)"),
-    ("max_res", "--max-res", float, "PX", "outer radius limit, pixels from the beam (default 1200)"),
-)
 
 #: peakfinder8 parameters that suit the simulated detectors (10 ADU per photon, 75 µm pixels).
 SIMULATED_DETECTOR_PF8 = {"adc_threshold": 100, "minimum_snr": 5, "min_pixel_count": 2, "max_pixel_count": 40,
                           "local_bg_radius": 3, "min_res": 0, "max_res": 2000}
 
 from photonflow.deployments.cli_common import print_run_summary
+from photonflow.deployments.cli_options import add_schema_options, flow_kwargs, run_from_args
 
 
 def add_parsers(sub) -> None:
@@ -50,25 +40,7 @@ def add_parsers(sub) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("geometry", nargs="?", metavar="GEOMETRY", help="CrystFEL geometry file (.geom)")
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="files, directories or file.cxi:START-STOP")
-    p.add_argument("--out", dest="output_dir", metavar="DIR", help="output directory")
-    p.add_argument("--config", metavar="RUN.json", help="run configuration file (sfx_run schema)")
-    p.add_argument("--finder", choices=["peakfinder8", "peaknet"], help="peak finder (default peakfinder8)")
-    p.add_argument("--min-peaks", type=int, metavar="N", help="hit: at least N peaks (default 10)")
-    p.add_argument("--max-peaks", type=int, metavar="N", help="hit: at most N peaks (default 2048)")
-    for _key, flag, kind, metavar, text in PF8_FLAGS:
-        p.add_argument(flag, type=kind, metavar=metavar, help=f"peakfinder8: {text}")
-    p.add_argument("--checkpoint", metavar="MODEL.pt", help="peaknet: model from 'photonflow sfx-train' (default: shipped)")
-    p.add_argument("--mask", metavar="FILE", help="extra mask (nonzero = good pixel)")
-    p.add_argument("--backend", choices=["numpy", "torch"], help="peakfinder8 backend (default numpy)")
-    p.add_argument("--device", metavar="DEV", help="torch device: auto (default), cpu, cuda")
-    p.add_argument("--save-hit-frames", action=argparse.BooleanOptionalAction, default=None,
-                   help="write the hit frames to hits/*.cxi (default yes)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="frames per task (default 100)")
-    p.add_argument("--cluster", metavar="PROFILE",
-                   help="cluster profile: local (default), threads, slurm, address, or a profile JSON path")
-    p.set_defaults(func=cmd_sfx)
+    p.set_defaults(func=cmd_sfx, option_specs=add_schema_options(p, "sfx_run"))
 
     p = sub.add_parser(
         "sfx-train",
@@ -104,48 +76,6 @@ def add_parsers(sub) -> None:
 
 # --------------------------------------------------------------------------- sfx
 
-def run_from_args(args: argparse.Namespace) -> tuple[dict, str]:
-    """Merge --config RUN.json (paths relative to the file) with the command line (which wins)."""
-    from photonflow.deployments.cli_common import UsageError, load_run_file
-
-    run, source = load_run_file(args.config, _resolve_sfx_paths)
-    pf8 = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag, *_ in PF8_FLAGS}
-    pf8 = {k: v for k, v in pf8.items() if v is not None}
-    cli: dict[str, Any] = {
-        "geometry": args.geometry, "inputs": list(args.inputs) or None, "output_dir": args.output_dir,
-        "finder": args.finder, "batch_size": args.batch_size, "cluster": args.cluster,
-        "min_peaks": args.min_peaks, "max_peaks": args.max_peaks, "mask": args.mask, "backend": args.backend,
-        "device": args.device, "save_hit_frames": args.save_hit_frames,
-    }
-    overrides = {k: v for k, v in cli.items() if v is not None}
-    if args.config and (overrides or pf8 or args.checkpoint):
-        source = f"{args.config} + command line"
-    run.update(_resolve_sfx_paths(overrides, Path.cwd()))
-    if pf8:
-        run["peakfinder8"] = {**run.get("peakfinder8", {}), **pf8}
-    if args.checkpoint:
-        run["peaknet"] = {**run.get("peaknet", {}), "checkpoint": str(Path(args.checkpoint).resolve())}
-    missing = [flag for key, flag in (("geometry", "GEOMETRY"), ("inputs", "INPUT..."), ("output_dir", "--out DIR"))
-               if not run.get(key)]
-    if missing:
-        raise UsageError(f"sfx needs {', '.join(missing)} (on the command line or in --config RUN.json); "
-                         "see 'photonflow sfx --help'")
-    return run, source
-
-
-def _resolve_sfx_paths(data: dict, base: Path) -> dict:
-    from photonflow.deployments.cli_common import _absolute, resolve_paths
-
-    out = resolve_paths(data, base)
-    for key in ("geometry",):
-        if isinstance(out.get(key), str) and out[key]:
-            out[key] = str(_absolute(out[key], base))
-    checkpoint = (out.get("peaknet") or {}).get("checkpoint")
-    if isinstance(checkpoint, str):
-        out["peaknet"] = {**out["peaknet"], "checkpoint": str(_absolute(checkpoint, base))}
-    return out
-
-
 def prepare(run: dict, source: str) -> tuple[dict, dict]:
     """Validate a merged run (schema, files exist, geometry parses) -> (flow kwargs, profile)."""
     from photonflow.deployments.cli_common import expand_inputs
@@ -167,13 +97,10 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
             raise FileNotFoundError(f"{path}: {field} file not found")
     inputs = expand_inputs(run["inputs"])
     profile = load_cluster_profile(run["cluster"])
-    kwargs = {
-        "geometry": str(geometry), "inputs": inputs, "output_dir": str(Path(run["output_dir"])),
-        "finder": run["finder"], "batch_size": run["batch_size"], "min_peaks": run["min_peaks"],
-        "max_peaks": run["max_peaks"], "peakfinder8": run.get("peakfinder8") or {},
-        "peaknet": run.get("peaknet") or {}, "mask": run.get("mask"), "backend": run["backend"],
-        "device": run["device"], "save_hit_frames": run["save_hit_frames"],
-    }
+    from photonflow.operations import get as get_operation
+
+    kwargs = flow_kwargs(get_operation("sfx"), run, geometry=str(geometry), inputs=inputs,
+                         peakfinder8=run.get("peakfinder8") or {}, peaknet=run.get("peaknet") or {})
     return kwargs, profile
 
 
@@ -195,7 +122,7 @@ def run_flow(kwargs: dict, profile: dict, title: str = "sfx") -> int:
 
 
 def cmd_sfx(args: argparse.Namespace) -> int:
-    run, source = run_from_args(args)
+    run, source = run_from_args("sfx", "sfx_run", args, args.option_specs)
     kwargs, profile = prepare(run, source)
     return run_flow(kwargs, profile)
 

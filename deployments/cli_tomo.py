@@ -10,7 +10,9 @@ from pathlib import Path
 
 from photonflow.config import ConfigError, validate_config
 
-SECTIONS = ("preprocess", "sinogram", "reconstruction", "output", "stitch", "chunks")
+
+
+from photonflow.deployments.cli_options import add_schema_options, flow_kwargs, run_from_args
 
 
 def add_parsers(sub) -> None:
@@ -28,56 +30,14 @@ def add_parsers(sub) -> None:
             'gridrec' or another backend, circular mask, uint16/uint8 with a stated range).
             Writes volume.h5 (/volume and a 2× pyramid), report.pdf, plan.json, summary.json.
             The steps and their parameters come from --config RUN.json (schema:
-            config/schemas/tomo_run.schema.json); --dry-run prints the chunk plan as JSON."""
+            config/schemas/tomo_run.schema.json; every option below is one of its fields);
+            --dry-run prints the chunk plan as JSON. --algorithm chooses the reconstruction
+            (reconstruction.backend: gridrec, fbp, torch, algotom, tomopy)."""
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("inputs", nargs="*", metavar="SCAN.h5", help="DXchange files (several: side-by-side scans)")
-    p.add_argument("--out", dest="output_dir", metavar="DIR", help="output directory")
-    p.add_argument("--config", metavar="RUN.json", help="run configuration file (tomo_run schema)")
-    p.add_argument("--center", type=float, metavar="PX", help="rotation axis column, px (default: found)")
-    p.add_argument("--backend", metavar="NAME", help="reconstruction backend (default gridrec)")
-    p.add_argument("--dtype", choices=["uint16", "uint8", "float32"], help="volume type (default uint16)")
-    p.add_argument("--memory-per-worker-gib", "--memory-gib", dest="memory_per_worker_gib", type=float, metavar="GIB", help="memory per worker for the chunk plan (default 2)")
-    p.add_argument("--keep-intermediate", action="store_true", default=None, help="keep pass-1/pass-2 chunk files")
-    p.add_argument("--report", action=argparse.BooleanOptionalAction, default=None,
-                   help="write the PDF report (default yes)")
     p.add_argument("--dry-run", action="store_true", help="print the chunk plan (JSON) and stop")
-    p.add_argument("--cluster", metavar="PROFILE", help="cluster profile (default local)")
-    p.set_defaults(func=cmd_tomo)
-
-
-def _resolve(data: dict, base: Path) -> dict:
-    from photonflow.deployments.cli_common import _absolute, resolve_paths
-
-    out = resolve_paths(data, base)
-    if isinstance(out.get("output_dir"), str):
-        out["output_dir"] = str(_absolute(out["output_dir"], base))
-    return out
-
-
-def run_from_args(args) -> tuple[dict, str]:
-    from photonflow.deployments.cli_common import UsageError, load_run_file
-
-    run, source = load_run_file(args.config, _resolve)
-    cli = {"inputs": list(args.inputs) or None, "output_dir": args.output_dir, "cluster": args.cluster,
-           "memory_per_worker_gib": args.memory_per_worker_gib, "report": args.report}
-    overrides = {k: v for k, v in cli.items() if v is not None}
-    run.update(_resolve(overrides, Path.cwd()))
-    if args.center is not None or args.backend:
-        run["reconstruction"] = {**run.get("reconstruction", {}),
-                                 **({"center": args.center} if args.center is not None else {}),
-                                 **({"backend": args.backend} if args.backend else {})}
-    if args.dtype or args.keep_intermediate:
-        run["output"] = {**run.get("output", {}), **({"dtype": args.dtype} if args.dtype else {}),
-                         **({"keep_intermediate": True} if args.keep_intermediate else {})}
-    if args.config and (overrides or args.center is not None or args.backend or args.dtype):
-        source = f"{args.config} + command line"
-    missing = [flag for key, flag in (("inputs", "SCAN.h5..."), ("output_dir", "--out DIR")) if not run.get(key)]
-    if missing:
-        raise UsageError(f"tomo needs {', '.join(missing)} (on the command line or in --config RUN.json); "
-                         "see 'photonflow tomo --help'")
-    return run, source
+    p.set_defaults(func=cmd_tomo, option_specs=add_schema_options(p, "tomo_run"))
 
 
 def cmd_tomo(args: argparse.Namespace) -> int:
@@ -86,15 +46,16 @@ def cmd_tomo(args: argparse.Namespace) -> int:
     from photonflow.flows.tomo import TomoInputError, tomo_flow
     from photonflow.tomo.dxchange import DxchangeError
 
-    run, source = run_from_args(args)
+    run, source = run_from_args("tomo", "tomo_run", args, args.option_specs)
     run = validate_config(run, "tomo_run", source=source)
     for path in run["inputs"]:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: scan file not found")
     profile = load_cluster_profile(run["cluster"])
-    kwargs = {"inputs": [os.path.abspath(p) for p in run["inputs"]], "output_dir": run["output_dir"],
-              "memory_per_worker_gib": run["memory_per_worker_gib"], "dry_run": args.dry_run,
-              "report": run["report"], **{k: run.get(k) for k in SECTIONS}}
+    from photonflow.operations import get as get_operation
+
+    kwargs = flow_kwargs(get_operation("tomo"), run, inputs=[os.path.abspath(p) for p in run["inputs"]],
+                         dry_run=args.dry_run)
     if args.dry_run:  # the plan needs no workers: run the flow in-process on the thread pool
         profile = load_cluster_profile("threads")
     runner_name, runner_kwargs = task_runner_spec(profile)

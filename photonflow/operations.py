@@ -62,7 +62,8 @@ class Operation:
     deployment_description: str = ""
     extra_tables: tuple[str, ...] = field(default=())
     #: The module of the command line that registers the operation's command (``add_parsers``)
-    #: and, for one with a demo, runs it (``cmd_demo``).
+    #: and, for one with a demo, runs it (``cmd_demo``); empty: the command is made from the schema
+    #: alone (photonflow.deployments.cli_options.add_operation_command).
     cli: str = ""
     #: (summary key, label) of the figures the command line prints after a run.
     highlights: tuple[tuple[str, str], ...] = ()

@@ -126,3 +126,31 @@ def test_lookups():
     assert set(live_names()) <= set(OPERATIONS)
     with pytest.raises(UnknownOperation, match="unknown operation 'xpcs'; choose from saxs"):
         get("xpcs")
+
+
+def test_an_operation_without_a_command_module_gets_one_from_its_schema(tmp_path, monkeypatch):
+    """What a new operation gets for free: the command, its options, the run-file merge."""
+    import dataclasses
+    import json
+
+    from photonflow.config import validate_config
+    from photonflow.deployments.cli_options import add_operation_command, flow_kwargs, run_from_args
+
+    op = dataclasses.replace(OPERATIONS["laue"], name="laue-like", cli="")
+    parser = argparse.ArgumentParser(prog="photonflow")
+    add_operation_command(parser.add_subparsers(dest="command"), op)
+    image = tmp_path / "a.tif"
+    image.write_bytes(b"")
+    (tmp_path / "run.json").write_text(json.dumps({"output_dir": "from-file", "search": {"boxsize": 9}}))
+    monkeypatch.chdir(tmp_path)
+    args = parser.parse_args(["laue-like", "a.tif", "--threshold", "300", "--batch-size", "2", "--no-snake",
+                              "--config", "run.json"])
+    run, source = run_from_args(op.name, op.schema, args, args.option_specs)
+    assert source == "run.json + command line"
+    run = validate_config(run, op.schema, source=source)
+    kwargs = flow_kwargs(op, run)
+    assert kwargs["inputs"] == [str(image)] and kwargs["output_dir"] == str(tmp_path / "from-file")
+    assert kwargs["search"] == {"boxsize": 9, "IntensityThreshold": 300.0}  # nested fields merge
+    assert kwargs["batch_size"] == 2 and kwargs["snake"] is False and "cluster" not in kwargs
+    with pytest.raises(Exception, match="laue-like needs INPUT..., --out DIR"):
+        run_from_args(op.name, op.schema, parser.parse_args(["laue-like"]), args.option_specs)
