@@ -9,6 +9,7 @@ PYTHON="${PYTHON:-python3.11}"
 work="$(mktemp -d /tmp/photonflow-wheel.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 
+rm -rf build  # setuptools reuses build/lib: a stale module there would ship in the wheel
 "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation . -w "$work/dist" 2>/dev/null \
     || "$PYTHON" -m pip wheel --quiet --no-deps . -w "$work/dist"
 wheel="$(ls "$work"/dist/photonflow-*.whl)"

@@ -107,7 +107,7 @@ def main(argv=None) -> int:
 
 
 def run_all(args, kwargs, partition, root, results, volumes) -> None:
-    from photonflow.deployments.cli_common import run_on_profile
+    from photonflow.deployments.cli.common import run_on_profile
     from photonflow.deployments.clusters import load_cluster_profile
     from photonflow.flows.tomo import tomo_flow
 

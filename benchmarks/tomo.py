@@ -157,7 +157,7 @@ def write_benchmark_scan(path: Path, n_proj: int, rows: int, cols: int, block: i
 
 def flow_benchmark(args) -> int:
 
-    from photonflow.deployments.cli_common import run_on_profile
+    from photonflow.deployments.cli.common import run_on_profile
     from photonflow.deployments.clusters import load_cluster_profile
     from photonflow.flows.tomo import tomo_flow
 

@@ -49,6 +49,7 @@ def _check_inputs(inputs, output_dir, preprocess, sinogram, reconstruction, stit
             raise TomoInputError(f"{s.path}: scans to stitch need the same angles and rows as {first.path}")
     if len(scans) > 1 and not stitch:
         raise TomoInputError(f"{len(scans)} scans given: stitching settings (motor positions) are needed")
+    _algorithm(reconstruction)  # algorithm and its older name agree
     center = reconstruction.get("center")
     if center is not None and not 0 <= float(center) <= first.shape[2] - 1:
         raise TomoInputError(f"centre of rotation {center} px is outside the detector (0 .. {first.shape[2] - 1})")
@@ -108,7 +109,7 @@ def tomo_flow(
     preprocess: {"i0": {"monitor": path} | {"air_columns": [a, b]}, "zingers": {"threshold",
     "size"}, "air": {"columns": [a, b]}, "paganin": {"delta_beta", "energy_kev", "distance_mm",
     "pixel_size_um"}} (omitted = off); sinogram: {"stripes": {"method": "all"|"sorting"|"large"|"dead",
-    "snr", ...}, "rings": {...}, "half_acquisition": bool}; reconstruction: {"backend": "gridrec" (or
+    "snr", ...}, "rings": {...}, "half_acquisition": bool}; reconstruction: {"algorithm": "gridrec" (or
     "fbp", "torch" (GPU path), "algotom", "tomopy"), "filter": "shepp", "center": px or None (found),
     "circle_mask": true, "device": "auto"}; output: {"dtype":
     "uint16"|"uint8"|"float32", "range": [vmin, vmax] in 1/px or None (from sample slices), "volume":
@@ -177,7 +178,7 @@ def tomo_flow(
     record.update(stage="centre", force=True)
     t = time.perf_counter()
     center, center_how = passes.rotation_centre(joined, rows, sinogram, reconstruction.get("center"))
-    steps2 = {**sinogram, "backend": reconstruction.get("backend", "gridrec"),
+    steps2 = {**sinogram, "backend": _algorithm(reconstruction),
               "filter": reconstruction.get("filter", "shepp"), "circle_mask": reconstruction.get("circle_mask", True),
               "device": reconstruction.get("device", "auto")}
     value_range, range_how = passes.output_range(joined, theta, center, rows, steps2, output)
@@ -224,7 +225,7 @@ def tomo_flow(
         "pyramid": [list(s) for s in pyramid], "plan": {k: plan[k] for k in ("pass1", "pass2", "tasks")},
         "timings_s": timings, "pass1_steps_cpu_s": _sum_timings(results1), "pass2_steps_cpu_s": _sum_timings(results2),
         "pass1_chunk_s": [r["seconds"] for r in results1],
-        "pass2_chunk_s": [r["seconds"] for r in results2], "backend": steps2["backend"],
+        "pass2_chunk_s": [r["seconds"] for r in results2], "algorithm": steps2["backend"],
     }
     outputs = {"volume": str(volume), "report": None, "plan": str(out / "plan.json")}
     summary = {**extra, "volume": str(volume)}  # what the report reads
@@ -256,6 +257,15 @@ def tomo_flow(
     return summary
 
 
+def _algorithm(reconstruction: dict) -> str:
+    """The reconstruction algorithm: ``algorithm`` (or its older name ``backend``), gridrec by default."""
+    algorithm, older = reconstruction.get("algorithm"), reconstruction.get("backend")
+    if algorithm and older and algorithm != older:
+        raise TomoInputError(f"reconstruction.algorithm {algorithm!r} and reconstruction.backend {older!r} differ; "
+                             "give algorithm only")
+    return algorithm or older or "gridrec"
+
+
 def _sum_timings(results: list[dict]) -> dict[str, float]:
     """Seconds per step summed over the chunks (worker time, not wall time)."""
     total: dict[str, float] = {}
@@ -285,7 +295,7 @@ def _report(out, scan, joined, volume, summary, preprocess, steps2, theta, cente
                "angles": f"{theta.min():.2f}–{theta.max():.2f}°", "raw size": f"{scan.nbytes / 2**30:.3f} GiB",
                "volume": f"{summary['volume']} {summary['shape']} {summary['dtype']}",
                "centre of rotation": f"{center:.2f} px ({summary['center_from']})",
-               "backend": f"{steps2['backend']} (filter {steps2['filter']})",
+               "algorithm": f"{steps2['backend']} (filter {steps2['filter']})",
                "chunks": f"pass 1: {len(summary['pass1_chunk_s'])}, pass 2: {len(summary['pass2_chunk_s'])}"}
     if summary["stitch_offsets_px"]:
         dataset["stitching offsets"] = f"{summary['stitch_offsets_px']} px (motors: {summary['stitch_guesses_px']})"

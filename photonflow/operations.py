@@ -63,7 +63,7 @@ class Operation:
     extra_tables: tuple[str, ...] = field(default=())
     #: The module of the command line that registers the operation's command (``add_parsers``)
     #: and, for one with a demo, runs it (``cmd_demo``); empty: the command is made from the schema
-    #: alone (photonflow.deployments.cli_options.add_operation_command).
+    #: alone (photonflow.deployments.cli.options.add_operation_command).
     cli: str = ""
     #: (summary key, label) of the figures the command line prints after a run.
     highlights: tuple[tuple[str, str], ...] = ()
@@ -102,7 +102,7 @@ OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
         Operation(
-            name="saxs", cli="photonflow.deployments.cli_saxs",
+            name="saxs", cli="photonflow.deployments.cli.saxs",
             title="SAXS/WAXS azimuthal integration",
             summary="Azimuthal integration of 2D SAXS/WAXS images into 1D I(q) ± σ curves (SAXSDOG's method) from "
                     "a SAXSDOG calibration JSON or a pyFAI .poni; .chi per frame, NeXus, integral parameters, plots.",
@@ -115,7 +115,7 @@ OPERATIONS: dict[str, Operation] = {
             deployment_description="Integrate SAXS/WAXS frames (photonflow saxs).",
         ),
         Operation(
-            name="sfx", cli="photonflow.deployments.cli_sfx",
+            name="sfx", cli="photonflow.deployments.cli.sfx",
             title="Serial crystallography: peaks and hits",
             summary="Bragg peak finding (peakfinder8 or the PeakNet-style network) and hit finding over CXI/HDF5 "
                     "events with a CrystFEL geometry; CXI peak lists, a CrystFEL hit list, plots.",
@@ -129,7 +129,7 @@ OPERATIONS: dict[str, Operation] = {
                         ("median_resolution_A_of_hits", "resolution of hits (median, Å)")),
         ),
         Operation(
-            name="laue", cli="photonflow.deployments.cli_laue",
+            name="laue", cli="photonflow.deployments.cli.laue",
             title="Laue microdiffraction spots",
             summary="Laue raster scans: LaueTools-style spot search, batched 2D Gaussian fits or the spot CNN "
                     "(position, sigma, Sim, Asp, Area, quality); spot tables and scan maps.",
@@ -143,7 +143,7 @@ OPERATIONS: dict[str, Operation] = {
                         ("spots_not_fitted_by_reason", "not described, by reason"), ("mean_sim", "mean Sim")),
         ),
         Operation(
-            name="tomo", cli="photonflow.deployments.cli_tomo",
+            name="tomo", cli="photonflow.deployments.cli.tomo",
             title="Chunked tomography",
             summary="Chunked tomography of DXchange scans (DanMAX pipeline): preprocessing, stitching, Paganin, "
                     "reconstruction, a volume with its pyramid, a PDF report.",
@@ -152,7 +152,7 @@ OPERATIONS: dict[str, Operation] = {
             deployment_description="Reconstruct DXchange scans chunk by chunk (photonflow tomo).",
         ),
         Operation(
-            name="classify-train", cli="photonflow.deployments.cli_classify",
+            name="classify-train", cli="photonflow.deployments.cli.classify",
             title="Frame classifier training (PADT)",
             summary="Train and evaluate good/bad frame classifiers (scikit-learn) on a ROI from PADT/CrystFEL "
                     "label lists or automatic labels.",
@@ -161,7 +161,7 @@ OPERATIONS: dict[str, Operation] = {
             deployment_description="Train good/bad frame classifiers (photonflow classify train).",
         ),
         Operation(
-            name="classify-sort", cli="photonflow.deployments.cli_classify",
+            name="classify-sort", cli="photonflow.deployments.cli.classify",
             title="Frame sorting (PADT)",
             summary="Sort frames with a trained classifier into good and bad CrystFEL event lists.",
             flow="photonflow.flows.classify:classify_sort_flow", schema="classify_sort_run", unit="frames",

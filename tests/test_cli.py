@@ -60,7 +60,7 @@ def no_prefect_server(monkeypatch):
         yield None
         calls.append("exit")
 
-    from photonflow.deployments import cli_common
+    from photonflow.deployments.cli import common as cli_common
 
     monkeypatch.setattr(cli_common, "prefect_api_for", fake_api)
     return calls

@@ -134,7 +134,7 @@ def test_an_operation_without_a_command_module_gets_one_from_its_schema(tmp_path
     import json
 
     from photonflow.config import validate_config
-    from photonflow.deployments.cli_options import add_operation_command, flow_kwargs, run_from_args
+    from photonflow.deployments.cli.options import add_operation_command, flow_kwargs, run_from_args
 
     op = dataclasses.replace(OPERATIONS["laue"], name="laue-like", cli="")
     parser = argparse.ArgumentParser(prog="photonflow")
@@ -154,3 +154,22 @@ def test_an_operation_without_a_command_module_gets_one_from_its_schema(tmp_path
     assert kwargs["batch_size"] == 2 and kwargs["snake"] is False and "cluster" not in kwargs
     with pytest.raises(Exception, match="laue-like needs INPUT..., --out DIR"):
         run_from_args(op.name, op.schema, parser.parse_args(["laue-like"]), args.option_specs)
+
+
+def test_a_flag_means_the_same_field_in_every_operation():
+    """--backend is the array library everywhere, --out the output directory, …: one flag, one field
+    name, across every operation's command (and one flag per field name)."""
+    flag_to_field: dict[str, set[str]] = {}
+    field_to_flag: dict[str, set[str]] = {}
+    for op in OPS:
+        for spec in _command_parser(op).get_default("option_specs"):
+            for flag in spec.flags:
+                flag_to_field.setdefault(flag, set()).add(spec.path[-1])
+            if spec.flags:
+                field_to_flag.setdefault(spec.path[-1], set()).add(spec.flags[0])
+    assert {f: s for f, s in flag_to_field.items() if len(s) > 1} == {}
+    assert {f: s for f, s in field_to_flag.items() if len(s) > 1} == {}
+    for op in OPS:  # the array library: numpy or torch, wherever an operation has one
+        for action in _command_parser(op)._actions:
+            if "--backend" in action.option_strings:
+                assert set(action.choices) == {"numpy", "torch"}, op.name

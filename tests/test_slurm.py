@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from photonflow.deployments.cli_common import run_on_profile
-from photonflow.deployments.cli_saxs import _prepare_saxs
+from photonflow.deployments.cli.common import run_on_profile
+from photonflow.deployments.cli.saxs import _prepare_saxs
 from photonflow.deployments.clusters import load_cluster_profile
 from photonflow.io import read_chi
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from photonflow.config import load_schema
 
-from photonflow.deployments.cli_common import UsageError, load_run_file
+from photonflow.deployments.cli.common import UsageError, load_run_file
 
 __all__ = ["OptionSpec", "add_schema_options", "run_from_args", "resolve_schema_paths", "flow_kwargs"]
 
@@ -260,7 +260,7 @@ def run_operation_command(op, args: argparse.Namespace) -> int:
     """Merge, validate, run on the profile, print: the whole command of a registry operation."""
     from photonflow.config import validate_config
 
-    from photonflow.deployments.cli_common import expand_inputs, print_run_summary, run_on_profile
+    from photonflow.deployments.cli.common import expand_inputs, print_run_summary, run_on_profile
     from photonflow.deployments.clusters import load_cluster_profile
 
     run, source = run_from_args(op.name, op.schema, args, args.option_specs)

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from photonflow.config import DATA_ENV, ConfigError, load_json_config, shared_data_dir, validate_config
 
-from photonflow.deployments.cli_common import (
+from photonflow.deployments.cli.common import (
     UsageError,
     describe_runner,
     expand_inputs,
     print_run_summary,
     run_on_profile,
 )
-from photonflow.deployments.cli_options import add_schema_options, run_from_args
+from photonflow.deployments.cli.options import add_schema_options, run_from_args
 from photonflow.deployments.clusters import available_profiles, load_cluster_profile, task_runner_spec
 
 

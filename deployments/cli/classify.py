@@ -13,8 +13,8 @@ from pathlib import Path
 
 
 from photonflow.config import validate_config
-from photonflow.deployments.cli_common import print_run_summary
-from photonflow.deployments.cli_options import add_schema_options, flow_kwargs, run_from_args
+from photonflow.deployments.cli.common import print_run_summary
+from photonflow.deployments.cli.options import add_schema_options, flow_kwargs, run_from_args
 from photonflow.operations import get as get_operation
 
 
@@ -78,7 +78,7 @@ def _add_roi_options(p) -> None:
 
 
 def _check_roi(run: dict) -> None:
-    from photonflow.deployments.cli_common import UsageError
+    from photonflow.deployments.cli.common import UsageError
 
     if (run.get("panel") is None) == (run.get("box") is None):
         raise UsageError("give the ROI as --geometry G --panel NAME or as --box SS0 SS1 FS0 FS1")
@@ -89,20 +89,20 @@ def _check_roi(run: dict) -> None:
 
 
 def _run(flow_fn, kwargs: dict, cluster: str):
-    from photonflow.deployments.cli_common import run_on_profile
+    from photonflow.deployments.cli.common import run_on_profile
     from photonflow.deployments.clusters import load_cluster_profile
 
     return run_on_profile(flow_fn, kwargs, load_cluster_profile(cluster))
 
 
 def _print_failures(failures) -> None:
-    from photonflow.deployments.cli_common import print_failures
+    from photonflow.deployments.cli.common import print_failures
 
     print_failures(failures, "the summary JSON")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from photonflow.deployments.cli_common import UsageError
+    from photonflow.deployments.cli.common import UsageError
     from photonflow.flows.classify import classify_train_flow
     from photonflow.classify.models import MODELS, parse_split
 
@@ -138,7 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sort(args: argparse.Namespace) -> int:
-    from photonflow.deployments.cli_common import expand_inputs
+    from photonflow.deployments.cli.common import expand_inputs
     from photonflow.flows.classify import classify_sort_flow
 
     run, source = run_from_args("classify sort", "classify_sort_run", args, args.option_specs)
@@ -184,7 +184,7 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 
 
 def cmd_ids(args: argparse.Namespace) -> int:
-    from photonflow.deployments.cli_common import UsageError
+    from photonflow.deployments.cli.common import UsageError
     from photonflow.classify.labels import labels_from_ids, read_label_list, write_label_list
 
     ids: list = []

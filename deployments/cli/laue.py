@@ -13,8 +13,8 @@ from pathlib import Path
 from photonflow.config import ConfigError, validate_config
 
 
-from photonflow.deployments.cli_common import print_run_summary
-from photonflow.deployments.cli_options import add_schema_options, flow_kwargs, run_from_args
+from photonflow.deployments.cli.common import print_run_summary
+from photonflow.deployments.cli.options import add_schema_options, flow_kwargs, run_from_args
 
 
 def add_parsers(sub) -> None:
@@ -43,7 +43,7 @@ def add_parsers(sub) -> None:
 
 def prepare(run: dict, source: str) -> tuple[dict, dict]:
     """Validate a merged run (schema, files exist) -> (flow kwargs, cluster profile)."""
-    from photonflow.deployments.cli_common import expand_inputs
+    from photonflow.deployments.cli.common import expand_inputs
     from photonflow.deployments.clusters import load_cluster_profile
 
     run = validate_config(run, "laue_run", source=source)
@@ -64,7 +64,7 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
 
 def run_flow(kwargs: dict, profile: dict, title: str = "laue") -> int:
     """Run the laue flow on the profile's task runner and print the summary; returns the exit code."""
-    from photonflow.deployments.cli_common import describe_runner, run_on_profile
+    from photonflow.deployments.cli.common import describe_runner, run_on_profile
     from photonflow.deployments.clusters import task_runner_spec
     from photonflow.flows.laue import laue_flow
 

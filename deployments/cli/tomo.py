@@ -12,7 +12,7 @@ from photonflow.config import ConfigError, validate_config
 
 
 
-from photonflow.deployments.cli_options import add_schema_options, flow_kwargs, run_from_args
+from photonflow.deployments.cli.options import add_schema_options, flow_kwargs, run_from_args
 
 
 def add_parsers(sub) -> None:
@@ -41,7 +41,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_tomo(args: argparse.Namespace) -> int:
-    from photonflow.deployments.cli_common import describe_runner, run_on_profile
+    from photonflow.deployments.cli.common import describe_runner, run_on_profile
     from photonflow.deployments.clusters import load_cluster_profile, task_runner_spec
     from photonflow.flows.tomo import TomoInputError, tomo_flow
     from photonflow.tomo.dxchange import DxchangeError
@@ -80,7 +80,7 @@ def cmd_tomo(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Simulate a scan (Shepp–Logan ellipsoids, flats before and after, darks, top-up drops with a
     monitor, dead and hot columns, zingers) and reconstruct it with stripe removal and the centre found."""
-    from photonflow.deployments.cli_common import describe_runner, run_on_profile
+    from photonflow.deployments.cli.common import describe_runner, run_on_profile
     from photonflow.deployments.clusters import load_cluster_profile, task_runner_spec
     from photonflow.flows.tomo import tomo_flow
     from photonflow.simulate.tomo import simulate_scan, write_tomo_scan

@@ -1,4 +1,5 @@
-"""The ``photonflow`` command line (entry point ``photonflow = "photonflow.deployments.cli:main"``).
+"""The ``photonflow`` command: its parser, ``main()`` and the tools (demo, cluster, validate, watch,
+serve, submit, status); the operations' commands come from the registry.
 
 Flows and Prefect are imported inside the subcommands, so ``photonflow --help``,
 ``photonflow validate`` and ``photonflow cluster show`` start quickly.
@@ -37,9 +38,9 @@ from photonflow.deployments.clusters import (
 
 from photonflow.errors import InputError, exit_code_for
 from photonflow.operations import OPERATIONS, get as get_operation, live_names, load_object
-from photonflow.deployments.cli_options import add_operation_command
-from photonflow.deployments.cli_saxs import add_run_options
-from photonflow.deployments.cli_common import (  # noqa: F401 - re-exported for the subcommand modules
+from photonflow.deployments.cli.options import add_operation_command
+from photonflow.deployments.cli.saxs import add_run_options
+from photonflow.deployments.cli.common import (  # noqa: F401 - re-exported for the subcommand modules
     UsageError,
     describe_runner,
     expand_inputs,
@@ -137,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
             add_operation_command(sub, op)
 
     # -- monitor
-    from photonflow.deployments.cli_monitor import add_parsers as add_monitor_parsers
+    from photonflow.deployments.cli.monitor import add_parsers as add_monitor_parsers
 
     add_monitor_parsers(sub)
 
@@ -427,5 +428,3 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m photonflow.deployments.cli
-    sys.exit(main())

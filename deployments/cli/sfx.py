@@ -16,8 +16,8 @@ from photonflow.config import ConfigError, validate_config
 SIMULATED_DETECTOR_PF8 = {"adc_threshold": 100, "minimum_snr": 5, "min_pixel_count": 2, "max_pixel_count": 40,
                           "local_bg_radius": 3, "min_res": 0, "max_res": 2000}
 
-from photonflow.deployments.cli_common import print_run_summary
-from photonflow.deployments.cli_options import add_schema_options, flow_kwargs, run_from_args
+from photonflow.deployments.cli.common import print_run_summary
+from photonflow.deployments.cli.options import add_schema_options, flow_kwargs, run_from_args
 
 
 def add_parsers(sub) -> None:
@@ -78,7 +78,7 @@ def add_parsers(sub) -> None:
 
 def prepare(run: dict, source: str) -> tuple[dict, dict]:
     """Validate a merged run (schema, files exist, geometry parses) -> (flow kwargs, profile)."""
-    from photonflow.deployments.cli_common import expand_inputs
+    from photonflow.deployments.cli.common import expand_inputs
     from photonflow.deployments.clusters import load_cluster_profile
     from photonflow.io.geom import GeometryError, load_geometry
 
@@ -106,7 +106,7 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
 
 def run_flow(kwargs: dict, profile: dict, title: str = "sfx") -> int:
     """Run the sfx flow on the profile's task runner and print the summary; returns the exit code."""
-    from photonflow.deployments.cli_common import describe_runner, run_on_profile
+    from photonflow.deployments.cli.common import describe_runner, run_on_profile
     from photonflow.deployments.clusters import task_runner_spec
     from photonflow.flows.sfx import sfx_flow
 
@@ -158,7 +158,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_sfx_train(args: argparse.Namespace) -> int:
     from photonflow.config import resource_path
-    from photonflow.deployments.cli_common import UsageError
+    from photonflow.deployments.cli.common import UsageError
     from photonflow.io.geom import load_geometry
     from photonflow.peaks.training import train_on_simulated
 

@@ -47,7 +47,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from photonflow.deployments.cli_common import UsageError
+    from photonflow.deployments.cli.common import UsageError
 
     import uvicorn
 

@@ -1,0 +1,7 @@
+"""``python -m photonflow.deployments.cli``: the ``photonflow`` command."""
+
+import sys
+
+from photonflow.deployments.cli.main import main
+
+sys.exit(main())
