@@ -63,8 +63,10 @@ def main() -> int:
     t0 = time.perf_counter()
     train = write_padt_dataset(work / "train", geometry, args.train, frames_per_file=500, seed=11)
     heldout = write_padt_dataset(work / "heldout", geometry, args.heldout, frames_per_file=500, seed=12)
-    print(f"simulated {args.train} + {args.heldout} frames of 352 x 384 in {time.perf_counter() - t0:.1f} s "
-          f"({train.n_bad} + {heldout.n_bad} bad)\n")
+    print(
+        f"simulated {args.train} + {args.heldout} frames of 352 x 384 in {time.perf_counter() - t0:.1f} s "
+        f"({train.n_bad} + {heldout.n_bad} bad)\n"
+    )
 
     recipe = FeatureRecipe(roi=roi_from_panel(geometry, "p0"), binning=args.binning, log=True)
     labels = load_labels([train.good_list], [train.bad_list])
@@ -77,25 +79,43 @@ def main() -> int:
     held = extract_features([(str(p), e) for p, e in heldout.refs], recipe)
     y_held = np.array([truth[(str(p), int(e))] for p, e in held.refs])
 
-    print(f"(a)+(b) {len(y)} labelled frames ({int(y.sum())} good), ROI p0 176 x 192 binned {args.binning}, log; "
-          f"feature extraction {t_features:.2f} s ({len(y) / t_features:.0f} frames/s)")
-    print(f"{'model':24s} {'operating point':>16s} | {'split: kept':>11s} {'rejected':>9s} | {'held-out: kept':>14s} "
-          f"{'rejected':>9s} {'accuracy':>9s} | {'fit s':>6s}")
+    print(
+        f"(a)+(b) {len(y)} labelled frames ({int(y.sum())} good), ROI p0 176 x 192 binned {args.binning}, log; "
+        f"feature extraction {t_features:.2f} s ({len(y) / t_features:.0f} frames/s)"
+    )
+    print(
+        f"{'model':24s} {'operating point':>16s} | {'split: kept':>11s} {'rejected':>9s} | {'held-out: kept':>14s} "
+        f"{'rejected':>9s} {'accuracy':>9s} | {'fit s':>6s}"
+    )
     rf_path = None
     for name in MODELS:
         # kNN (5 neighbours) and a single tree give coarse probabilities: no useful operating point
-        for target in (None, 0.99) if name in ("logistic_regression", "random_forest", "hist_gradient_boosting") \
-                else (None,):
+        for target in (
+            (None, 0.99) if name in ("logistic_regression", "random_forest", "hist_gradient_boosting") else (None,)
+        ):
             t0 = time.perf_counter()
-            clf = train_classifier(feats.X, y, name, split="70/30", seed=0, recipe=recipe.to_dict(),
-                                   frame_shape=(352, 384), bad_rejected_target=target)
+            clf = train_classifier(
+                feats.X,
+                y,
+                name,
+                split="70/30",
+                seed=0,
+                recipe=recipe.to_dict(),
+                frame_shape=(352, 384),
+                bad_rejected_target=target,
+            )
             fit_s = time.perf_counter() - t0
             e = clf.evaluation
             h = evaluate(y_held, clf.predict(held.X))
-            flag = " >= 94 % / 98 %" if h.good_kept >= TARGET_GOOD_KEPT and h.bad_rejected >= TARGET_BAD_REJECTED else ""
+            flag = (
+                " >= 94 % / 98 %" if h.good_kept >= TARGET_GOOD_KEPT and h.bad_rejected >= TARGET_BAD_REJECTED else ""
+            )
             point = "p(good) >= 0.5" if target is None else f"p(good) >= {clf.threshold:.3f}"
-            print(f"{name:24s} {point:>16s} | {e.good_kept:11.3f} {e.bad_rejected:9.3f} | {h.good_kept:14.3f} "
-                  f"{h.bad_rejected:9.3f} {h.accuracy:9.3f} | {fit_s:6.1f}{flag}", flush=True)
+            print(
+                f"{name:24s} {point:>16s} | {e.good_kept:11.3f} {e.bad_rejected:9.3f} | {h.good_kept:14.3f} "
+                f"{h.bad_rejected:9.3f} {h.accuracy:9.3f} | {fit_s:6.1f}{flag}",
+                flush=True,
+            )
             if name == "random_forest" and target is not None:
                 rf_path = save_classifier(work / "rf.joblib", clf)
                 rf = clf
@@ -112,10 +132,16 @@ def main() -> int:
         from photonflow.flows.classify import classify_sort_flow
 
         with local_api():
-            s = classify_sort_flow(model=str(rf_path), inputs=[str(p) for p in heldout.cxi_files],
-                                   output_dir=str(work / "sorted"), batch_size=500)
-        print(f"    sort flow, local Dask cluster (2 workers): {s['per_s']:.0f} frames/s over {s['done']} frames "
-              f"(incl. task start-up)")
+            s = classify_sort_flow(
+                model=str(rf_path),
+                inputs=[str(p) for p in heldout.cxi_files],
+                output_dir=str(work / "sorted"),
+                batch_size=500,
+            )
+        print(
+            f"    sort flow, local Dask cluster (2 workers): {s['per_s']:.0f} frames/s over {s['done']} frames "
+            f"(incl. task start-up)"
+        )
 
     if not args.skip_1920:
         big = load_geometry(REPO / "config" / "geometry" / "sim1920.geom")

@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import psutil
 import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
+
+import psutil
 
 # one core for part (a): set before numpy/pyFAI/torch start their thread pools
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -107,8 +108,14 @@ def kernel_benchmark(n_frames: int, npt: int) -> dict:
         "median_rel_diff_vs_pyfai_full": median_rel,
     }
     print("(a) kernel, one core, Pilatus 1M, %d bins q %.0f–%.0f nm⁻¹" % (npt, *q_range))
-    print("    photonflow ov=3 (batched, 32 frames) : %8.1f frames/s  (%.2f ms/frame)" % (out["photonflow_ov3_frames_per_s"], 1e3 / out["photonflow_ov3_frames_per_s"]))
-    print("    pyFAI integrate1d full/csr/cython    : %8.1f frames/s  (%.2f ms/frame)" % (out["pyfai_full_csr_frames_per_s"], 1e3 / out["pyfai_full_csr_frames_per_s"]))
+    print(
+        "    photonflow ov=3 (batched, 32 frames) : %8.1f frames/s  (%.2f ms/frame)"
+        % (out["photonflow_ov3_frames_per_s"], 1e3 / out["photonflow_ov3_frames_per_s"])
+    )
+    print(
+        "    pyFAI integrate1d full/csr/cython    : %8.1f frames/s  (%.2f ms/frame)"
+        % (out["pyfai_full_csr_frames_per_s"], 1e3 / out["pyfai_full_csr_frames_per_s"])
+    )
     print("    ratio (split pixels)                 : %8.2f ×   [target ≥ 5]" % out["ratio_split"])
     print("    photonflow unsplit                   : %8.1f frames/s" % out["photonflow_unsplit_frames_per_s"])
     print("    pyFAI no/csr/cython                  : %8.1f frames/s" % out["pyfai_nosplit_csr_frames_per_s"])
@@ -136,7 +143,9 @@ def write_dataset(workdir: Path, n_files: int) -> Path:
         t = time.perf_counter()
         for i in range(n_files):
             tifffile.imwrite(frames_dir / f"ceo2_{i:05d}.tif", variants[i % 16])
-        print("    wrote %d files (%.1f GB) in %.1f s" % (n_files, n_files * image.nbytes / 1e9, time.perf_counter() - t))
+        print(
+            "    wrote %d files (%.1f GB) in %.1f s" % (n_files, n_files * image.nbytes / 1e9, time.perf_counter() - t)
+        )
     tifffile.imwrite(workdir / "mask.tif", (image < 0).astype(np.uint8))
     fit2d = Geometry.from_poni_file(DATA / "CeO2_Pilatus1M.poni", shape=image.shape).to_fit2d()
     rows = image.shape[0]
@@ -150,8 +159,16 @@ def write_dataset(workdir: Path, n_files: int) -> Path:
             "Tilt": {"TiltRotDeg": -fit2d["tilt_plane_rotation_deg"], "TiltAngleDeg": fit2d["tilt_deg"]},
         },
         "Wavelength": 0.4066,
-        "Masks": [{"Name": "full", "MaskFile": "mask.tif", "Oversampling": 3, "PixelPerRadialElement": 1.0,
-                   "qStart": 5.0, "qStop": 40.0}],
+        "Masks": [
+            {
+                "Name": "full",
+                "MaskFile": "mask.tif",
+                "Oversampling": 3,
+                "PixelPerRadialElement": 1.0,
+                "qStart": 5.0,
+                "qStop": 40.0,
+            }
+        ],
         "OverwriteFiles": True,
     }
     (workdir / "calibration.json").write_text(json.dumps(calibration, indent=2))
@@ -167,8 +184,13 @@ def flow_benchmark(workdir: Path, n_files: int, batch_size: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
     with local_api():
-        summary = saxs_flow(calibration=str(workdir / "calibration.json"), inputs=[str(frames_dir)],
-                            output_dir=str(out), batch_size=batch_size, overwrite=True)
+        summary = saxs_flow(
+            calibration=str(workdir / "calibration.json"),
+            inputs=[str(frames_dir)],
+            output_dir=str(out),
+            batch_size=batch_size,
+            overwrite=True,
+        )
     wall = time.perf_counter() - t
     result = {
         "files": n_files,
@@ -181,13 +203,20 @@ def flow_benchmark(workdir: Path, n_files: int, batch_size: int) -> dict:
         "worker_peak_rss_mb": summary["peak_rss_mb"],
         "flow_process_rss_mb": psutil.Process().memory_info().rss / 1e6,
     }
-    print("(b) SAXS flow end to end: %d Pilatus 1M TIFF files, batches of %d, local Dask cluster (2 workers)" % (n_files, batch_size))
+    print(
+        "(b) SAXS flow end to end: %d Pilatus 1M TIFF files, batches of %d, local Dask cluster (2 workers)"
+        % (n_files, batch_size)
+    )
     print("    frames done %d, failed %d" % (result["done"], result["failed"]))
-    print("    throughput %.1f frames/s (%.1f s from first batch to last) [target ≥ 200; SAXSDOG: 66 on 24 cores]"
-          % (result["per_s"], result["processing_s"]))
+    print(
+        "    throughput %.1f frames/s (%.1f s from first batch to last) [target ≥ 200; SAXSDOG: 66 on 24 cores]"
+        % (result["per_s"], result["processing_s"])
+    )
     print("    wall time including Prefect and Dask start-up: %.1f s" % wall)
-    print("(c) memory: peak resident set of the busiest Dask worker %.0f MB; flow process %.0f MB at the end"
-          % (result["worker_peak_rss_mb"], result["flow_process_rss_mb"]))
+    print(
+        "(c) memory: peak resident set of the busiest Dask worker %.0f MB; flow process %.0f MB at the end"
+        % (result["worker_peak_rss_mb"], result["flow_process_rss_mb"])
+    )
     return result
 
 

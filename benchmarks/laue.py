@@ -31,21 +31,30 @@ import sys
 import time
 from pathlib import Path
 
-from _threads import THREADS  # noqa: E402 - sets the thread counts before numpy loads
-
 import numpy as np  # noqa: E402
+from _threads import THREADS  # noqa: E402 - sets the thread counts before numpy loads
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from photonflow.laue import SearchParams, cutouts, find_seeds, fit_gaussians, fit_spots, read_laue_image  # noqa: E402
-from photonflow.laue import read_lauetools_dat  # noqa: E402
+from photonflow.laue import (  # noqa: E402
+    SearchParams,
+    cutouts,
+    find_seeds,
+    fit_gaussians,
+    fit_spots,
+    read_laue_image,
+    read_lauetools_dat,  # noqa: E402
+)
 from photonflow.laue.fit import initial_guess, model_and_jacobian  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "laue"
 #: real images, the search threshold their LaueTools lists match, and those lists
-REAL = (("img_Ge_sCMOS_0000.tif", 400, None), ("Ge_blanc_0000.mccd", 100, "Ge_blanc_0000.dat"),
-        ("AH12_CMT_r14_0000.tif", 400, "AH12_CMT_r14_0000_LT_0.dat"))
+REAL = (
+    ("img_Ge_sCMOS_0000.tif", 400, None),
+    ("Ge_blanc_0000.mccd", 100, "Ge_blanc_0000.dat"),
+    ("AH12_CMT_r14_0000.tif", 400, "AH12_CMT_r14_0000_LT_0.dat"),
+)
 SIM_THRESHOLD = 400  # ADU over the minimum filter: the simulated image's background is 300 ± 17 counts
 PAPER = {"LaueTools fit, 1 core": 2.089, "paper's CNN, 1 core": 0.647, "paper's CNN, GPU": 0.027}
 
@@ -103,8 +112,10 @@ def spot_sets(include_real: bool) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 def part_fit(sets, repeats: int, n_scipy: int) -> list[dict]:
     print("\n(a) Fit, one core: batched LM (photonflow) vs per-spot scipy least_squares (peer)")
-    print(f"{'spots':44s} {'batched ms/spot':>16s} {'scipy ms/spot':>14s} {'ratio':>7s} {'conv.':>6s} "
-          f"{'max |dPos| px':>14s}")
+    print(
+        f"{'spots':44s} {'batched ms/spot':>16s} {'scipy ms/spot':>14s} {'ratio':>7s} {'conv.':>6s} "
+        f"{'max |dPos| px':>14s}"
+    )
     rows = []
     for name, stack, w in sets:
         t_fit = best_of(lambda: fit_gaussians(stack, w), repeats) / len(stack)
@@ -116,8 +127,10 @@ def part_fit(sets, repeats: int, n_scipy: int) -> list[dict]:
         t_sc = (time.perf_counter() - t0) / k
         both = res.converged[:k]
         dpos = np.abs(ref[both, 2:4] - res.params[:k][both, 2:4]).max() if both.any() else float("nan")
-        print(f"{name:44s} {t_fit * 1e3:16.4f} {t_sc * 1e3:14.3f} {t_sc / t_fit:6.1f}x {res.converged.mean():6.3f} "
-              f"{dpos:14.2e}")
+        print(
+            f"{name:44s} {t_fit * 1e3:16.4f} {t_sc * 1e3:14.3f} {t_sc / t_fit:6.1f}x {res.converged.mean():6.3f} "
+            f"{dpos:14.2e}"
+        )
         rows.append({"name": name, "batched_ms": t_fit * 1e3, "scipy_ms": t_sc * 1e3})
     print("paper, for context (ms/spot): " + ", ".join(f"{k} {v}" for k, v in PAPER.items()))
     return rows
@@ -173,13 +186,20 @@ def part_accuracy(include_real: bool) -> None:
     sim = simulate_spots(2000, seed=11, size=32, fractions={"single": 1.0})
     res = fit_gaussians(sim.data, (sim.data < sim.saturation).astype(float))
     err = np.hypot(*(res.params[:, 2:4] - sim.centre).T)
-    print("simulated single spots (sigma 0.6-4 px, axis-aligned or rotated, Poisson + read noise, background "
-          "20-1000 counts with a gradient):")
-    for label, keep in (("all", np.ones(len(err), bool)), ("amplitude > 1000 counts", sim.amplitude > 1000),
-                        ("amplitude 50-300 counts", sim.amplitude < 300)):
+    print(
+        "simulated single spots (sigma 0.6-4 px, axis-aligned or rotated, Poisson + read noise, background "
+        "20-1000 counts with a gradient):"
+    )
+    for label, keep in (
+        ("all", np.ones(len(err), bool)),
+        ("amplitude > 1000 counts", sim.amplitude > 1000),
+        ("amplitude 50-300 counts", sim.amplitude < 300),
+    ):
         e = err[keep & res.converged]
-        print(f"  {label:26s} {keep.sum():5d} spots, converged {res.converged[keep].mean():.3f}: position error median "
-              f"{np.median(e):.4f} px, 99th percentile {np.percentile(e, 99):.4f} px")
+        print(
+            f"  {label:26s} {keep.sum():5d} spots, converged {res.converged[keep].mean():.3f}: position error median "
+            f"{np.median(e):.4f} px, 99th percentile {np.percentile(e, 99):.4f} px"
+        )
     if not include_real:
         return
     for name, threshold, dat in REAL:
@@ -190,13 +210,19 @@ def part_accuracy(include_real: bool) -> None:
         table = fit_spots(im, seeds)
         lt = read_lauetools_dat(DATA / dat)
         ref = np.c_[lt[:, 1] - 1, lt[:, 0] - 1]  # 1-based X (col), Y (row) -> 0-based [row, col]
-        for label, keep in (("fitted", table["status"] == "ok"),
-                            ("fitted + undersampled", np.array([s == "ok" or str(s).startswith("undersampled")
-                                                                for s in table["status"]]))):
+        for label, keep in (
+            ("fitted", table["status"] == "ok"),
+            (
+                "fitted + undersampled",
+                np.array([s == "ok" or str(s).startswith("undersampled") for s in table["status"]]),
+            ),
+        ):
             d, _ = cKDTree(table["Pos"][keep]).query(ref)
             m = d <= 1.5
-            print(f"{name} vs {dat} ({len(ref)} peaks), {label}: matched {m.mean():.3f}, median offset "
-                  f"{np.median(d[m]):.4f} px")
+            print(
+                f"{name} vs {dat} ({len(ref)} peaks), {label}: matched {m.mean():.3f}, median offset "
+                f"{np.median(d[m]):.4f} px"
+            )
 
 
 def main() -> int:

@@ -11,8 +11,6 @@ Usage: python benchmarks/monitor.py [--rows 50000] [--dir /tmp/pf-monitor] (abou
 
 from __future__ import annotations
 
-import _threads  # noqa: F401
-
 import argparse
 import json
 import shutil
@@ -20,14 +18,25 @@ import sys
 import time
 from pathlib import Path
 
+import _threads  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
 def _row(k: int) -> dict:
-    return {"chi": f"chi/frame_{k:06d}_full.chi", "frame": f"/data/frame_{k:06d}.tif", "path": f"/data/frame_{k:06d}.tif",
-            "event": -1, "integration": "full", "time": 1.7e9 + k, "I0": 1e5 + k, "I1": 2e6, "I2": 3e9 - k,
-            "correlation_length_nm": 3.0 + 1e-5 * k}
+    return {
+        "chi": f"chi/frame_{k:06d}_full.chi",
+        "frame": f"/data/frame_{k:06d}.tif",
+        "path": f"/data/frame_{k:06d}.tif",
+        "event": -1,
+        "integration": "full",
+        "time": 1.7e9 + k,
+        "I0": 1e5 + k,
+        "I1": 2e6,
+        "I2": 3e9 - k,
+        "correlation_length_nm": 3.0 + 1e-5 * k,
+    }
 
 
 def main(argv=None) -> int:
@@ -43,10 +52,28 @@ def main(argv=None) -> int:
     shutil.rmtree(root, ignore_errors=True)
     run = root / "saxs-run"
     run.mkdir(parents=True)
-    record = {"format": "photonflow-run/1", "kind": "saxs", "flow_name": "saxs", "flow_run_id": None,
-              "flow_run_name": None, "prefect_ui_url": None, "output_dir": str(run), "started": "2026-11-22T08:00:00Z",
-              "updated": "2026-11-22T08:00:00Z", "finished": None, "state": "running", "error": None, "unit": "frames",
-              "total": args.rows, "arrived": args.rows, "done": 0, "failed": 0, "skipped": 0, "history": [], "stage": None}
+    record = {
+        "format": "photonflow-run/1",
+        "kind": "saxs",
+        "flow_name": "saxs",
+        "flow_run_id": None,
+        "flow_run_name": None,
+        "prefect_ui_url": None,
+        "output_dir": str(run),
+        "started": "2026-11-22T08:00:00Z",
+        "updated": "2026-11-22T08:00:00Z",
+        "finished": None,
+        "state": "running",
+        "error": None,
+        "unit": "frames",
+        "total": args.rows,
+        "arrived": args.rows,
+        "done": 0,
+        "failed": 0,
+        "skipped": 0,
+        "history": [],
+        "stage": None,
+    }
     (run / "run.json").write_text(json.dumps(record))
     store = RunStore([root])
     run_id = next(iter(store.scan(force=True)))

@@ -15,14 +15,14 @@ Usage: python benchmarks/overhead.py [--flows saxs sfx laue tomo] [--dir /tmp/pf
 
 from __future__ import annotations
 
-import _threads  # noqa: F401  (one thread per worker process)
-
 import argparse
 import json
 import os
 import sys
 import time
 from pathlib import Path
+
+import _threads  # noqa: F401  (one thread per worker process)
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no internet for telemetry
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -56,16 +56,22 @@ def task_overhead(runner_name: str, n: int, workers: int) -> float:
     else:
         from prefect_dask import DaskTaskRunner
 
-        runner = DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                                cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+        runner = DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True},
+        )
     wall = empty_tasks.with_options(task_runner=runner)(n)
     return workers * wall / n
 
 
 #: Demo sizes: SAXS 1600 generated Pilatus 1M frames (8 batches of 200), SFX 200 frames of 1920²
 #: (10 batches of 20), Laue 24 images of 2018 × 2016 (12 batches of 2), tomography 128 rows.
-DEMO_ARGS = {"saxs": ["--synthetic", "--frames", "1600"], "sfx": ["--frames", "200"], "laue": ["--frames", "24"],
-             "tomo": ["--frames", "128"]}
+DEMO_ARGS = {
+    "saxs": ["--synthetic", "--frames", "1600"],
+    "sfx": ["--frames", "200"],
+    "laue": ["--frames", "24"],
+    "tomo": ["--frames", "128"],
+}
 
 
 def flow_shares(name: str, root: Path) -> dict:
@@ -86,9 +92,17 @@ def flow_shares(name: str, root: Path) -> dict:
         busy = summary["elapsed_s"]
     workers = 2
     outside = 1.0 - g["task_work_s"] / (workers * busy) if busy > 0 else float("nan")
-    return {"flow": name, "exit": code, "tasks": g["tasks"], "median_task_s": g["median_task_s"],
-            "estimated_overhead_share": g["overhead_share"], "worker_time_outside_tasks": outside,
-            "stage_wall_s": busy, "demo_wall_s": wall, "too_small": g["too_small"]}
+    return {
+        "flow": name,
+        "exit": code,
+        "tasks": g["tasks"],
+        "median_task_s": g["median_task_s"],
+        "estimated_overhead_share": g["overhead_share"],
+        "worker_time_outside_tasks": outside,
+        "stage_wall_s": busy,
+        "demo_wall_s": wall,
+        "too_small": g["too_small"],
+    }
 
 
 def main(argv=None) -> int:
@@ -105,18 +119,29 @@ def main(argv=None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     with local_api():
         task_overhead("ThreadPoolTaskRunner", 20, 2)  # warm-up: imports, first API calls
-        measured = {"ThreadPoolTaskRunner": task_overhead("ThreadPoolTaskRunner", args.thread_tasks, 2),
-                    "DaskTaskRunner": task_overhead("DaskTaskRunner", args.dask_tasks, 2)}
+        measured = {
+            "ThreadPoolTaskRunner": task_overhead("ThreadPoolTaskRunner", args.thread_tasks, 2),
+            "DaskTaskRunner": task_overhead("DaskTaskRunner", args.dask_tasks, 2),
+        }
         print("\nPrefect overhead per empty task (worker seconds = workers x wall / tasks, 2 workers):")
         for runner, sec in measured.items():
-            print(f"  {runner:22s} {1000 * sec:7.1f} ms   (flows/_runrecord.py assumes {1000 * TASK_OVERHEAD_S[runner]:.0f} ms)")
-        print(f"  DaskTaskRunner / ThreadPoolTaskRunner: {measured['DaskTaskRunner'] / measured['ThreadPoolTaskRunner']:.0f}x")
+            print(
+                f"  {runner:22s} {1000 * sec:7.1f} ms   (flows/_runrecord.py assumes {1000 * TASK_OVERHEAD_S[runner]:.0f} ms)"
+            )
+        print(
+            f"  DaskTaskRunner / ThreadPoolTaskRunner: {measured['DaskTaskRunner'] / measured['ThreadPoolTaskRunner']:.0f}x"
+        )
         rows = [flow_shares(name, root) for name in args.flows]
     print("\nEach flow's demo on the local profile (2 Dask workers), default batch/chunk sizes:")
-    print(f"{'flow':6s} {'tasks':>6s} {'median work/task':>17s} {'est. overhead':>14s} {'worker time outside tasks':>26s}")
+    print(
+        f"{'flow':6s} {'tasks':>6s} {'median work/task':>17s} {'est. overhead':>14s} {'worker time outside tasks':>26s}"
+    )
     for r in rows:
-        print(f"{r['flow']:6s} {r['tasks']:6d} {r['median_task_s']:15.2f} s {100 * r['estimated_overhead_share']:13.1f}% "
-              f"{100 * r['worker_time_outside_tasks']:25.1f}%" + ("   (warned: tasks too small)" if r["too_small"] else ""))
+        print(
+            f"{r['flow']:6s} {r['tasks']:6d} {r['median_task_s']:15.2f} s {100 * r['estimated_overhead_share']:13.1f}% "
+            f"{100 * r['worker_time_outside_tasks']:25.1f}%"
+            + ("   (warned: tasks too small)" if r["too_small"] else "")
+        )
     print(json.dumps({"overhead_per_task_s": measured, "flows": rows}, default=float))
     return 0 if all(r["exit"] == 0 for r in rows) else 1
 

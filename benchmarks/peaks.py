@@ -28,15 +28,21 @@ import time
 from pathlib import Path
 
 import _threads  # noqa: E402, F401 - sets the thread counts before numpy loads
-
 import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 #: peakfinder8 parameters for the simulated detector (10 ADU per photon).
-PF8 = dict(adc_threshold=100.0, minimum_snr=5.0, min_pixel_count=2, max_pixel_count=40, local_bg_radius=3,
-           min_res=0.0, max_res=2000.0)
+PF8 = dict(
+    adc_threshold=100.0,
+    minimum_snr=5.0,
+    min_pixel_count=2,
+    max_pixel_count=40,
+    local_bg_radius=3,
+    min_res=0.0,
+    max_res=2000.0,
+)
 
 
 def per_frame_ms(fn, frames, repeats: int) -> float:
@@ -70,9 +76,11 @@ def main() -> int:
     geometry = load_geometry(REPO / "config" / "geometry" / "sim1920.geom")
     t0 = time.perf_counter()
     frames = np.stack([f.image for f in simulate_sfx_frames(geometry, args.frames, seed=2024)]).astype(np.float32)
-    print(f"{len(frames)} simulated frames of {frames.shape[1]} x {frames.shape[2]} "
-          f"({time.perf_counter() - t0:.1f} s to simulate); {args.threads} CPU thread(s); "
-          f"CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}\n")
+    print(
+        f"{len(frames)} simulated frames of {frames.shape[1]} x {frames.shape[2]} "
+        f"({time.perf_counter() - t0:.1f} s to simulate); {args.threads} CPU thread(s); "
+        f"CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}\n"
+    )
 
     radius = geometry.radius_map()
     layout = geometry.asic_layout()
@@ -84,18 +92,38 @@ def main() -> int:
     om_mask[radius > params.max_res] = 0
 
     def om(stack):
-        return [om_peakfinder_8(params.max_num_peaks, f, om_mask, radius, 0, None, None, 0, asics.asic_nx,
-                                asics.asic_ny, asics.nasics_x, asics.nasics_y, params.adc_threshold,
-                                params.minimum_snr, params.min_pixel_count, params.max_pixel_count,
-                                params.local_bg_radius) for f in stack]
+        return [
+            om_peakfinder_8(
+                params.max_num_peaks,
+                f,
+                om_mask,
+                radius,
+                0,
+                None,
+                None,
+                0,
+                asics.asic_nx,
+                asics.asic_ny,
+                asics.nasics_x,
+                asics.nasics_y,
+                params.adc_threshold,
+                params.minimum_snr,
+                params.min_pixel_count,
+                params.max_pixel_count,
+                params.local_bg_radius,
+            )
+            for f in stack
+        ]
 
     finder = Peakfinder8(radius, asics, mask, params)
     rows = []
     t_om = per_frame_ms(om, frames, args.repeats)
     t_np = per_frame_ms(finder.find_batch, frames, args.repeats)
-    agree = all(len(a[0]) == len(b) and (len(b) == 0 or max(np.max(np.abs(np.array(a[0]) - b.fs)),
-                                                            np.max(np.abs(np.array(a[1]) - b.ss))) < 1e-3)
-                for a, b in zip(om(frames), finder.find_batch(frames)))
+    agree = all(
+        len(a[0]) == len(b)
+        and (len(b) == 0 or max(np.max(np.abs(np.array(a[0]) - b.fs)), np.max(np.abs(np.array(a[1]) - b.ss))) < 1e-3)
+        for a, b in zip(om(frames), finder.find_batch(frames))
+    )
     n_peaks = [len(p) for p in finder.find_batch(frames)]
     rows.append(("OM peakfinder8 (compiled C++, peer)", "cpu", t_om, ""))
     rows.append(("photonflow peakfinder8, numpy", "cpu", t_np, f"{t_om / t_np:.2f}x OM; same peaks as OM: {agree}"))
@@ -105,8 +133,9 @@ def main() -> int:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         tf = TorchPeakfinder8(radius, asics, mask, params, device=device, batch_size=8)
-        rows.append(("photonflow peakfinder8, torch backend", device, per_frame_ms(tf.find_batch, frames, args.repeats),
-                     ""))
+        rows.append(
+            ("photonflow peakfinder8, torch backend", device, per_frame_ms(tf.find_batch, frames, args.repeats), "")
+        )
         rows[-1] = (*rows[-1][:3], f"{t_om / rows[-1][2]:.2f}x OM")
 
     if not args.skip_network:

@@ -71,15 +71,23 @@ def score(found_lists, frames) -> dict:
     precision = tp / n_found if n_found else 1.0
     recall = req_tp / req_n if req_n else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall_snr5": recall, "recall_snr3": lab_tp / lab_n if lab_n else 1.0,
-            "f1": f1, "found": n_found, "required": req_n, "on_artifact": on_artifact / n_found if n_found else 0.0}
+    return {
+        "precision": precision,
+        "recall_snr5": recall,
+        "recall_snr3": lab_tp / lab_n if lab_n else 1.0,
+        "f1": f1,
+        "found": n_found,
+        "required": req_n,
+        "on_artifact": on_artifact / n_found if n_found else 0.0,
+    }
 
 
 def peakfinder8_lists(geometry, frames, params):
     from photonflow.peaks.peakfinder8 import AsicGrid, Peakfinder8
 
-    finder = Peakfinder8(geometry.radius_map(), AsicGrid.from_layout(geometry.asic_layout()),
-                         geometry.good_pixel_mask(), params)
+    finder = Peakfinder8(
+        geometry.radius_map(), AsicGrid.from_layout(geometry.asic_layout()), geometry.good_pixel_mask(), params
+    )
     return [finder.find(f.image) for f in frames]
 
 
@@ -89,8 +97,14 @@ def tune_peakfinder8(geometry, frames):
 
     best = None
     for adc, snr, min_pix in itertools.product((30, 60, 100, 200, 400), (3.5, 4.0, 5.0, 6.0), (1, 2, 3)):
-        params = Peakfinder8Params(adc_threshold=adc, minimum_snr=snr, min_pixel_count=min_pix, max_pixel_count=40,
-                                   local_bg_radius=3, max_res=4000)
+        params = Peakfinder8Params(
+            adc_threshold=adc,
+            minimum_snr=snr,
+            min_pixel_count=min_pix,
+            max_pixel_count=40,
+            local_bg_radius=3,
+            max_res=4000,
+        )
         s = score(peakfinder8_lists(geometry, frames, params), frames)
         if best is None or s["f1"] > best[0]["f1"]:
             best = (s, params)
@@ -120,11 +134,15 @@ def network_scores(geometry, frames, batch_size=2):
 def report(name, s):
     extra = ""
     if "artifact_pixel_recall" in s:
-        extra = (f"  artifact-pixel recall {s['artifact_pixel_recall']:.3f} "
-                 f"(other pixels called artifact {100 * s['artifact_false_fraction']:.3f} %)")
-    print(f"  {name:34s} precision {s['precision']:.3f}  recall(SNR>=5) {s['recall_snr5']:.3f}  "
-          f"recall(SNR>=3) {s['recall_snr3']:.3f}  F1 {s['f1']:.3f}  on artifacts {100 * s['on_artifact']:.1f} %"
-          f"  ({s['found']} found, {s['required']} spots SNR>=5){extra}")
+        extra = (
+            f"  artifact-pixel recall {s['artifact_pixel_recall']:.3f} "
+            f"(other pixels called artifact {100 * s['artifact_false_fraction']:.3f} %)"
+        )
+    print(
+        f"  {name:34s} precision {s['precision']:.3f}  recall(SNR>=5) {s['recall_snr5']:.3f}  "
+        f"recall(SNR>=3) {s['recall_snr3']:.3f}  F1 {s['f1']:.3f}  on artifacts {100 * s['on_artifact']:.1f} %"
+        f"  ({s['found']} found, {s['required']} spots SNR>=5){extra}"
+    )
 
 
 def main() -> int:
@@ -145,12 +163,16 @@ def main() -> int:
         test = simulate(geometry, n_test, seed=901)
         tune = simulate(geometry, args.tune_frames if name == "sim256" else max(4, args.tune_frames // 4), seed=501)
         hits = sum(f.truth.is_hit for f in test)
-        print(f"\n{name}: {n_test} test frames ({hits} hits), {len(tune)} tuning frames, match radius {MATCH_RADIUS} px")
+        print(
+            f"\n{name}: {n_test} test frames ({hits} hits), {len(tune)} tuning frames, match radius {MATCH_RADIUS} px"
+        )
         report("peakfinder8, CrystFEL defaults", score(peakfinder8_lists(geometry, test, Peakfinder8Params()), test))
         tuned = tune_peakfinder8(geometry, tune)
         report("peakfinder8, tuned", score(peakfinder8_lists(geometry, test, tuned), test))
-        print(f"    tuned: adc_threshold {tuned.adc_threshold:g}, minimum_snr {tuned.minimum_snr:g}, "
-              f"min_pixel_count {tuned.min_pixel_count}")
+        print(
+            f"    tuned: adc_threshold {tuned.adc_threshold:g}, minimum_snr {tuned.minimum_snr:g}, "
+            f"min_pixel_count {tuned.min_pixel_count}"
+        )
         if not args.skip_network:
             s = network_scores(geometry, test)
             report("PeakNet-style network, default", s)

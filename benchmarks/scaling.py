@@ -14,8 +14,6 @@ Usage: python benchmarks/scaling.py [--projections 1024 --rows 64 --cols 1024] [
 
 from __future__ import annotations
 
-import _threads  # noqa: F401  (one thread per worker process)
-
 import argparse
 import json
 import os
@@ -25,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import _threads  # noqa: F401  (one thread per worker process)
 import h5py
 import numpy as np
 
@@ -53,12 +52,27 @@ def slurm_partition() -> str | None:
 
 def profile_file(root: Path, kind: str, workers: int, partition: str | None, memory_gib: float) -> Path:
     if kind == "local":
-        profile = {"kind": "local", "n_workers": workers, "threads_per_worker": 1, "processes": True,
-                   "memory_limit": f"{memory_gib}GiB"}
+        profile = {
+            "kind": "local",
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "memory_limit": f"{memory_gib}GiB",
+        }
     else:
-        profile = {"kind": "slurm", "cores": 1, "processes": 1, "memory": f"{memory_gib}GiB", "walltime": "00:30:00",
-                   "queue": partition, "jobs": workers, "interface": "lo", "local_directory": str(root / "slurm-work"),
-                   "log_directory": str(root / "slurm-logs"), "python": sys.executable}
+        profile = {
+            "kind": "slurm",
+            "cores": 1,
+            "processes": 1,
+            "memory": f"{memory_gib}GiB",
+            "walltime": "00:30:00",
+            "queue": partition,
+            "jobs": workers,
+            "interface": "lo",
+            "local_directory": str(root / "slurm-work"),
+            "log_directory": str(root / "slurm-logs"),
+            "python": sys.executable,
+        }
     path = root / f"{kind}_{workers}.json"
     path.write_text(json.dumps(profile))
     return path
@@ -87,14 +101,22 @@ def main(argv=None) -> int:
         write_benchmark_scan(part, n, rows, cols)
         part.rename(scan)
     raw_mb = n * rows * cols * 2 / 1e6
-    print(f"scan {n} x {rows} x {cols} uint16, {raw_mb:.0f} MB; chunks of {args.chunk_projections} projections "
-          f"(pass 1) and {args.chunk_rows} rows (pass 2)")
-    kwargs = {"inputs": [str(scan)], "report": False,
-              "preprocess": {"zingers": {"threshold": 0.3},
-                             "paganin": {"delta_beta": 50, "energy_kev": 20, "distance_mm": 50, "pixel_size_um": 1.0}},
-              "sinogram": {"stripes": {"method": "sorting", "size": 21}}, "output": {"dtype": "float32"},
-              "memory_per_worker_gib": args.memory_gib,
-              "chunks": {"projections": args.chunk_projections, "rows": args.chunk_rows}}
+    print(
+        f"scan {n} x {rows} x {cols} uint16, {raw_mb:.0f} MB; chunks of {args.chunk_projections} projections "
+        f"(pass 1) and {args.chunk_rows} rows (pass 2)"
+    )
+    kwargs = {
+        "inputs": [str(scan)],
+        "report": False,
+        "preprocess": {
+            "zingers": {"threshold": 0.3},
+            "paganin": {"delta_beta": 50, "energy_kev": 20, "distance_mm": 50, "pixel_size_um": 1.0},
+        },
+        "sinogram": {"stripes": {"method": "sorting", "size": 21}},
+        "output": {"dtype": "float32"},
+        "memory_per_worker_gib": args.memory_gib,
+        "chunks": {"projections": args.chunk_projections, "rows": args.chunk_rows},
+    }
     partition = slurm_partition() if "slurm" in args.profiles else None
     results, volumes = {}, {}
     # One Prefect API for every run and all their workers (SLURM jobs on this box reach it on
@@ -122,19 +144,28 @@ def run_all(args, kwargs, partition, root, results, volumes) -> None:
             summary = run_on_profile(tomo_flow, {**kwargs, "output_dir": str(out)}, profile)
             wall = time.perf_counter() - t
             stages = summary["timings_s"]["pass 1"] + summary["timings_s"]["pass 2"]
-            results[(kind, workers)] = {"wall_s": wall, "flow_s": summary["elapsed_s"], "chunk_stages_s": stages,
-                                        "chunks": len(summary["pass1_chunk_s"]) + len(summary["pass2_chunk_s"]),
-                                        "chunk_work_s": sum(summary["pass1_chunk_s"]) + sum(summary["pass2_chunk_s"]),
-                                        "peak_rss_mb": summary["peak_rss_mb"]}
+            results[(kind, workers)] = {
+                "wall_s": wall,
+                "flow_s": summary["elapsed_s"],
+                "chunk_stages_s": stages,
+                "chunks": len(summary["pass1_chunk_s"]) + len(summary["pass2_chunk_s"]),
+                "chunk_work_s": sum(summary["pass1_chunk_s"]) + sum(summary["pass2_chunk_s"]),
+                "peak_rss_mb": summary["peak_rss_mb"],
+            }
             with h5py.File(summary["outputs"]["volume"], "r") as f:
                 volumes[(kind, workers)] = f["volume"][()]
-            print(f"  {kind:5s} {workers} worker(s): wall {wall:6.1f} s, flow {summary['elapsed_s']:6.1f} s, "
-                  f"chunk stages {stages:6.1f} s", flush=True)
+            print(
+                f"  {kind:5s} {workers} worker(s): wall {wall:6.1f} s, flow {summary['elapsed_s']:6.1f} s, "
+                f"chunk stages {stages:6.1f} s",
+                flush=True,
+            )
 
 
 def print_results(results, volumes, raw_mb) -> None:
-    print(f"\n{'profile':8s} {'workers':>7s} {'wall (s)':>9s} {'chunk stages (s)':>17s} {'MB/s (wall)':>12s} "
-          f"{'MB/s (stages)':>14s} {'efficiency':>11s}")
+    print(
+        f"\n{'profile':8s} {'workers':>7s} {'wall (s)':>9s} {'chunk stages (s)':>17s} {'MB/s (wall)':>12s} "
+        f"{'MB/s (stages)':>14s} {'efficiency':>11s}"
+    )
     report = {}
     for (kind, workers), r in results.items():
         eff = ""
@@ -144,14 +175,24 @@ def print_results(results, volumes, raw_mb) -> None:
             e_stage = one["chunk_stages_s"] / (2 * r["chunk_stages_s"])
             eff = f"{e_wall:.2f} / {e_stage:.2f}"
             report[kind] = {"efficiency_wall": e_wall, "efficiency_chunk_stages": e_stage}
-        print(f"{kind:8s} {workers:7d} {r['wall_s']:9.1f} {r['chunk_stages_s']:17.1f} {raw_mb / r['wall_s']:12.2f} "
-              f"{raw_mb / r['chunk_stages_s']:14.2f} {eff:>11s}")
+        print(
+            f"{kind:8s} {workers:7d} {r['wall_s']:9.1f} {r['chunk_stages_s']:17.1f} {raw_mb / r['wall_s']:12.2f} "
+            f"{raw_mb / r['chunk_stages_s']:14.2f} {eff:>11s}"
+        )
     print("(efficiency = speed-up of 2 workers over 1, divided by 2: whole run / chunk stages only)")
     reference = next(iter(volumes.values()))
     same = all(np.array_equal(v, reference) for v in volumes.values())
     print(f"volumes identical across all {len(volumes)} runs: {same}")
-    print(json.dumps({"raw_mb": raw_mb, "runs": {f"{k}_{w}": r for (k, w), r in results.items()},
-                      "efficiency": report, "identical": same}))
+    print(
+        json.dumps(
+            {
+                "raw_mb": raw_mb,
+                "runs": {f"{k}_{w}": r for (k, w), r in results.items()},
+                "efficiency": report,
+                "identical": same,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

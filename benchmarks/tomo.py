@@ -57,11 +57,19 @@ def main(argv=None) -> int:
     ap.add_argument("--flow-rows", type=int, default=512)
     ap.add_argument("--flow-cols", type=int, default=2048)
     ap.add_argument("--flow-dir", default="/tmp/photonflow-tomo-benchmark")
-    ap.add_argument("--flow-profile", choices=["local", "slurm"], default="local",
-                    help="part 2 on a local Dask cluster or on 2 SLURM jobs (dask-jobqueue, this node's SLURM)")
-    ap.add_argument("--flow-worker-memory-gib", type=float, default=None,
-                    help="a local profile of 2 workers with this Dask memory limit each (the bigger-than-memory run: "
-                    "e.g. 1.5 with --flow-projections 3072 --flow-rows 1024 --flow-cols 1024, 6.4 GB raw)")
+    ap.add_argument(
+        "--flow-profile",
+        choices=["local", "slurm"],
+        default="local",
+        help="part 2 on a local Dask cluster or on 2 SLURM jobs (dask-jobqueue, this node's SLURM)",
+    )
+    ap.add_argument(
+        "--flow-worker-memory-gib",
+        type=float,
+        default=None,
+        help="a local profile of 2 workers with this Dask memory limit each (the bigger-than-memory run: "
+        "e.g. 1.5 with --flow-projections 3072 --flow-rows 1024 --flow-cols 1024, 6.4 GB raw)",
+    )
     args = ap.parse_args(argv)
     if args.flow_only:
         return flow_benchmark(args)
@@ -75,8 +83,10 @@ def main(argv=None) -> int:
     sino = np.moveaxis(phantom_projections((1, n), theta, ells, oversample=2), 1, 0)  # (1, na, n)
     vol = phantom_volume((1, n, n), ells, oversample=2)[0]
     mask = inscribed_circle(n, 0.95)
-    print(f"data: {n}-wide sinogram, {na} angles over 180°, filter {args.filter!r}; "
-          f"phantom + projections in {time.perf_counter() - t0:.1f} s; backends installed: {available_backends()}")
+    print(
+        f"data: {n}-wide sinogram, {na} angles over 180°, filter {args.filter!r}; "
+        f"phantom + projections in {time.perf_counter() - t0:.1f} s; backends installed: {available_backends()}"
+    )
 
     def rmse(rec):
         return float(np.sqrt(np.mean((rec - vol)[mask] ** 2)))
@@ -117,8 +127,10 @@ def main(argv=None) -> int:
     print(f"(phantom μ: skull {ells[0].mu:.3e}, brain {ells[0].mu + ells[1].mu:.3e} 1/px)")
     if "algotom" in results:
         ratio = results["algotom"][0] / results["gridrec"][0]
-        print(f"gridrec / algotom speed: {ratio:.1f}x (target >= 10x); "
-              f"RMSE ratio gridrec/algotom: {results['gridrec'][1] / results['algotom'][1]:.3f}")
+        print(
+            f"gridrec / algotom speed: {ratio:.1f}x (target >= 10x); "
+            f"RMSE ratio gridrec/algotom: {results['gridrec'][1] / results['algotom'][1]:.3f}"
+        )
     if args.flow:
         return flow_benchmark(args)
     return 0
@@ -174,21 +186,41 @@ def flow_benchmark(args) -> int:
             reuse = "exchange/theta" in f and f["exchange/data"].shape == (n, rows, cols)
     if not reuse:
         write_benchmark_scan(scan, n, rows, cols)
-    print(f"\nflow: scan {n} x {rows} x {cols} uint16 ({n * rows * cols * 2 / 2**30:.2f} GiB) "
-          + ("reused" if reuse else f"written in {time.perf_counter() - t:.0f} s"))
+    print(
+        f"\nflow: scan {n} x {rows} x {cols} uint16 ({n * rows * cols * 2 / 2**30:.2f} GiB) "
+        + ("reused" if reuse else f"written in {time.perf_counter() - t:.0f} s")
+    )
     memory_gib = args.flow_worker_memory_gib or 2.0
     if args.flow_profile == "slurm":
         import subprocess
         import sys
 
-        partition = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True,
-                                   check=True).stdout.split()[0].rstrip("*")
-        spec = {"kind": "slurm", "cores": 1, "processes": 1, "memory": f"{memory_gib}GiB", "walltime": "01:00:00",
-                "queue": partition, "jobs": 2, "interface": "lo", "local_directory": str(root / "slurm-work"),
-                "log_directory": str(root / "slurm-logs"), "python": sys.executable}
+        partition = (
+            subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, check=True)
+            .stdout.split()[0]
+            .rstrip("*")
+        )
+        spec = {
+            "kind": "slurm",
+            "cores": 1,
+            "processes": 1,
+            "memory": f"{memory_gib}GiB",
+            "walltime": "01:00:00",
+            "queue": partition,
+            "jobs": 2,
+            "interface": "lo",
+            "local_directory": str(root / "slurm-work"),
+            "log_directory": str(root / "slurm-logs"),
+            "python": sys.executable,
+        }
     elif args.flow_worker_memory_gib:
-        spec = {"kind": "local", "n_workers": 2, "threads_per_worker": 1, "processes": True,
-                "memory_limit": f"{memory_gib}GiB"}
+        spec = {
+            "kind": "local",
+            "n_workers": 2,
+            "threads_per_worker": 1,
+            "processes": True,
+            "memory_limit": f"{memory_gib}GiB",
+        }
     else:
         spec = None
     profile = load_cluster_profile("local")
@@ -197,13 +229,21 @@ def flow_benchmark(args) -> int:
         path.write_text(json.dumps(spec))
         profile = load_cluster_profile(path)
     if args.flow_worker_memory_gib:
-        print(f"bigger than memory: raw {n * rows * cols * 2 / 2**30:.2f} GiB against 2 workers x {memory_gib} GiB "
-              f"on the {args.flow_profile} profile (Dask memory limit: a worker above 95 % of it is restarted)")
-    kwargs = {"inputs": [str(scan)], "output_dir": str(root / "out"),
-              "preprocess": {"zingers": {"threshold": 0.3},
-                             "paganin": {"delta_beta": 50, "energy_kev": 20, "distance_mm": 50, "pixel_size_um": 1.0}},
-              "sinogram": {"stripes": {"method": "sorting", "size": 21}}, "output": {"dtype": "uint16"},
-              "memory_per_worker_gib": memory_gib}
+        print(
+            f"bigger than memory: raw {n * rows * cols * 2 / 2**30:.2f} GiB against 2 workers x {memory_gib} GiB "
+            f"on the {args.flow_profile} profile (Dask memory limit: a worker above 95 % of it is restarted)"
+        )
+    kwargs = {
+        "inputs": [str(scan)],
+        "output_dir": str(root / "out"),
+        "preprocess": {
+            "zingers": {"threshold": 0.3},
+            "paganin": {"delta_beta": 50, "energy_kev": 20, "distance_mm": 50, "pixel_size_um": 1.0},
+        },
+        "sinogram": {"stripes": {"method": "sorting", "size": 21}},
+        "output": {"dtype": "uint16"},
+        "memory_per_worker_gib": memory_gib,
+    }
     from photonflow.deployments.local_api import local_api
 
     t = time.perf_counter()
@@ -212,17 +252,28 @@ def flow_benchmark(args) -> int:
     wall = time.perf_counter() - t
     workers = profile.get("jobs") or profile.get("n_workers") or "auto"
     limit = profile.get("memory") or profile.get("memory_limit")
-    print(f"flow wall time {wall:.0f} s on profile {profile['kind']!r} ({workers} workers, memory limit {limit}); "
-          f"worker peak RSS {summary['peak_rss_mb']:.0f} MB")
+    print(
+        f"flow wall time {wall:.0f} s on profile {profile['kind']!r} ({workers} workers, memory limit {limit}); "
+        f"worker peak RSS {summary['peak_rss_mb']:.0f} MB"
+    )
     for stage, sec in summary["timings_s"].items():
         print(f"  {stage:20s} {sec:8.1f} s ({100 * sec / summary['elapsed_s']:.0f} %)")
     for label, key in (("pass 1 steps", "pass1_steps_cpu_s"), ("pass 2 steps", "pass2_steps_cpu_s")):
         steps = summary.get(key, {})
         print(f"  {label} (worker seconds, all chunks): " + ", ".join(f"{k} {v:.0f} s" for k, v in steps.items()))
-    print(f"  pass-1 chunks: {len(summary['pass1_chunk_s'])}, median {np.median(summary['pass1_chunk_s']):.1f} s; "
-          f"pass-2 chunks: {len(summary['pass2_chunk_s'])}, median {np.median(summary['pass2_chunk_s']):.1f} s")
-    print(json.dumps({"centre_px": summary["center_px"], "range": summary["range_1_per_px"],
-                      "worker_peak_rss_mb": summary["peak_rss_mb"]}))
+    print(
+        f"  pass-1 chunks: {len(summary['pass1_chunk_s'])}, median {np.median(summary['pass1_chunk_s']):.1f} s; "
+        f"pass-2 chunks: {len(summary['pass2_chunk_s'])}, median {np.median(summary['pass2_chunk_s']):.1f} s"
+    )
+    print(
+        json.dumps(
+            {
+                "centre_px": summary["center_px"],
+                "range": summary["range_1_per_px"],
+                "worker_peak_rss_mb": summary["peak_rss_mb"],
+            }
+        )
+    )
     return 0
 
 

@@ -196,13 +196,13 @@ def slurm_job_script(profile: dict) -> str:
     try:
         cluster = SLURMCluster(**kwargs)
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise ConfigError(profile.get("_source", "<cluster profile>"), [("", f"cannot build SLURMCluster: {exc}")]) from None
+        raise ConfigError(
+            profile.get("_source", "<cluster profile>"), [("", f"cannot build SLURMCluster: {exc}")]
+        ) from None
     try:
         return cluster.job_script()
     finally:
         cluster.close()
-
-
 
 
 def check_slurm_submission(profile: dict) -> None:
@@ -216,8 +216,9 @@ def check_slurm_submission(profile: dict) -> None:
 
     source = profile.get("_source", "<cluster profile>")
     if shutil.which("sbatch") is None:
-        raise ConfigError(source, [("kind", "is 'slurm', but there is no sbatch on this machine "
-                                            "(run from a SLURM login node)")])
+        raise ConfigError(
+            source, [("kind", "is 'slurm', but there is no sbatch on this machine (run from a SLURM login node)")]
+        )
     script = slurm_job_script(profile)
     with tempfile.NamedTemporaryFile("w", suffix=".sh", delete=False) as f:
         f.write(script)
@@ -230,6 +231,7 @@ def check_slurm_submission(profile: dict) -> None:
     if out.returncode != 0:
         reason = (out.stderr or out.stdout).strip().replace("\n", " ")
         raise ConfigError(source, [("", f"SLURM would not accept the job: {reason}")])
+
 
 @contextmanager
 def prefect_api_for(profile: dict):

@@ -56,8 +56,11 @@ def files_arrived_trigger(watch_output_dir: str | None = None):
     """A deployment trigger on photonflow's file events; the event's paths become the run's inputs."""
     from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
-    match = {"prefect.resource.id": f"photonflow.watch.{watch_output_dir}"} if watch_output_dir else {
-        "prefect.resource.id": "photonflow.watch.*"}
+    match = (
+        {"prefect.resource.id": f"photonflow.watch.{watch_output_dir}"}
+        if watch_output_dir
+        else {"prefect.resource.id": "photonflow.watch.*"}
+    )
     return DeploymentEventTrigger(
         name="photonflow-files-arrived",
         expect={FILES_ARRIVED},
@@ -85,16 +88,28 @@ def build_deployments(cfg: dict) -> list:
         flow = op.load_flow()
         flow = flow.with_options(task_runner=task_runner_for(load_cluster_profile(section.get("cluster", "local"))))
         triggers = [files_arrived_trigger(section.get("watch_output_dir"))] if section.get("on_files_arrived") else []
-        deployments.append(flow.to_deployment(name=op.name, parameters=flow_parameters(flow, section),
-                                              cron=section.get("cron"), triggers=triggers,
-                                              description=op.deployment_description))
+        deployments.append(
+            flow.to_deployment(
+                name=op.name,
+                parameters=flow_parameters(flow, section),
+                cron=section.get("cron"),
+                triggers=triggers,
+                description=op.deployment_description,
+            )
+        )
     live = cfg.get("live", {})
     if live is not None:
         from photonflow.flows.live import saxs_live_flow as live_flow
 
         params = {k: live[k] for k in ("config", "directories") if live.get(k)}
-        deployments.append(live_flow.to_deployment(name="live", parameters=params, cron=live.get("cron"),
-                                                   description="Reduce frames as they arrive (photonflow watch)."))
+        deployments.append(
+            live_flow.to_deployment(
+                name="live",
+                parameters=params,
+                cron=live.get("cron"),
+                description="Reduce frames as they arrive (photonflow watch).",
+            )
+        )
     return deployments
 
 

@@ -8,8 +8,13 @@ def deployment_name(flow: str, deployment: str | None = None) -> str:
     return flow if "/" in flow else f"{flow}/{deployment or flow}"
 
 
-def submit(flow: str, parameters: dict | None = None, wait: bool = False, deployment: str | None = None,
-           timeout: float | None = None) -> str:
+def submit(
+    flow: str,
+    parameters: dict | None = None,
+    wait: bool = False,
+    deployment: str | None = None,
+    timeout: float | None = None,
+) -> str:
     """Start a run of a served deployment (``photonflow serve``); return the flow run id.
 
     flow: "saxs", "saxs-live" or "<flow>/<deployment>"; parameters: the flow's parameters (merged with
@@ -17,8 +22,9 @@ def submit(flow: str, parameters: dict | None = None, wait: bool = False, deploy
     """
     from prefect.deployments import run_deployment
 
-    run = run_deployment(name=deployment_name(flow, deployment), parameters=parameters or {},
-                         timeout=(timeout if wait else 0))
+    run = run_deployment(
+        name=deployment_name(flow, deployment), parameters=parameters or {}, timeout=(timeout if wait else 0)
+    )
     return str(run.id)
 
 

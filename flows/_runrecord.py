@@ -63,12 +63,22 @@ def task_granularity(task_seconds: Iterable[float], runner: str | None) -> dict:
     advice = ""
     if too_small:
         factor = math.ceil(10 * overhead / max(median or 0.0, 1e-6))
-        advice = (f"tasks carry {median:.3g} s of work each (median of {n}) against about {overhead:.3g} s of Prefect "
-                  f"overhead per task on {runner}: about {100 * share:.0f} % of the workers' time is overhead. "
-                  f"Give each task about {factor}x more (a bigger --batch-size or chunk) so that it carries seconds "
-                  "of work.")
-    return {"runner": runner, "tasks": n, "task_work_s": work, "median_task_s": median,
-            "overhead_per_task_s": overhead, "overhead_share": share, "too_small": too_small, "advice": advice}
+        advice = (
+            f"tasks carry {median:.3g} s of work each (median of {n}) against about {overhead:.3g} s of Prefect "
+            f"overhead per task on {runner}: about {100 * share:.0f} % of the workers' time is overhead. "
+            f"Give each task about {factor}x more (a bigger --batch-size or chunk) so that it carries seconds "
+            "of work."
+        )
+    return {
+        "runner": runner,
+        "tasks": n,
+        "task_work_s": work,
+        "median_task_s": median,
+        "overhead_per_task_s": overhead,
+        "overhead_share": share,
+        "too_small": too_small,
+        "advice": advice,
+    }
 
 
 def _runner_name() -> str | None:
@@ -88,8 +98,12 @@ def _prefect_run() -> dict:
 
         run_id = flow_run.get_id()
         ui = PREFECT_UI_URL.value()
-        return {"flow_name": flow_run.get_flow_name(), "flow_run_id": run_id, "flow_run_name": flow_run.get_name(),
-                "prefect_ui_url": f"{ui}/runs/flow-run/{run_id}" if ui and run_id else None}
+        return {
+            "flow_name": flow_run.get_flow_name(),
+            "flow_run_id": run_id,
+            "flow_run_name": flow_run.get_name(),
+            "prefect_ui_url": f"{ui}/runs/flow-run/{run_id}" if ui and run_id else None,
+        }
     except Exception:  # noqa: BLE001 - outside a flow run
         return {"flow_name": None, "flow_run_id": None, "flow_run_name": None, "prefect_ui_url": None}
 
@@ -102,8 +116,16 @@ class RunRecord:
     as for a watch); a batch flow's items have all arrived at the start.
     """
 
-    def __init__(self, output_dir: str | Path, kind: str, *, unit: str, total: int | None = None,
-                 interval_s: float = 1.0, heartbeat_s: float = 10.0):
+    def __init__(
+        self,
+        output_dir: str | Path,
+        kind: str,
+        *,
+        unit: str,
+        total: int | None = None,
+        interval_s: float = 1.0,
+        heartbeat_s: float = 10.0,
+    ):
         self.out = Path(output_dir).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         self.path = self.out / "run.json"
@@ -121,10 +143,23 @@ class RunRecord:
         self._timer: threading.Timer | None = None
         self.runner = _runner_name()
         self.data: dict[str, Any] = {
-            "format": RUN_FORMAT, "kind": kind, **_prefect_run(), "output_dir": str(self.out),
-            "started": _now(), "updated": _now(), "finished": None, "state": "running", "error": None,
-            "unit": unit, "total": total, "arrived": total or 0, "done": 0, "failed": 0, "skipped": 0,
-            "history": [[0.0, total or 0, 0, 0]], "stage": None,
+            "format": RUN_FORMAT,
+            "kind": kind,
+            **_prefect_run(),
+            "output_dir": str(self.out),
+            "started": _now(),
+            "updated": _now(),
+            "finished": None,
+            "state": "running",
+            "error": None,
+            "unit": unit,
+            "total": total,
+            "arrived": total or 0,
+            "done": 0,
+            "failed": 0,
+            "skipped": 0,
+            "history": [[0.0, total or 0, 0, 0]],
+            "stage": None,
         }
         if self.data["flow_run_id"]:
             _open_records[str(self.data["flow_run_id"])] = self
@@ -132,8 +167,9 @@ class RunRecord:
         # While the run goes on, "updated" stays fresh even when nothing finishes (an idle watch,
         # a long chunk): a monitor can tell a quiet run from a dead one.
         self._stopped = threading.Event()
-        self._heartbeat = threading.Thread(target=self._beat, args=(float(heartbeat_s),), daemon=True,
-                                           name=f"run-record-{kind}")
+        self._heartbeat = threading.Thread(
+            target=self._beat, args=(float(heartbeat_s),), daemon=True, name=f"run-record-{kind}"
+        )
         self._heartbeat.start()
 
     def _beat(self, period_s: float) -> None:
@@ -143,9 +179,18 @@ class RunRecord:
                     self._write(force=True)
 
     # -- while running ---------------------------------------------------------------------
-    def progress(self, *, done: int = 0, failed: int = 0, skipped: int = 0, arrived: int | None = None,
-                 rows: Iterable[dict] = (), task_s: float | None = None, totals: bool = False,
-                 force: bool = False) -> None:
+    def progress(
+        self,
+        *,
+        done: int = 0,
+        failed: int = 0,
+        skipped: int = 0,
+        arrived: int | None = None,
+        rows: Iterable[dict] = (),
+        task_s: float | None = None,
+        totals: bool = False,
+        force: bool = False,
+    ) -> None:
         """Add a finished batch: its counts (increments; the run's totals with ``totals=True``), its
         table rows, the seconds of work its task did; ``arrived`` (a total, for a watch) when known."""
         with self._lock:

@@ -34,11 +34,11 @@ from photonflow.classify.models import (
     save_classifier,
     write_evaluation,
 )
+from photonflow.flows._runrecord import RunRecord, record_failure
+from photonflow.flows.runner import finish_run, run_batches, write_run_table
 from photonflow.io import FrameRef, atomic_write_text, iter_frame_refs, write_table_csv
 from photonflow.operations import get as get_operation
 from photonflow.results import RunSummary
-from photonflow.flows._runrecord import RunRecord, record_failure
-from photonflow.flows.runner import finish_run, run_batches, write_run_table
 from photonflow.tasks.classify import features_batch
 
 
@@ -53,8 +53,9 @@ def frame_shape(path: str, dataset: str | None = None) -> tuple[int, int]:
     return tuple(int(n) for n in read_frame(path).shape)
 
 
-def make_recipe(geometry: str | None, panel: str | None, box: list[int] | None, binning: int, summary: bool,
-                log: bool = False) -> FeatureRecipe:
+def make_recipe(
+    geometry: str | None, panel: str | None, box: list[int] | None, binning: int, summary: bool, log: bool = False
+) -> FeatureRecipe:
     """The feature recipe: ROI from a geometry panel or a pixel box [ss0, ss1, fs0, fs1] (half-open)."""
     if (panel is None) == (box is None):
         raise ValueError("give the ROI as a geometry panel (geometry + panel) or as a pixel box, not both")
@@ -70,11 +71,16 @@ def make_recipe(geometry: str | None, panel: str | None, box: list[int] | None, 
 
 
 def _batches(refs, size):
-    return [refs[i:i + size] for i in range(0, len(refs), size)]
+    return [refs[i : i + size] for i in range(0, len(refs), size)]
 
 
-@flow(name="classify-train", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
-      on_crashed=[record_failure])
+@flow(
+    name="classify-train",
+    task_runner=DaskTaskRunner(),
+    log_prints=True,
+    on_failure=[record_failure],
+    on_crashed=[record_failure],
+)
 def classify_train_flow(
     output_dir: str,
     good_lists: list[str] | None = None,
@@ -142,8 +148,12 @@ def classify_train_flow(
         good_lists = [str(write_label_list(out / "auto_good.lst", good))]
         bad_lists = [str(write_label_list(out / "auto_bad.lst", bad))]
         failures += list(getattr(auto, "failures", []))
-        logger.info("automatic labels (polynomial order %d, Tukey fences per file): %d good, %d bad",
-                    autolabel_order, len(good), len(bad))
+        logger.info(
+            "automatic labels (polynomial order %d, Tukey fences per file): %d good, %d bad",
+            autolabel_order,
+            len(good),
+            len(bad),
+        )
     if not good_lists or not bad_lists:
         raise ValueError("training needs good and bad labels: good_lists and bad_lists, or auto_label_inputs")
     labels = load_labels(list(good_lists), list(bad_lists))
@@ -153,14 +163,22 @@ def classify_train_flow(
     if not refs:
         raise ValueError("no labelled events left to train on (see the failures)")
     shape = frame_shape(refs[0][0], dataset)
-    logger.info("%d labelled events (%d good, %d bad), ROI %s, frame %s", len(refs), int(np.sum(labels.labels == GOOD)),
-                int(np.sum(labels.labels == BAD)), recipe.roi, shape)
+    logger.info(
+        "%d labelled events (%d good, %d bad), ROI %s, frame %s",
+        len(refs),
+        int(np.sum(labels.labels == GOOD)),
+        int(np.sum(labels.labels == BAD)),
+        recipe.roi,
+        shape,
+    )
 
     feature_dir = out / "features"
     batches = _batches(refs, int(batch_size))
     record = RunRecord(out, "classify-train", unit="frames", total=len(refs))
-    futures = [features_batch.submit(recipe.to_dict(), [list(r) for r in b], str(feature_dir / f"batch_{k:05d}.npy"),
-                                     dataset) for k, b in enumerate(batches)]
+    futures = [
+        features_batch.submit(recipe.to_dict(), [list(r) for r in b], str(feature_dir / f"batch_{k:05d}.npy"), dataset)
+        for k, b in enumerate(batches)
+    ]
     X_parts, y_parts, used = [], [], []
     for fut, batch in zip(futures, batches):
         result = fut.result(raise_on_failure=False)
@@ -181,29 +199,73 @@ def classify_train_flow(
     y = np.concatenate(y_parts)
     t_features = time.perf_counter()
 
-    trained = compare_models(X, y, names=names, split=split, seed=seed, grid_search=grid_search,
-                             recipe=recipe.to_dict(), frame_shape=shape, refs=used,
-                             bad_rejected_target=bad_rejected_target)
+    trained = compare_models(
+        X,
+        y,
+        names=names,
+        split=split,
+        seed=seed,
+        grid_search=grid_search,
+        recipe=recipe.to_dict(),
+        frame_shape=shape,
+        refs=used,
+        bad_rejected_target=bad_rejected_target,
+    )
     results = {}
     for name, clf in trained.items():
         model_path = save_classifier(out / f"model_{name}.joblib", clf)
         files = write_evaluation(clf.evaluation, out, f"evaluation_{name}")
-        results[name] = {"model": str(model_path), **{k: str(v) for k, v in files.items()},
-                         **{k: clf.evaluation.to_dict()[k] for k in ("accuracy", "misclassification_rate",
-                                                                      "good_kept", "bad_rejected", "n_test")},
-                         "training_s": clf.training_summary.get("training_seconds"), "threshold": clf.threshold}
+        results[name] = {
+            "model": str(model_path),
+            **{k: str(v) for k, v in files.items()},
+            **{
+                k: clf.evaluation.to_dict()[k]
+                for k in ("accuracy", "misclassification_rate", "good_kept", "bad_rejected", "n_test")
+            },
+            "training_s": clf.training_summary.get("training_seconds"),
+            "threshold": clf.threshold,
+        }
     elapsed = time.perf_counter() - t0
     summary_out = RunSummary(
-        "classify-train", "frames", str(out), done=len(used), failed=len(refs) - len(used), failures=failures,
-        elapsed_s=elapsed, preparation_s=t_features - t0, task_granularity=record.granularity(),
-        extra={"labelled_events": len(refs), "events_with_features": len(used), "good": int(np.sum(y == GOOD)),
-               "bad": int(np.sum(y == BAD)), "roi": recipe.roi.to_dict(), "recipe": recipe.to_dict(),
-               "frame_shape": shape, "split": split, "models": results, "feature_s": t_features - t0}).to_dict()
-    table = [{"model": n, "accuracy": r["accuracy"], "good kept": r["good_kept"], "bad rejected": r["bad_rejected"],
-              "misclassification": r["misclassification_rate"], "test frames": r["n_test"]} for n, r in results.items()]
+        "classify-train",
+        "frames",
+        str(out),
+        done=len(used),
+        failed=len(refs) - len(used),
+        failures=failures,
+        elapsed_s=elapsed,
+        preparation_s=t_features - t0,
+        task_granularity=record.granularity(),
+        extra={
+            "labelled_events": len(refs),
+            "events_with_features": len(used),
+            "good": int(np.sum(y == GOOD)),
+            "bad": int(np.sum(y == BAD)),
+            "roi": recipe.roi.to_dict(),
+            "recipe": recipe.to_dict(),
+            "frame_shape": shape,
+            "split": split,
+            "models": results,
+            "feature_s": t_features - t0,
+        },
+    ).to_dict()
+    table = [
+        {
+            "model": n,
+            "accuracy": r["accuracy"],
+            "good kept": r["good_kept"],
+            "bad rejected": r["bad_rejected"],
+            "misclassification": r["misclassification_rate"],
+            "test frames": r["n_test"],
+        }
+        for n, r in results.items()
+    ]
     create_table_artifact(table=table, key="classify-models", description="Held-out evaluation of each model")
-    lines = [f"# Frame classifier training: {len(used)} frames ({summary_out['good']} good, {summary_out['bad']} bad), "
-             f"split {split}", ""]
+    lines = [
+        f"# Frame classifier training: {len(used)} frames ({summary_out['good']} good, {summary_out['bad']} bad), "
+        f"split {split}",
+        "",
+    ]
     for name, clf in trained.items():
         lines += [f"## {name}", "", clf.evaluation.to_markdown(), ""]
     if failures:
@@ -212,17 +274,30 @@ def classify_train_flow(
     atomic_write_text(out / "training_summary.json", json.dumps(summary_out, indent=2, default=str))
     record.finish()
     for name, r in results.items():
-        logger.info("%-24s accuracy %.3f, good kept %.3f, bad rejected %.3f (%d test frames) -> %s", name,
-                    r["accuracy"], r["good_kept"], r["bad_rejected"], r["n_test"], r["model"])
+        logger.info(
+            "%-24s accuracy %.3f, good kept %.3f, bad rejected %.3f (%d test frames) -> %s",
+            name,
+            r["accuracy"],
+            r["good_kept"],
+            r["bad_rejected"],
+            r["n_test"],
+            r["model"],
+        )
     for f in failures[:20]:
         logger.warning("failed: %s", f)
     return summary_out
 
 
-@flow(name="classify-sort", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
-      on_crashed=[record_failure])
-def classify_sort_flow(model: str, inputs: list[str], output_dir: str, batch_size: int = 2000,
-                       dataset: str | None = None) -> dict:
+@flow(
+    name="classify-sort",
+    task_runner=DaskTaskRunner(),
+    log_prints=True,
+    on_failure=[record_failure],
+    on_crashed=[record_failure],
+)
+def classify_sort_flow(
+    model: str, inputs: list[str], output_dir: str, batch_size: int = 2000, dataset: str | None = None
+) -> dict:
     """Sort frames with a saved classifier into good and bad event lists.
 
     model: a model saved by the training flow; inputs: files, directories or ``file.cxi:START-STOP``;
@@ -263,8 +338,14 @@ def classify_sort_flow(model: str, inputs: list[str], output_dir: str, batch_siz
     rows: list[dict] = []
     run = None
     if accepted:
-        run = run_batches(op, [FrameRef(*r) for r in accepted], {"model": str(model), "dataset": dataset}, out,
-                          int(batch_size), record=record)
+        run = run_batches(
+            op,
+            [FrameRef(*r) for r in accepted],
+            {"model": str(model), "dataset": dataset},
+            out,
+            int(batch_size),
+            record=record,
+        )
         rows, failures = run.rows, failures + run.failures
     order = {(p, -1 if e is None else int(e)): k for k, (p, e) in enumerate(refs)}
     rows.sort(key=lambda r: order.get((r["path"], r["event"]), 0))
@@ -274,15 +355,31 @@ def classify_sort_flow(model: str, inputs: list[str], output_dir: str, batch_siz
     write_label_list(out / "bad.lst", bad)
     table = write_run_table(op, out, rows)
     n_good, n_bad = Counter(p for p, _ in good), Counter(p for p, _ in bad)
-    per_file = [{"file": p, "frames": len(ev), "good": n_good[p], "bad": n_bad[p],
-                 "failed": len(ev) - n_good[p] - n_bad[p]} for p, ev in by_file.items()]
-    write_table_csv(out / "per_file.csv", {k: [r[k] for r in per_file] for k in ("file", "frames", "good", "bad", "failed")})
+    per_file = [
+        {"file": p, "frames": len(ev), "good": n_good[p], "bad": n_bad[p], "failed": len(ev) - n_good[p] - n_bad[p]}
+        for p, ev in by_file.items()
+    ]
+    write_table_csv(
+        out / "per_file.csv", {k: [r[k] for r in per_file] for k in ("file", "frames", "good", "bad", "failed")}
+    )
     create_table_artifact(table=per_file[:500], key="classify-per-file", description="Good and bad frames per file")
-    outputs = {"table": table, "good_list": str(out / "good.lst"), "bad_list": str(out / "bad.lst"),
-               "per_file": str(out / "per_file.csv")}
-    summary = RunSummary(op.name, op.unit, str(out), done=len(rows), failed=len(refs) - len(rows), failures=failures,
-                         elapsed_s=run.elapsed_s if run else time.perf_counter() - t0,
-                         peak_rss_mb=run.peak_rss_mb if run else 0.0, outputs=outputs,
-                         extra={"frames": len(refs), "good": len(good), "bad": len(bad), "model": str(model)})
+    outputs = {
+        "table": table,
+        "good_list": str(out / "good.lst"),
+        "bad_list": str(out / "bad.lst"),
+        "per_file": str(out / "per_file.csv"),
+    }
+    summary = RunSummary(
+        op.name,
+        op.unit,
+        str(out),
+        done=len(rows),
+        failed=len(refs) - len(rows),
+        failures=failures,
+        elapsed_s=run.elapsed_s if run else time.perf_counter() - t0,
+        peak_rss_mb=run.peak_rss_mb if run else 0.0,
+        outputs=outputs,
+        extra={"frames": len(refs), "good": len(good), "bad": len(bad), "model": str(model)},
+    )
     notes = [f"Model `{model}`. Lists for CrystFEL: `{out / 'good.lst'}`, `{out / 'bad.lst'}`."]
     return finish_run(op, summary, {"good": str(len(good)), "bad": str(len(bad))}, notes, record)

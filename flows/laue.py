@@ -20,17 +20,18 @@ import numpy as np
 from prefect import flow, get_run_logger
 from prefect_dask import DaskTaskRunner
 
+from photonflow.flows._runrecord import RunRecord, record_failure
+from photonflow.flows.runner import finish_run, run_batches, write_run_table
 from photonflow.io import iter_frame_refs
 from photonflow.laue.scan import LaueSettings, read_positions_csv, scan_maps, scan_positions
 from photonflow.operations import get as get_operation
 from photonflow.plots import plot_scan_map
 from photonflow.results import RunSummary
-from photonflow.flows._runrecord import RunRecord, record_failure
-from photonflow.flows.runner import finish_run, run_batches, write_run_table
 
 
-@flow(name="laue", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
-      on_crashed=[record_failure])
+@flow(
+    name="laue", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure], on_crashed=[record_failure]
+)
 def laue_flow(
     inputs: list[str],
     output_dir: str,
@@ -67,14 +68,24 @@ def laue_flow(
     t0 = time.perf_counter()
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    settings = LaueSettings(search=dict(search or {}), method=method, saturation=saturation, rotated=rotated,
-                            pixel_integrated=pixel_integrated, quality_sim=quality_sim, quality_dist=quality_dist,
-                            mask=None if mask is None else str(Path(mask).resolve()),
-                            checkpoint=None if checkpoint is None else str(Path(checkpoint).resolve()),
-                            backend=backend, device=device)
+    settings = LaueSettings(
+        search=dict(search or {}),
+        method=method,
+        saturation=saturation,
+        rotated=rotated,
+        pixel_integrated=pixel_integrated,
+        quality_sim=quality_sim,
+        quality_dist=quality_dist,
+        mask=None if mask is None else str(Path(mask).resolve()),
+        checkpoint=None if checkpoint is None else str(Path(checkpoint).resolve()),
+        backend=backend,
+        device=device,
+    )
     if settings.rotated and (settings.pixel_integrated or settings.backend == "torch"):
-        raise ValueError("the rotated model needs the numpy backend and the sampled profile "
-                         "(pixel_integrated and backend torch are axis-aligned only)")
+        raise ValueError(
+            "the rotated model needs the numpy backend and the sampled profile "
+            "(pixel_integrated and backend torch are axis-aligned only)"
+        )
     if settings.method == "cnn":
         from photonflow.laue.cnn import load_cnn
 
@@ -92,8 +103,9 @@ def laue_flow(
     record = RunRecord(out, "laue", unit=op.unit, total=len(refs))
     mapped = [p for p in places if p["map_row"] >= 0 and p["map_col"] >= 0]
     if mapped:  # the whole scan's map, so a monitor can draw it at its final size from the start
-        record.update(map_shape=[max(p["map_row"] for p in mapped) + 1, max(p["map_col"] for p in mapped) + 1],
-                      force=True)
+        record.update(
+            map_shape=[max(p["map_row"] for p in mapped) + 1, max(p["map_col"] for p in mapped) + 1], force=True
+        )
     t_ready = time.perf_counter()
 
     def place(rows: list[dict]) -> None:
@@ -101,12 +113,20 @@ def laue_flow(
             k = index[(r["path"], r["event"])]
             r.update(index=k, **places[k])
 
-    run = run_batches(op, refs, {**settings.to_dict(), "output_dir": str(out)}, out, int(batch_size),
-                      on_rows=place, record=record,
-                      progress_note=lambda run: f"{sum(r['n_spots'] for r in run.rows)} spots")
+    run = run_batches(
+        op,
+        refs,
+        {**settings.to_dict(), "output_dir": str(out)},
+        out,
+        int(batch_size),
+        on_rows=place,
+        record=record,
+        progress_note=lambda run: f"{sum(r['n_spots'] for r in run.rows)} spots",
+    )
     rows = sorted(_complete_rows(run.rows, refs, places, index), key=lambda r: r["index"])
-    summary = _finish(op, out, rows, run, {"preparation_s": t_ready - t0, "method": method,
-                                           "settings": settings.to_dict()})
+    summary = _finish(
+        op, out, rows, run, {"preparation_s": t_ready - t0, "method": method, "settings": settings.to_dict()}
+    )
     return summary
 
 
@@ -118,9 +138,22 @@ def _complete_rows(rows: list[dict], refs, places, index) -> list[dict]:
         key = (ref.path, -1 if ref.event is None else int(ref.event))
         if key not in have:
             k = index[key]
-            rows.append({"path": ref.path, "event": key[1], "n_spots": 0, "n_good": 0, "mean_sim": math.nan,
-                         "n_not_fitted": 0, "status": f"{ref}: batch failed", "spots_file": "", "seconds": 0.0,
-                         "spot_status": {}, "index": k, **places[k]})
+            rows.append(
+                {
+                    "path": ref.path,
+                    "event": key[1],
+                    "n_spots": 0,
+                    "n_good": 0,
+                    "mean_sim": math.nan,
+                    "n_not_fitted": 0,
+                    "status": f"{ref}: batch failed",
+                    "spots_file": "",
+                    "seconds": 0.0,
+                    "spot_status": {},
+                    "index": k,
+                    **places[k],
+                }
+            )
     return rows
 
 
@@ -134,10 +167,16 @@ def _sum_counts(dicts) -> dict[str, int]:
 
 def _finish(op, out: Path, rows: list[dict], run, extra: dict) -> dict:
     """Scan table, maps, Prefect artifacts and summary.json."""
-    outputs = {"table": write_run_table(op, out, rows, group="images",
-                                        artifact_columns=("index", "path", "map_row", "map_col", "n_spots", "n_good",
-                                                          "mean_sim", "status")),
-               "spots_dir": str(out / "spots")}
+    outputs = {
+        "table": write_run_table(
+            op,
+            out,
+            rows,
+            group="images",
+            artifact_columns=("index", "path", "map_row", "map_col", "n_spots", "n_good", "mean_sim", "status"),
+        ),
+        "spots_dir": str(out / "spots"),
+    }
     failures = [r["status"] for r in rows if r["status"] != "ok"]
     failures += [f for f in run.failures if f not in failures]
     maps = scan_maps(rows)
@@ -151,10 +190,19 @@ def _finish(op, out: Path, rows: list[dict], run, extra: dict) -> dict:
         extent = (min(xs) - dx / 2, max(xs) + dx / 2, max(ys) + dy / 2, min(ys) - dy / 2)
     try:
         if maps:
-            outputs["map_good_spots"] = plot_scan_map(maps["n_good"], out / "map_good_spots.png",
-                                                      "Good spots per image (quality flag)", "good spots", extent)
-            outputs["map_mean_sim"] = plot_scan_map(maps["mean_sim"], out / "map_mean_sim.png", "Mean Sim per image",
-                                                    "mean Sim", extent, cmap="magma", vmin=0, vmax=1)
+            outputs["map_good_spots"] = plot_scan_map(
+                maps["n_good"], out / "map_good_spots.png", "Good spots per image (quality flag)", "good spots", extent
+            )
+            outputs["map_mean_sim"] = plot_scan_map(
+                maps["mean_sim"],
+                out / "map_mean_sim.png",
+                "Mean Sim per image",
+                "mean Sim",
+                extent,
+                cmap="magma",
+                vmin=0,
+                vmax=1,
+            )
     except Exception as exc:  # noqa: BLE001 - the tables are written; report and go on
         failures.append(f"maps not plotted: {type(exc).__name__}: {exc}")
     ok = [r for r in rows if r["status"] == "ok"]
@@ -169,14 +217,31 @@ def _finish(op, out: Path, rows: list[dict], run, extra: dict) -> dict:
         "mean_spots_per_image": spots / len(ok) if ok else None,
         "mean_sim": float(np.mean(sims)) if sims else None,
         "spot_seconds_per_image": float(np.mean([r["seconds"] for r in ok])) if ok else None,
-        "method": extra["method"], "settings": extra["settings"],
+        "method": extra["method"],
+        "settings": extra["settings"],
     }
-    summary = RunSummary("laue", op.unit, str(out), done=len(ok), failed=len(rows) - len(ok), failures=failures,
-                         elapsed_s=run.elapsed_s, preparation_s=extra["preparation_s"], peak_rss_mb=run.peak_rss_mb,
-                         outputs=outputs, extra=figures)
+    summary = RunSummary(
+        "laue",
+        op.unit,
+        str(out),
+        done=len(ok),
+        failed=len(rows) - len(ok),
+        failures=failures,
+        elapsed_s=run.elapsed_s,
+        preparation_s=extra["preparation_s"],
+        peak_rss_mb=run.peak_rss_mb,
+        outputs=outputs,
+        extra=figures,
+    )
     mean_sim = figures["mean_sim"]
-    headline = {"spots": str(spots), "good spots": str(good), "spots not fitted": str(figures["spots_not_fitted"]),
-                "mean Sim": "—" if mean_sim is None else f"{mean_sim:.3f}"}
-    notes = [f"Method: `{extra['method']}`. Outputs in `{out}`: `images.csv`, `spots/*.h5` and `spots/*.csv` (one "
-             "spot table per image), `map_good_spots.png`, `map_mean_sim.png`."]
+    headline = {
+        "spots": str(spots),
+        "good spots": str(good),
+        "spots not fitted": str(figures["spots_not_fitted"]),
+        "mean Sim": "—" if mean_sim is None else f"{mean_sim:.3f}",
+    }
+    notes = [
+        f"Method: `{extra['method']}`. Outputs in `{out}`: `images.csv`, `spots/*.h5` and `spots/*.csv` (one "
+        "spot table per image), `map_good_spots.png`, `map_mean_sim.png`."
+    ]
     return finish_run(op, summary, headline, notes, run.record)

@@ -26,10 +26,10 @@ from prefect.artifacts import (
 )
 from prefect.futures import as_completed
 
+from photonflow.flows._runrecord import RunRecord
 from photonflow.io import FrameRef, atomic_write_text, write_table_csv, write_table_hdf5
 from photonflow.operations import Operation
 from photonflow.results import BatchResult, RunSummary
-from photonflow.flows._runrecord import RunRecord
 from photonflow.tasks.batch import process_batch
 
 MAX_TABLE_ARTIFACT_ROWS = 500
@@ -43,7 +43,7 @@ def batch_name(index: int) -> str:
 def split_batches(items: list, batch_size: int) -> list[list]:
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    return [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
 
 
 @dataclass
@@ -81,9 +81,17 @@ def failed_batch(refs: list[FrameRef], reason) -> BatchResult:
     return result
 
 
-def run_batches(op: Operation, refs: list[FrameRef], options: dict, output_dir: Path, batch_size: int, *,
-                on_rows: Callable[[list[dict]], None] | None = None, record: RunRecord | None = None,
-                progress_note: Callable[[BatchRun], str] | None = None) -> BatchRun:
+def run_batches(
+    op: Operation,
+    refs: list[FrameRef],
+    options: dict,
+    output_dir: Path,
+    batch_size: int,
+    *,
+    on_rows: Callable[[list[dict]], None] | None = None,
+    record: RunRecord | None = None,
+    progress_note: Callable[[BatchRun], str] | None = None,
+) -> BatchRun:
     """Process ``refs`` with ``op``'s processor, ``batch_size`` items per task.
 
     options: the processor's JSON-able options (the same for every batch); on_rows: called with
@@ -95,10 +103,13 @@ def run_batches(op: Operation, refs: list[FrameRef], options: dict, output_dir: 
     batches = split_batches(list(refs), int(batch_size))
     run = BatchRun(record=record or RunRecord(output_dir, op.name, unit=op.unit, total=len(refs)))
     progress_id = create_progress_artifact(
-        0.0, description=f"{op.title}: {len(refs)} {op.unit} in {len(batches)} batches")
+        0.0, description=f"{op.title}: {len(refs)} {op.unit} in {len(batches)} batches"
+    )
     task = process_batch.with_options(name=f"{op.name}-batch")
-    futures = {task.submit(op.name, options, [tuple(r) for r in batch], batch_name(k)): batch
-               for k, batch in enumerate(batches)}
+    futures = {
+        task.submit(op.name, options, [tuple(r) for r in batch], batch_name(k)): batch
+        for k, batch in enumerate(batches)
+    }
     t0 = time.perf_counter()
     finished = 0
     for fut in as_completed(list(futures)):
@@ -115,14 +126,30 @@ def run_batches(op: Operation, refs: list[FrameRef], options: dict, output_dir: 
         run.skipped += result.skipped
         run.failed += failed
         run.peak_rss_mb = max(run.peak_rss_mb, result.peak_rss_mb)
-        run.record.progress(done=result.done, skipped=result.skipped, failed=failed, rows=result.rows,
-                            task_s=result.elapsed_s if isinstance(value, dict) else None)
+        run.record.progress(
+            done=result.done,
+            skipped=result.skipped,
+            failed=failed,
+            rows=result.rows,
+            task_s=result.elapsed_s if isinstance(value, dict) else None,
+        )
         finished += len(batch)
         update_progress_artifact(progress_id, 100.0 * finished / len(refs))
         note = f"; {progress_note(run)}" if progress_note else ""
-        logger.info("%s %5.1f %% (%d/%d %s; %d done, %d skipped, %d failed%s; %.1f %s/s)", _bar(finished / len(refs)),
-                    100.0 * finished / len(refs), finished, len(refs), op.unit, run.done, run.skipped, run.failed,
-                    note, run.done / max(time.perf_counter() - t0, 1e-9), op.unit)
+        logger.info(
+            "%s %5.1f %% (%d/%d %s; %d done, %d skipped, %d failed%s; %.1f %s/s)",
+            _bar(finished / len(refs)),
+            100.0 * finished / len(refs),
+            finished,
+            len(refs),
+            op.unit,
+            run.done,
+            run.skipped,
+            run.failed,
+            note,
+            run.done / max(time.perf_counter() - t0, 1e-9),
+            op.unit,
+        )
     run.elapsed_s = time.perf_counter() - t0
     return run
 
@@ -137,8 +164,9 @@ def failures_markdown(failures: list[str], limit: int = 100) -> list[str]:
     return lines
 
 
-def write_run_table(op: Operation, output_dir: Path, rows: list[dict], columns=None, group: str | None = None,
-                    artifact_columns=None) -> str | None:
+def write_run_table(
+    op: Operation, output_dir: Path, rows: list[dict], columns=None, group: str | None = None, artifact_columns=None
+) -> str | None:
     """The operation's table (``<table>.csv`` and ``.h5``) and its Prefect table artifact; the CSV's path."""
     if not rows or op.table is None:
         return None
@@ -156,18 +184,34 @@ def write_run_table(op: Operation, output_dir: Path, rows: list[dict], columns=N
     return str(csv_path)
 
 
-def finish_run(op: Operation, summary: RunSummary, headline: dict[str, str], notes: list[str],
-               record: RunRecord | None) -> dict:
+def finish_run(
+    op: Operation, summary: RunSummary, headline: dict[str, str], notes: list[str], record: RunRecord | None
+) -> dict:
     """The markdown summary artifact (``headline``: column -> value; ``notes``: lines below it, then
     the failures), ``summary.json``, the run record's end; returns the summary as a dict."""
     logger = get_run_logger()
     if record is not None and summary.task_granularity is None:
         summary.task_granularity = record.granularity()
     data = summary.to_dict()
-    cols = {f"{summary.unit} done": str(summary.done), "failed": str(summary.failed), **headline,
-            "time (s)": f"{summary.elapsed_s:.1f}", f"{summary.unit}/s": f"{summary.per_s:.1f}"}
-    lines = [f"# {op.title}: run summary", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols),
-             "| " + " | ".join(cols.values()) + " |", ""] + notes + failures_markdown(summary.failures)
+    cols = {
+        f"{summary.unit} done": str(summary.done),
+        "failed": str(summary.failed),
+        **headline,
+        "time (s)": f"{summary.elapsed_s:.1f}",
+        f"{summary.unit}/s": f"{summary.per_s:.1f}",
+    }
+    lines = (
+        [
+            f"# {op.title}: run summary",
+            "",
+            "| " + " | ".join(cols) + " |",
+            "|" + "---|" * len(cols),
+            "| " + " | ".join(cols.values()) + " |",
+            "",
+        ]
+        + notes
+        + failures_markdown(summary.failures)
+    )
     create_markdown_artifact("\n".join(lines), key=f"{op.name}-run-summary", description=f"{op.title}: run summary")
     out = Path(summary.output_dir)
     atomic_write_text(out / "summary.json", json.dumps(data, indent=2, default=str))

@@ -17,13 +17,13 @@ from prefect import flow, get_run_logger
 from prefect_dask import DaskTaskRunner
 
 from photonflow.calibration import load_calibration
+from photonflow.flows._runrecord import record_failure
+from photonflow.flows.runner import finish_run, run_batches, write_run_table
 from photonflow.io import FrameRef, iter_frame_refs, read_chi, read_frame
 from photonflow.operations import get as get_operation
 from photonflow.plots import plot_curves, plot_integral_parameters
 from photonflow.results import RunSummary
 from photonflow.saxs import SaxsReducer, output_stem
-from photonflow.flows._runrecord import record_failure
-from photonflow.flows.runner import finish_run, run_batches, write_run_table
 
 
 def _input_root(inputs: list[str]) -> str | None:
@@ -58,8 +58,9 @@ def _calibration_options(calibration: str, refs, npt, q_range, oversampling, mas
     return options
 
 
-@flow(name="saxs", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
-      on_crashed=[record_failure])
+@flow(
+    name="saxs", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure], on_crashed=[record_failure]
+)
 def saxs_flow(
     calibration: str,
     inputs: list[str],
@@ -89,8 +90,13 @@ def saxs_flow(
     if not refs:
         raise ValueError(f"no frames found in {list(inputs)}")
     if not str(calibration).lower().endswith(".poni"):
-        given = {k: v for k, v in dict(npt=npt, q_range=q_range, oversampling=oversampling, mask=mask,
-                                         polarization_factor=polarization_factor).items() if v is not None}
+        given = {
+            k: v
+            for k, v in dict(
+                npt=npt, q_range=q_range, oversampling=oversampling, mask=mask, polarization_factor=polarization_factor
+            ).items()
+            if v is not None
+        }
         if given:
             logger.warning("ignored for a SAXSDOG calibration (it carries its own): %s", ", ".join(given))
     options = _calibration_options(calibration, refs, npt, q_range, oversampling, mask, polarization_factor)
@@ -99,21 +105,40 @@ def saxs_flow(
     out.mkdir(parents=True, exist_ok=True)
     SaxsReducer(cal, out, input_root=input_root)  # builds the matrices once; workers load the cache
     t_ready = time.perf_counter()
-    logger.info("%d frames, %d integrations, %d slices, batches of %d", len(refs), len(cal.radial), len(cal.slices), batch_size)
+    logger.info(
+        "%d frames, %d integrations, %d slices, batches of %d", len(refs), len(cal.radial), len(cal.slices), batch_size
+    )
     op = get_operation("saxs")
-    options = {"calibration": str(calibration), "calibration_options": options, "output_dir": str(out),
-               "input_root": input_root, "overwrite": overwrite}
+    options = {
+        "calibration": str(calibration),
+        "calibration_options": options,
+        "output_dir": str(out),
+        "input_root": input_root,
+        "overwrite": overwrite,
+    }
     run = run_batches(op, refs, options, out, int(batch_size))
     rows = sorted(run.rows, key=lambda r: (r["integration"], r["time"], r["frame"]))
     outputs = {"table": write_run_table(op, out, rows), "plot": None, "curves_plot": None}
     if rows:
         outputs["plot"] = plot_integral_parameters(rows, out / "integral_parameters.png")
         outputs["curves_plot"] = _plot_some_curves(cal, out, rows, input_root)
-    summary = RunSummary("saxs", op.unit, str(out), done=run.done, skipped=run.skipped, failed=run.failed,
-                         failures=run.failures, elapsed_s=run.elapsed_s, preparation_s=t_ready - t0,
-                         peak_rss_mb=run.peak_rss_mb, outputs=outputs)
-    notes = [f"Outputs: `{out}` (per-frame `.chi` under `chi/`, NeXus batches under `curves/`, "
-             "`integral_parameters.csv/.h5/.png`)."]
+    summary = RunSummary(
+        "saxs",
+        op.unit,
+        str(out),
+        done=run.done,
+        skipped=run.skipped,
+        failed=run.failed,
+        failures=run.failures,
+        elapsed_s=run.elapsed_s,
+        preparation_s=t_ready - t0,
+        peak_rss_mb=run.peak_rss_mb,
+        outputs=outputs,
+    )
+    notes = [
+        f"Outputs: `{out}` (per-frame `.chi` under `chi/`, NeXus batches under `curves/`, "
+        "`integral_parameters.csv/.h5/.png`)."
+    ]
     return finish_run(op, summary, {"skipped (already done)": str(run.skipped)}, notes, run.record)
 
 

@@ -17,6 +17,8 @@ import numpy as np
 from prefect import flow, get_run_logger
 from prefect_dask import DaskTaskRunner
 
+from photonflow.flows._runrecord import record_failure
+from photonflow.flows.runner import finish_run, run_batches, write_run_table
 from photonflow.io import iter_frame_refs
 from photonflow.io.atomic import atomic_path
 from photonflow.io.cxi import read_cxi_peaks, read_cxi_sources, write_hit_list
@@ -25,13 +27,13 @@ from photonflow.operations import get as get_operation
 from photonflow.plots import plot_hit_rate, plot_mask, plot_peak_overlay
 from photonflow.results import RunSummary
 from photonflow.sfx import FINDERS, artifact_mask
-from photonflow.flows._runrecord import record_failure
-from photonflow.flows.runner import finish_run, run_batches, write_run_table
+
 ARTIFACT_MASK_FRACTION = 0.5
 
 
-@flow(name="sfx", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
-      on_crashed=[record_failure])
+@flow(
+    name="sfx", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure], on_crashed=[record_failure]
+)
 def sfx_flow(
     geometry: str,
     inputs: list[str],
@@ -72,10 +74,15 @@ def sfx_flow(
         raise ValueError(f"no frames found in {list(inputs)}")
     out.mkdir(parents=True, exist_ok=True)
     options = {
-        "geometry": str(Path(geometry).resolve()), "output_dir": str(out.resolve()), "finder": finder,
-        "peakfinder8": dict(peakfinder8 or {}), "peaknet": dict(peaknet or {}),
+        "geometry": str(Path(geometry).resolve()),
+        "output_dir": str(out.resolve()),
+        "finder": finder,
+        "peakfinder8": dict(peakfinder8 or {}),
+        "peaknet": dict(peaknet or {}),
         "hits": {"min_peaks": int(min_peaks), "max_peaks": int(max_peaks)},
-        "mask": None if mask is None else str(Path(mask).resolve()), "backend": backend, "device": device,
+        "mask": None if mask is None else str(Path(mask).resolve()),
+        "backend": backend,
+        "device": device,
         "save_hit_frames": bool(save_hit_frames),
     }
     op = get_operation("sfx")
@@ -83,8 +90,14 @@ def sfx_flow(
     parameters = processor.parameters
     del processor
     t_ready = time.perf_counter()
-    logger.info("%d frames, finder %s, batches of %d, detector %d x %d (%d panels)", len(refs), finder,
-                batch_size, *geom.slab_shape, len(geom.panels))
+    logger.info(
+        "%d frames, finder %s, batches of %d, detector %d x %d (%d panels)",
+        len(refs),
+        finder,
+        batch_size,
+        *geom.slab_shape,
+        len(geom.panels),
+    )
 
     order = {(r.path, -1 if r.event is None else int(r.event)): k for k, r in enumerate(refs)}
 
@@ -92,12 +105,24 @@ def sfx_flow(
         for r in rows:
             r["index"] = order.get((r["path"], r["event"]), -1)
 
-    run = run_batches(op, refs, options, out, int(batch_size), on_rows=add_index,
-                      progress_note=lambda run: f"{int(run.extra_sum('hits'))} hits")
+    run = run_batches(
+        op,
+        refs,
+        options,
+        out,
+        int(batch_size),
+        on_rows=add_index,
+        progress_note=lambda run: f"{int(run.extra_sum('hits'))} hits",
+    )
     rows = sorted(run.rows, key=lambda r: r["index"])
     hit_rows = [r for r in rows if r["hit"]]
-    outputs = {"table": write_run_table(op, out, rows), "hit_list": str(out / "hits.lst"), "hit_rate_plot": None,
-               "overlay_plot": None, "artifact_mask": None}
+    outputs = {
+        "table": write_run_table(op, out, rows),
+        "hit_list": str(out / "hits.lst"),
+        "hit_rate_plot": None,
+        "overlay_plot": None,
+        "artifact_mask": None,
+    }
     write_hit_list(out / "hits.lst", [(r["path"], None if r["event"] < 0 else r["event"]) for r in hit_rows])
     if rows:
         outputs["hit_rate_plot"] = plot_hit_rate(rows, out / "hit_rate.png")
@@ -123,19 +148,36 @@ def sfx_flow(
         "mean_peaks_per_frame": float(np.mean([r["n_peaks"] for r in rows])) if rows else None,
         "median_resolution_A_of_hits": float(np.median(res_hits)) if res_hits else None,
         "finder_s_per_frame": run.extra_sum("finder_s") / run.done if run.done else None,
-        "peak_files": run.files("peaks_file"), "hit_files": hit_files,
-        "parameters": parameters, "finder": finder,
+        "peak_files": run.files("peaks_file"),
+        "hit_files": hit_files,
+        "parameters": parameters,
+        "finder": finder,
     }
-    summary = RunSummary("sfx", op.unit, str(out), done=run.done, failed=run.failed, failures=failures,
-                         elapsed_s=run.elapsed_s, preparation_s=t_ready - t0, peak_rss_mb=run.peak_rss_mb,
-                         outputs=outputs, extra=extra)
+    summary = RunSummary(
+        "sfx",
+        op.unit,
+        str(out),
+        done=run.done,
+        failed=run.failed,
+        failures=failures,
+        elapsed_s=run.elapsed_s,
+        preparation_s=t_ready - t0,
+        peak_rss_mb=run.peak_rss_mb,
+        outputs=outputs,
+        extra=extra,
+    )
     med, res = extra["median_peaks_per_hit"], extra["median_resolution_A_of_hits"]
-    headline = {"hits": str(len(hit_rows)), "hit rate (%)": f"{extra['hit_rate_percent']:.1f}",
-                "peaks per hit (median)": "—" if med is None else f"{med:.0f}",
-                "resolution of hits (median, Å)": "—" if res is None else f"{res:.2f}"}
-    notes = [f"Finder: `{finder}`. Outputs: `{out}`: `frames.csv`, `hits.lst` (CrystFEL list), `peaks/*.cxi` "
-             "(peak lists of every frame), `hits/*.cxi` (hit frames with their peaks), `hit_rate.png`, "
-             "`peak_overlay.png`" + (", `artifact_mask.h5`" if outputs["artifact_mask"] else "") + "."]
+    headline = {
+        "hits": str(len(hit_rows)),
+        "hit rate (%)": f"{extra['hit_rate_percent']:.1f}",
+        "peaks per hit (median)": "—" if med is None else f"{med:.0f}",
+        "resolution of hits (median, Å)": "—" if res is None else f"{res:.2f}",
+    }
+    notes = [
+        f"Finder: `{finder}`. Outputs: `{out}`: `frames.csv`, `hits.lst` (CrystFEL list), `peaks/*.cxi` "
+        "(peak lists of every frame), `hits/*.cxi` (hit frames with their peaks), `hit_rate.png`, "
+        "`peak_overlay.png`" + (", `artifact_mask.h5`" if outputs["artifact_mask"] else "") + "."
+    ]
     return finish_run(op, summary, headline, notes, run.record)
 
 

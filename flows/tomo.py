@@ -13,7 +13,6 @@ report → intermediate files removed unless kept. Outputs: ``volume.h5`` (``/vo
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import json
 import shutil
 import time
@@ -25,16 +24,17 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.futures import as_completed
 from prefect_dask import DaskTaskRunner
 
-from photonflow.results import RunSummary
+from photonflow.errors import InputError
+from photonflow.flows._runrecord import RunRecord, record_failure
+from photonflow.flows.runner import _bar
 from photonflow.io import atomic_write_text
+from photonflow.results import RunSummary
+from photonflow.tasks.tomo import pass1_task, pass2_task, pyramid_task
 from photonflow.tomo import passes
 from photonflow.tomo.dxchange import DxchangeError, open_scan, read_projections
 from photonflow.tomo.plan import describe, plan_chunks
 from photonflow.tomo.preprocess import paganin_pad
 from photonflow.tomo.stitch import stitched_width
-from photonflow.flows.runner import _bar
-from photonflow.flows._runrecord import RunRecord, record_failure
-from photonflow.tasks.tomo import pass1_task, pass2_task, pyramid_task
 
 
 class TomoInputError(InputError, ValueError):
@@ -53,9 +53,13 @@ def _check_inputs(inputs, output_dir, preprocess, sinogram, reconstruction, stit
     center = reconstruction.get("center")
     if center is not None and not 0 <= float(center) <= first.shape[2] - 1:
         raise TomoInputError(f"centre of rotation {center} px is outside the detector (0 .. {first.shape[2] - 1})")
-    if sinogram.get("half_acquisition") and not np.isclose(np.ptp(first.theta_deg) + np.median(np.diff(first.theta_deg)), 360, atol=1):
-        raise TomoInputError(f"{first.path}: half acquisition needs angles over 360°, got "
-                             f"{first.theta_deg.min():.1f}..{first.theta_deg.max():.1f}°")
+    if sinogram.get("half_acquisition") and not np.isclose(
+        np.ptp(first.theta_deg) + np.median(np.diff(first.theta_deg)), 360, atol=1
+    ):
+        raise TomoInputError(
+            f"{first.path}: half acquisition needs angles over 360°, got "
+            f"{first.theta_deg.min():.1f}..{first.theta_deg.max():.1f}°"
+        )
     out = Path(output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -67,8 +71,9 @@ def _check_inputs(inputs, output_dir, preprocess, sinogram, reconstruction, stit
     return scans
 
 
-def _wait(futures: dict, label: str, progress_id, total_tasks: int, done_before: int, logger,
-          record: RunRecord, stage: str) -> tuple[list, list]:
+def _wait(
+    futures: dict, label: str, progress_id, total_tasks: int, done_before: int, logger, record: RunRecord, stage: str
+) -> tuple[list, list]:
     results, failures = [], []
     position = {chunk: i for i, chunk in enumerate(futures.values())}
     states = record.data["chunks"][stage]
@@ -88,8 +93,9 @@ def _wait(futures: dict, label: str, progress_id, total_tasks: int, done_before:
     return results, failures
 
 
-@flow(name="tomo", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure],
-      on_crashed=[record_failure])
+@flow(
+    name="tomo", task_runner=DaskTaskRunner(), log_prints=True, on_failure=[record_failure], on_crashed=[record_failure]
+)
 def tomo_flow(
     inputs: list[str],
     output_dir: str,
@@ -133,18 +139,23 @@ def tomo_flow(
         offsets, guesses = passes.scan_stitch_offsets(scans, stitch)
         cols = stitched_width(offsets, scans[-1].shape[2])
         timings["stitch search"] = time.perf_counter() - t
-        logger.info("stitching offsets %s px (motor guesses %s)", [round(o, 2) for o in offsets],
-                    [round(g, 2) for g in guesses])
+        logger.info(
+            "stitching offsets %s px (motor guesses %s)", [round(o, 2) for o in offsets], [round(g, 2) for g in guesses]
+        )
     overlap = 0
     if preprocess.get("paganin"):
         overlap = paganin_pad((rows, cols), **preprocess["paganin"])
     elif preprocess.get("zingers"):
         overlap = int(preprocess["zingers"].get("size", 3)) // 2
     limits = dict(chunks or {})
-    plan = plan_chunks((n, rows, cols), int(memory_per_worker_gib * 2**30), overlap=overlap,
-                       half_acquisition=bool(sinogram.get("half_acquisition")),
-                       max_projections_per_chunk=int(limits.get("projections", 512)),
-                       max_rows_per_chunk=int(limits.get("rows", 64)))
+    plan = plan_chunks(
+        (n, rows, cols),
+        int(memory_per_worker_gib * 2**30),
+        overlap=overlap,
+        half_acquisition=bool(sinogram.get("half_acquisition")),
+        max_projections_per_chunk=int(limits.get("projections", 512)),
+        max_rows_per_chunk=int(limits.get("rows", 64)),
+    )
     plan["scans"] = [s.to_dict() for s in scans]
     plan["stitch_offsets_px"] = offsets
     atomic_write_text(out / "plan.json", json.dumps(plan, indent=2))
@@ -160,36 +171,62 @@ def tomo_flow(
     p2_chunks = plan["pass2"]["chunks"]
     total = len(p1_chunks) + len(p2_chunks)
     record = RunRecord(out, "tomo", unit="chunks", total=total)
-    record.update(stage="pass1", chunks={"pass1": ["pending"] * len(p1_chunks), "pass2": ["pending"] * len(p2_chunks)},
-                  force=True)
+    record.update(
+        stage="pass1", chunks={"pass1": ["pending"] * len(p1_chunks), "pass2": ["pending"] * len(p2_chunks)}, force=True
+    )
     progress_id = create_progress_artifact(0.0, description=f"Tomography: {total} chunk tasks")
     t = time.perf_counter()
-    futures = {pass1_task.submit(paths, a, b, preprocess, plan["pass1"]["rows_per_subchunk"], overlap,
-                                 str(work / "pass1" / f"proj_{a:06d}_{b:06d}.h5"), offsets): (a, b)
-               for a, b in p1_chunks}
+    futures = {
+        pass1_task.submit(
+            paths,
+            a,
+            b,
+            preprocess,
+            plan["pass1"]["rows_per_subchunk"],
+            overlap,
+            str(work / "pass1" / f"proj_{a:06d}_{b:06d}.h5"),
+            offsets,
+        ): (a, b)
+        for a, b in p1_chunks
+    }
     results1, failures = _wait(futures, "pass 1", progress_id, total, 0, logger, record, "pass1")
     timings["pass 1"] = time.perf_counter() - t
     if failures:
         raise RuntimeError("pass 1 failed, no volume written: " + "; ".join(failures))
     results1.sort(key=lambda r: r["p0"])
-    joined = passes.join([r["file"] for r in results1], [(r["p0"], r["p1"]) for r in results1], 0,
-                         work / "projections.h5")
+    joined = passes.join(
+        [r["file"] for r in results1], [(r["p0"], r["p1"]) for r in results1], 0, work / "projections.h5"
+    )
     theta = scans[0].theta_deg
     record.update(stage="centre", force=True)
     t = time.perf_counter()
     center, center_how = passes.rotation_centre(joined, rows, sinogram, reconstruction.get("center"))
-    steps2 = {**sinogram, "backend": _algorithm(reconstruction),
-              "filter": reconstruction.get("filter", "shepp"), "circle_mask": reconstruction.get("circle_mask", True),
-              "device": reconstruction.get("device", "auto")}
+    steps2 = {
+        **sinogram,
+        "backend": _algorithm(reconstruction),
+        "filter": reconstruction.get("filter", "shepp"),
+        "circle_mask": reconstruction.get("circle_mask", True),
+        "device": reconstruction.get("device", "auto"),
+    }
     value_range, range_how = passes.output_range(joined, theta, center, rows, steps2, output)
     timings["centre and range"] = time.perf_counter() - t
-    logger.info("centre of rotation %.2f px (%s); output %s range %s (%s)", center, center_how, output["dtype"],
-                value_range, range_how)
+    logger.info(
+        "centre of rotation %.2f px (%s); output %s range %s (%s)",
+        center,
+        center_how,
+        output["dtype"],
+        value_range,
+        range_how,
+    )
     out2 = {"dtype": output["dtype"], "range": value_range}
     record.update(stage="pass2", center_px=center, force=True)
     t = time.perf_counter()
-    futures = {pass2_task.submit(str(joined), a, b, theta.tolist(), center, steps2, out2,
-                                 str(work / "pass2" / f"slices_{a:06d}_{b:06d}.h5")): (a, b) for a, b in p2_chunks}
+    futures = {
+        pass2_task.submit(
+            str(joined), a, b, theta.tolist(), center, steps2, out2, str(work / "pass2" / f"slices_{a:06d}_{b:06d}.h5")
+        ): (a, b)
+        for a, b in p2_chunks
+    }
     results2, failures = _wait(futures, "pass 2", progress_id, total, len(p1_chunks), logger, record, "pass2")
     timings["pass 2"] = time.perf_counter() - t
     if failures:
@@ -197,8 +234,10 @@ def tomo_flow(
     results2.sort(key=lambda r: r["r0"])
     record.update(stage="volume", force=True)
     t = time.perf_counter()
-    attrs = {"units": "1/px" if out2["range"] is None else f"{output['dtype']} of [{value_range[0]}, {value_range[1]}] 1/px",
-             "center_px": center}
+    attrs = {
+        "units": "1/px" if out2["range"] is None else f"{output['dtype']} of [{value_range[0]}, {value_range[1]}] 1/px",
+        "center_px": center,
+    }
     if value_range is not None:
         attrs.update(vmin=value_range[0], vmax=value_range[1])
     volume = out / "volume.h5"
@@ -219,13 +258,23 @@ def tomo_flow(
     pyramid = pyramid_task.submit(str(volume), levels).result() if levels > 0 else []
     timings["volume and pyramid"] = time.perf_counter() - t
     extra = {
-        "inputs": list(inputs), "shape": [rows, *results2[0]["shape"][1:]],
-        "dtype": output["dtype"], "range_1_per_px": value_range, "range_from": range_how, "center_px": center,
-        "center_from": center_how, "stitch_offsets_px": offsets, "stitch_guesses_px": guesses,
-        "pyramid": [list(s) for s in pyramid], "plan": {k: plan[k] for k in ("pass1", "pass2", "tasks")},
-        "timings_s": timings, "pass1_steps_cpu_s": _sum_timings(results1), "pass2_steps_cpu_s": _sum_timings(results2),
+        "inputs": list(inputs),
+        "shape": [rows, *results2[0]["shape"][1:]],
+        "dtype": output["dtype"],
+        "range_1_per_px": value_range,
+        "range_from": range_how,
+        "center_px": center,
+        "center_from": center_how,
+        "stitch_offsets_px": offsets,
+        "stitch_guesses_px": guesses,
+        "pyramid": [list(s) for s in pyramid],
+        "plan": {k: plan[k] for k in ("pass1", "pass2", "tasks")},
+        "timings_s": timings,
+        "pass1_steps_cpu_s": _sum_timings(results1),
+        "pass2_steps_cpu_s": _sum_timings(results2),
         "pass1_chunk_s": [r["seconds"] for r in results1],
-        "pass2_chunk_s": [r["seconds"] for r in results2], "algorithm": steps2["backend"],
+        "pass2_chunk_s": [r["seconds"] for r in results2],
+        "algorithm": steps2["backend"],
     }
     outputs = {"volume": str(volume), "report": None, "plan": str(out / "plan.json")}
     summary = {**extra, "volume": str(volume)}  # what the report reads
@@ -233,24 +282,43 @@ def tomo_flow(
     if report:
         record.update(stage="report", force=True)
         t = time.perf_counter()
-        outputs["report"] = str(_report(out, scans[0], joined, volume, summary, preprocess, steps2, theta, center,
-                                        timings))
+        outputs["report"] = str(
+            _report(out, scans[0], joined, volume, summary, preprocess, steps2, theta, center, timings)
+        )
         timings["report"] = time.perf_counter() - t
     if not output.get("keep_intermediate", False):
         shutil.rmtree(work, ignore_errors=True)
     done = len(results1) + len(results2)
-    summary = RunSummary("tomo", "chunks", str(out), done=done, elapsed_s=time.perf_counter() - t0,
-                         peak_rss_mb=max(r.get("peak_rss_mb", 0.0) for r in results1 + results2), outputs=outputs,
-                         task_granularity=record.granularity(), extra=extra).to_dict()
+    summary = RunSummary(
+        "tomo",
+        "chunks",
+        str(out),
+        done=done,
+        elapsed_s=time.perf_counter() - t0,
+        peak_rss_mb=max(r.get("peak_rss_mb", 0.0) for r in results1 + results2),
+        outputs=outputs,
+        task_granularity=record.granularity(),
+        extra=extra,
+    ).to_dict()
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str))
     create_markdown_artifact(
-        "\n".join(["# Tomography reconstruction", "",
-                   "| projections | rows × cols | volume | centre (px) | range | time (s) |", "|---|---|---|---|---|---|",
-                   f"| {n} | {rows} × {scans[0].shape[2]} | {summary['shape']} {output['dtype']} | {center:.2f} ({center_how}) "
-                   f"| {value_range} | {summary['elapsed_s']:.1f} |", "",
-                   "Stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()), "",
-                   f"Outputs in `{out}`: `volume.h5`, `report.pdf`, `plan.json`, `summary.json`."]),
-        key="tomo-summary", description="Tomography reconstruction")
+        "\n".join(
+            [
+                "# Tomography reconstruction",
+                "",
+                "| projections | rows × cols | volume | centre (px) | range | time (s) |",
+                "|---|---|---|---|---|---|",
+                f"| {n} | {rows} × {scans[0].shape[2]} | {summary['shape']} {output['dtype']} | {center:.2f} ({center_how}) "
+                f"| {value_range} | {summary['elapsed_s']:.1f} |",
+                "",
+                "Stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()),
+                "",
+                f"Outputs in `{out}`: `volume.h5`, `report.pdf`, `plan.json`, `summary.json`.",
+            ]
+        ),
+        key="tomo-summary",
+        description="Tomography reconstruction",
+    )
     record.update(stage="done", report="report.pdf" if outputs["report"] else None)
     record.finish()
     logger.info("volume %s (%s) in %.1f s; report %s", volume, output["dtype"], summary["elapsed_s"], outputs["report"])
@@ -261,8 +329,9 @@ def _algorithm(reconstruction: dict) -> str:
     """The reconstruction algorithm: ``algorithm`` (or its older name ``backend``), gridrec by default."""
     algorithm, older = reconstruction.get("algorithm"), reconstruction.get("backend")
     if algorithm and older and algorithm != older:
-        raise TomoInputError(f"reconstruction.algorithm {algorithm!r} and reconstruction.backend {older!r} differ; "
-                             "give algorithm only")
+        raise TomoInputError(
+            f"reconstruction.algorithm {algorithm!r} and reconstruction.backend {older!r} differ; give algorithm only"
+        )
     return algorithm or older or "gridrec"
 
 
@@ -291,25 +360,46 @@ def _report(out, scan, joined, volume, summary, preprocess, steps2, theta, cente
     with h5py.File(volume, "r") as f:
         v = f["volume"]
         slices = orthogonal_slices(v, slow_step=max(1, v.shape[0] // 256))
-    dataset = {"input": ", ".join(summary["inputs"]), "projections × rows × cols": f"{n} × {rows} × {cols}",
-               "angles": f"{theta.min():.2f}–{theta.max():.2f}°", "raw size": f"{scan.nbytes / 2**30:.3f} GiB",
-               "volume": f"{summary['volume']} {summary['shape']} {summary['dtype']}",
-               "centre of rotation": f"{center:.2f} px ({summary['center_from']})",
-               "algorithm": f"{steps2['backend']} (filter {steps2['filter']})",
-               "chunks": f"pass 1: {len(summary['pass1_chunk_s'])}, pass 2: {len(summary['pass2_chunk_s'])}"}
+    dataset = {
+        "input": ", ".join(summary["inputs"]),
+        "projections × rows × cols": f"{n} × {rows} × {cols}",
+        "angles": f"{theta.min():.2f}–{theta.max():.2f}°",
+        "raw size": f"{scan.nbytes / 2**30:.3f} GiB",
+        "volume": f"{summary['volume']} {summary['shape']} {summary['dtype']}",
+        "centre of rotation": f"{center:.2f} px ({summary['center_from']})",
+        "algorithm": f"{steps2['backend']} (filter {steps2['filter']})",
+        "chunks": f"pass 1: {len(summary['pass1_chunk_s'])}, pass 2: {len(summary['pass2_chunk_s'])}",
+    }
     if summary["stitch_offsets_px"]:
         dataset["stitching offsets"] = f"{summary['stitch_offsets_px']} px (motors: {summary['stitch_guesses_px']})"
-    parameters = {"flat/dark": "always", "I0": preprocess.get("i0"), "zingers": preprocess.get("zingers"),
-                  "air correction": preprocess.get("air"), "Paganin": preprocess.get("paganin"),
-                  "stripes": steps2.get("stripes"), "rings": steps2.get("rings"),
-                  "360° half acquisition": steps2.get("half_acquisition", False),
-                  "circular mask": steps2.get("circle_mask", True),
-                  "output range (1/px)": f"{summary['range_1_per_px']} ({summary['range_from']})"}
-    label = "μ (1/px)" if summary["range_1_per_px"] is None else f"{summary['dtype']} of {summary['range_1_per_px']} 1/px"
-    return write_report(out / "report.pdf", title=f"Reconstruction of {Path(scan.path).name}", dataset=dataset,
-                        parameters=parameters, timings=dict(timings), raw_projection=raw, raw_sinogram=raw_sino,
-                        corrected_projection=corrected, corrected_sinogram=corrected_sino, slices=slices,
-                        value_label=label)
+    parameters = {
+        "flat/dark": "always",
+        "I0": preprocess.get("i0"),
+        "zingers": preprocess.get("zingers"),
+        "air correction": preprocess.get("air"),
+        "Paganin": preprocess.get("paganin"),
+        "stripes": steps2.get("stripes"),
+        "rings": steps2.get("rings"),
+        "360° half acquisition": steps2.get("half_acquisition", False),
+        "circular mask": steps2.get("circle_mask", True),
+        "output range (1/px)": f"{summary['range_1_per_px']} ({summary['range_from']})",
+    }
+    label = (
+        "μ (1/px)" if summary["range_1_per_px"] is None else f"{summary['dtype']} of {summary['range_1_per_px']} 1/px"
+    )
+    return write_report(
+        out / "report.pdf",
+        title=f"Reconstruction of {Path(scan.path).name}",
+        dataset=dataset,
+        parameters=parameters,
+        timings=dict(timings),
+        raw_projection=raw,
+        raw_sinogram=raw_sino,
+        corrected_projection=corrected,
+        corrected_sinogram=corrected_sino,
+        slices=slices,
+        value_label=label,
+    )
 
 
 __all__ = ["TomoInputError", "tomo_flow", "DxchangeError"]

@@ -83,8 +83,9 @@ def accumulate(frames, indptr, indices, weights, weights_var, suspect, dark, has
 
 
 @numba.njit(cache=True, nogil=True)
-def accumulate_suspect(frames, pixels, indptr, indices, weights, weights_var, norm, dark, has_dark,
-                       signal, variance, removed):
+def accumulate_suspect(
+    frames, pixels, indptr, indices, weights, weights_var, norm, dark, has_dark, signal, variance, removed
+):
     """The skipped pixels, frame by frame: a value negative or not finite leaves the pixel out of
     that frame (its Σ w·norm_j goes to removed[k, f]); a valid value is accumulated as usual."""
     n = frames.shape[0]

@@ -25,13 +25,14 @@ HDF5 dataset of each frame), and per mask ``Sector`` {ChiStartDeg, ChiStopDeg}.
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from photonflow.errors import InputError
 
 from .geometry import Geometry, read_poni
 from .integrate import Corrections, RadialBins, build_integrator, saxsdog_bins

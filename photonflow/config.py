@@ -18,7 +18,6 @@ returned dict is complete (e.g. ``OverwriteFiles`` is always present in a calibr
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import copy
 import errno
 import json
@@ -28,6 +27,8 @@ from typing import Any, Callable, Iterable
 
 import jsonschema
 from jsonschema import Draft202012Validator
+
+from photonflow.errors import InputError
 
 __all__ = [
     "CONFIG_DIR",
@@ -44,6 +45,7 @@ __all__ = [
     "schema_path",
     "validate_config",
 ]
+
 
 def _resource_dir() -> Path:
     """The folder of the package ``photonflow.resources``: ``config/`` of a checkout, or its copy
@@ -153,8 +155,9 @@ def _compose_operations(schema: dict) -> dict:
         fields = {k: v for k, v in run.get("properties", {}).items() if k != "$schema"}
         schema["properties"][op.serve_key] = {
             "description": f"The '{op.name}/{op.name}' deployment ({op.flow}): {op.title}; the fields of "
-                           f"config/schemas/{op.schema}.schema.json and the deployment fields.",
-            "type": ["object", "null"], "additionalProperties": False,
+            f"config/schemas/{op.schema}.schema.json and the deployment fields.",
+            "type": ["object", "null"],
+            "additionalProperties": False,
             "patternProperties": {"^_": {"description": "Comment."}},
             "properties": {**fields, **deployment},
         }
@@ -288,11 +291,7 @@ def _describe(err: jsonschema.ValidationError) -> tuple[str, str]:
     if validator == "additionalProperties" and isinstance(err.instance, dict):
         allowed = set(err.schema.get("properties", {}))
         patterns = list(err.schema.get("patternProperties", {}))
-        extras = [
-            k
-            for k in err.instance
-            if k not in allowed and not any(re.search(p, k) for p in patterns)
-        ]
+        extras = [k for k in err.instance if k not in allowed and not any(re.search(p, k) for p in patterns)]
         if extras:
             known = ", ".join(sorted(allowed))
             first = extras[0]
@@ -304,7 +303,9 @@ def _describe(err: jsonschema.ValidationError) -> tuple[str, str]:
         for sub in err.schema.get(validator, []):
             t = sub.get("type")
             if isinstance(t, str):
-                types.append("array of " + sub["items"]["type"] + "s" if t == "array" and "type" in sub.get("items", {}) else t)
+                types.append(
+                    "array of " + sub["items"]["type"] + "s" if t == "array" and "type" in sub.get("items", {}) else t
+                )
         if types:
             return path, f"{err.instance!r} is not valid: expected {' or '.join(types)}"
     if validator == "enum":
@@ -409,7 +410,10 @@ def _check_saxsdog_calibration(cal: dict) -> list[tuple[str, str]]:
         ref = sl.get("MaskRef", 0)
         if ref >= len(masks):
             errors.append(
-                (f"Slices[{i}].MaskRef", f"{ref} refers to no mask: Masks has {len(masks)} entr{'y' if len(masks) == 1 else 'ies'} (use -1 for no mask)")
+                (
+                    f"Slices[{i}].MaskRef",
+                    f"{ref} refers to no mask: Masks has {len(masks)} entr{'y' if len(masks) == 1 else 'ies'} (use -1 for no mask)",
+                )
             )
     return errors
 
@@ -429,10 +433,17 @@ def _check_cluster_profile(profile: dict) -> list[tuple[str, str]]:
         if has_jobs and has_adaptive:
             errors.append(("jobs", "give either 'jobs' (a fixed number of SLURM jobs) or 'adaptive', not both"))
         elif not has_jobs and not has_adaptive:
-            errors.append(("jobs", "required: 'jobs' (a fixed number of SLURM jobs) or 'adaptive' {minimum_jobs, maximum_jobs}; without either no worker would start"))
+            errors.append(
+                (
+                    "jobs",
+                    "required: 'jobs' (a fixed number of SLURM jobs) or 'adaptive' {minimum_jobs, maximum_jobs}; without either no worker would start",
+                )
+            )
         ad = profile.get("adaptive")
         if ad and ad["minimum_jobs"] > ad["maximum_jobs"]:
-            errors.append(("adaptive.minimum_jobs", f"{ad['minimum_jobs']} exceeds maximum_jobs ({ad['maximum_jobs']})"))
+            errors.append(
+                ("adaptive.minimum_jobs", f"{ad['minimum_jobs']} exceeds maximum_jobs ({ad['maximum_jobs']})")
+            )
     return errors
 
 

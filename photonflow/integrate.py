@@ -206,7 +206,12 @@ class Integrator:
 
         n = frames.shape[0]
         flat = frames.reshape(n, -1)
-        if flat.dtype.kind not in "iuf" or not flat.dtype.isnative or flat.dtype.itemsize > 8 or flat.dtype == np.float16:
+        if (
+            flat.dtype.kind not in "iuf"
+            or not flat.dtype.isnative
+            or flat.dtype.itemsize > 8
+            or flat.dtype == np.float16
+        ):
             flat = flat.astype(np.float32)  # big-endian or exotic types: the kernel takes native numbers
         indptr, indices, w, w_var = self._pixel_major()
         width = n if n == 1 else -(-n // 8) * 8  # whole 8-float vectors in the kernel's inner loop
@@ -217,8 +222,20 @@ class Integrator:
         has_dark = self.dark is not None
         suspect = np.zeros(flat.shape[1], np.uint8)  # pixels negative or not finite in some frame
         if accumulate(flat, indptr, indices, w, w_var, suspect, dark, has_dark, signal, variance):
-            accumulate_suspect(flat, np.flatnonzero(suspect), indptr, indices, w, w_var, self.normalisation, dark,
-                               has_dark, signal, variance, removed)
+            accumulate_suspect(
+                flat,
+                np.flatnonzero(suspect),
+                indptr,
+                indices,
+                w,
+                w_var,
+                self.normalisation,
+                dark,
+                has_dark,
+                signal,
+                variance,
+                removed,
+            )
         signal = signal[:, :n].astype(np.float64)
         variance = variance[:, :n].astype(np.float64)
         weight = self._denominator_static[:, None] - removed
@@ -258,7 +275,9 @@ class Integrator:
         matrix = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=(len(z["edges"]) - 1, npix))
         mask = np.unpackbits(z["static_mask"])[:npix].astype(bool).reshape(shape)
         dark = z["dark"] if z["dark"].size else None
-        return cls(matrix, RadialBins(z["edges"]), shape, mask, z["normalisation"], dark, str(z["error_model"]), str(z["key"]))
+        return cls(
+            matrix, RadialBins(z["edges"]), shape, mask, z["normalisation"], dark, str(z["error_model"]), str(z["key"])
+        )
 
 
 def assemble_integrator(matrix, bins, geometry, static_mask, corrections, error_model="poisson", key=""):

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_integral_parameters", "plot_curves", "plot_hit_rate", "plot_peak_overlay", "plot_mask", "plot_scan_map"]
+__all__ = [
+    "plot_integral_parameters",
+    "plot_curves",
+    "plot_hit_rate",
+    "plot_peak_overlay",
+    "plot_mask",
+    "plot_scan_map",
+]
 
 
 def _pyplot():
@@ -25,7 +32,11 @@ def plot_integral_parameters(rows: list[dict], path, title: str = "Integral para
     fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
     names = sorted({r["integration"] for r in rows})
     t0 = min((r["time"] for r in rows if np.isfinite(r["time"])), default=0.0)
-    panels = [("I0", "integral intensity I0"), ("I2", "invariant I2"), ("correlation_length_nm", "correlation length (nm)")]
+    panels = [
+        ("I0", "integral intensity I0"),
+        ("I2", "invariant I2"),
+        ("correlation_length_nm", "correlation length (nm)"),
+    ]
     for name in names:
         sel = sorted((r for r in rows if r["integration"] == name), key=lambda r: (r["time"], r["frame"]))
         t = np.array([r["time"] - t0 for r in sel])
@@ -99,7 +110,9 @@ def plot_hit_rate(rows: list[dict], path, window: int = 50, title: str = "Serial
     axes[2].plot(x[hit], res[hit], ".", ms=3, color="C2")
     axes[2].set_ylabel("resolution of hits (Å)")
     axes[2].set_xlabel("frame (processing order)")
-    axes[0].set_title(f"{title}: {int(hit.sum())} hits in {len(rows)} frames ({100.0 * hit.mean() if len(rows) else 0:.1f} %)")
+    axes[0].set_title(
+        f"{title}: {int(hit.sum())} hits in {len(rows)} frames ({100.0 * hit.mean() if len(rows) else 0:.1f} %)"
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -117,9 +130,15 @@ def plot_peak_overlay(frames, peak_lists, labels: list[str], path, title: str = 
             continue
         img = np.asarray(frames[k], dtype=float)
         finite = img[np.isfinite(img)]
-        lo, hi = (np.percentile(finite, [1, 99.8]) if finite.size else (0.0, 1.0))
-        ax.imshow(np.log1p(np.clip(img - lo, 0, None)), cmap="gray_r", vmin=0, vmax=np.log1p(max(hi - lo, 1.0)),
-                  origin="upper", interpolation="nearest")
+        lo, hi = np.percentile(finite, [1, 99.8]) if finite.size else (0.0, 1.0)
+        ax.imshow(
+            np.log1p(np.clip(img - lo, 0, None)),
+            cmap="gray_r",
+            vmin=0,
+            vmax=np.log1p(max(hi - lo, 1.0)),
+            origin="upper",
+            interpolation="nearest",
+        )
         peaks = peak_lists[k]
         ax.scatter(peaks.fs, peaks.ss, s=60, facecolors="none", edgecolors="C3", linewidths=0.8)
         ax.set_title(f"{labels[k]}: {len(peaks)} peaks", fontsize="small")
@@ -143,15 +162,25 @@ def plot_mask(mask_fraction, path, title: str = "Artifact mask") -> str:
     return _save(fig, path)
 
 
-def plot_scan_map(values, path, title: str, label: str, extent=None, cmap: str = "viridis", vmin=None, vmax=None) -> str:
+def plot_scan_map(
+    values, path, title: str, label: str, extent=None, cmap: str = "viridis", vmin=None, vmax=None
+) -> str:
     """One raster-scan map (rows = map rows, from the top); grey where there is no value.
     ``extent`` (x0, x1, y0, y1) in µm puts the axes in sample coordinates, else map indices."""
     plt = _pyplot()
     values = np.ma.masked_invalid(np.asarray(values, dtype=float))
     fig, ax = plt.subplots(figsize=(6.5, 5))
     colours = plt.get_cmap(cmap).with_extremes(bad="0.8")
-    im = ax.imshow(values, cmap=colours, origin="upper", interpolation="nearest", vmin=vmin, vmax=vmax,
-                   extent=extent, aspect="auto" if extent is not None else "equal")
+    im = ax.imshow(
+        values,
+        cmap=colours,
+        origin="upper",
+        interpolation="nearest",
+        vmin=vmin,
+        vmax=vmax,
+        extent=extent,
+        aspect="auto" if extent is not None else "equal",
+    )
     fig.colorbar(im, ax=ax, label=label)
     ax.set_title(title)
     ax.set_xlabel("x (µm)" if extent is not None else "map column")

@@ -26,8 +26,8 @@ import numpy as np
 
 from .calibration import Calibration, load_calibration
 from .integrate import integral_parameters
-from .results import BatchResult
 from .io import FrameReadError, FrameRef, read_batch, read_chi, read_monitor, write_chi, write_curves
+from .results import BatchResult
 from .slices import calibration_slice_integrators
 
 __all__ = ["SaxsReducer", "BatchReport", "output_stem", "CHI_DIGITS"]
@@ -90,8 +90,12 @@ class SaxsReducer:
         """The reducer of the runner's options: ``calibration`` (path), ``calibration_options``
         (for a .poni: npt, q_range in nm⁻¹, oversampling, mask_file, polarization_factor, shape),
         ``output_dir``, ``input_root`` (outputs mirror the input tree below it) and ``overwrite``."""
-        reducer = cls.from_file(options["calibration"], options["output_dir"], options.get("input_root"),
-                                **dict(options.get("calibration_options") or {}))
+        reducer = cls.from_file(
+            options["calibration"],
+            options["output_dir"],
+            options.get("input_root"),
+            **dict(options.get("calibration_options") or {}),
+        )
         reducer.default_overwrite = options.get("overwrite")
         return reducer
 
@@ -110,8 +114,9 @@ class SaxsReducer:
         return all(self.chi_path(ref, n).exists() for n in self.names + self.slice_names)
 
     # ------------------------------------------------------------------ work
-    def reduce(self, refs: list[FrameRef], overwrite: bool | None = None, batch_label: str | None = None,
-               chunk: int = 32) -> BatchReport:
+    def reduce(
+        self, refs: list[FrameRef], overwrite: bool | None = None, batch_label: str | None = None, chunk: int = 32
+    ) -> BatchReport:
         """Reduce the frames of ``refs``; frames already done are skipped unless overwriting."""
         t0 = time.perf_counter()
         overwrite = self.calibration.overwrite if overwrite is None else overwrite
@@ -154,7 +159,9 @@ class SaxsReducer:
             batch = batch._replace(frames=frames, refs=good)
             mtimes = [_mtime(r.path) for r in batch.refs]
             results = [(n, integ.integrate(frames, monitor)) for n, integ in zip(self.names, self.integrators)]
-            results += [(n, integ.integrate(frames, monitor)) for n, integ in zip(self.slice_names, self.slice_integrators)]
+            results += [
+                (n, integ.integrate(frames, monitor)) for n, integ in zip(self.slice_names, self.slice_integrators)
+            ]
             for (name, res), spec in zip(results, self.calibration.radial + [None] * len(self.slice_names)):
                 params = None
                 if spec is not None:
@@ -165,8 +172,7 @@ class SaxsReducer:
                         p = {k: float(params[k][f]) for k in ("I0", "I1", "I2")}
                     path = self.chi_path(ref, name)
                     try:
-                        write_chi(path, res.q, res.intensity[f], res.sigma[f], self.chi_config, p,
-                                  digits=CHI_DIGITS)
+                        write_chi(path, res.q, res.intensity[f], res.sigma[f], self.chi_config, p, digits=CHI_DIGITS)
                     except OSError as exc:
                         error = FrameReadError(ref.path, ref.event, f"cannot write {path}: {exc}")
                         report.fail(ref, error.reason, str(error))
@@ -184,8 +190,14 @@ class SaxsReducer:
             if c["ids"]:
                 path = self.output_dir / "curves" / f"{batch_label}_{name}.h5"
                 try:
-                    write_curves(path, c["q"], np.array(c["I"]), np.array(c["sigma"]), c["ids"],
-                                 attrs={"calibration": self.calibration.source, "integration": name})
+                    write_curves(
+                        path,
+                        c["q"],
+                        np.array(c["I"]),
+                        np.array(c["sigma"]),
+                        c["ids"],
+                        attrs={"calibration": self.calibration.source, "integration": name},
+                    )
                 except OSError as exc:  # the .chi files are written: report, do not fail the frames
                     report.failures.append(f"{path}: cannot write the batch's NeXus curves: {exc}")
                     continue
@@ -205,8 +217,9 @@ class SaxsReducer:
             except Exception:
                 continue
             params = integral_parameters(q, intensity[None], spec.q_start, spec.q_stop)
-            rows.append(_row(ref, spec.name, _mtime(ref.path), params, 0,
-                             self._relative(self.chi_path(ref, spec.name))))
+            rows.append(
+                _row(ref, spec.name, _mtime(ref.path), params, 0, self._relative(self.chi_path(ref, spec.name)))
+            )
         return rows
 
     def _relative(self, path: Path) -> str:

@@ -47,8 +47,9 @@ class HitCriteria:
 
     def __post_init__(self):
         if self.min_peaks < 0 or self.max_peaks < self.min_peaks:
-            raise ValueError(f"hit bounds must satisfy 0 <= min_peaks <= max_peaks, got "
-                             f"[{self.min_peaks}, {self.max_peaks}]")
+            raise ValueError(
+                f"hit bounds must satisfy 0 <= min_peaks <= max_peaks, got [{self.min_peaks}, {self.max_peaks}]"
+            )
 
     def is_hit(self, n_peaks: int) -> bool:
         return self.min_peaks <= n_peaks <= self.max_peaks
@@ -80,14 +81,26 @@ class SfxProcessor:
     hits: the hit bounds; save_hit_frames: write the hit frames to ``hits/<batch>.cxi``.
     """
 
-    def __init__(self, geometry, output_dir, finder: str = "peakfinder8", peakfinder8=None, peaknet=None,
-                 hits: HitCriteria | None = None, mask=None, backend: str = "numpy", device: str = "auto",
-                 save_hit_frames: bool = True):
+    def __init__(
+        self,
+        geometry,
+        output_dir,
+        finder: str = "peakfinder8",
+        peakfinder8=None,
+        peaknet=None,
+        hits: HitCriteria | None = None,
+        mask=None,
+        backend: str = "numpy",
+        device: str = "auto",
+        save_hit_frames: bool = True,
+    ):
         if finder not in FINDERS:
             raise ValueError(f"finder must be one of {', '.join(FINDERS)}, got {finder!r}")
         if backend not in ("numpy", "torch"):
             raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
-        self.geometry: DetectorGeometry = geometry if isinstance(geometry, DetectorGeometry) else load_geometry(geometry)
+        self.geometry: DetectorGeometry = (
+            geometry if isinstance(geometry, DetectorGeometry) else load_geometry(geometry)
+        )
         self.output_dir = Path(output_dir)
         self.finder_name = finder
         self.hits = hits or HitCriteria()
@@ -105,8 +118,11 @@ class SfxProcessor:
         self.dataset = self._data_path()
         self._backend, self._device = backend, device
         if finder == "peakfinder8":
-            params = peakfinder8 if isinstance(peakfinder8, Peakfinder8Params) else \
-                Peakfinder8Params.from_dict(dict(peakfinder8 or {}))
+            params = (
+                peakfinder8
+                if isinstance(peakfinder8, Peakfinder8Params)
+                else Peakfinder8Params.from_dict(dict(peakfinder8 or {}))
+            )
             self._pf8_params = params
             self.finder = self._peakfinder8(good)
             self.parameters = {"finder": finder, "backend": backend, **params.to_dict()}
@@ -123,10 +139,15 @@ class SfxProcessor:
         peakfinder8, peaknet, hits ({"min_peaks", "max_peaks"}), mask, backend, device,
         save_hit_frames (the sfx run file's fields, see config/schemas/sfx_run.schema.json)."""
         return cls(
-            options["geometry"], options["output_dir"], finder=options.get("finder", "peakfinder8"),
-            peakfinder8=options.get("peakfinder8"), peaknet=options.get("peaknet"),
-            hits=HitCriteria(**options.get("hits", {})), mask=options.get("mask"),
-            backend=options.get("backend", "numpy"), device=options.get("device", "auto"),
+            options["geometry"],
+            options["output_dir"],
+            finder=options.get("finder", "peakfinder8"),
+            peakfinder8=options.get("peakfinder8"),
+            peaknet=options.get("peaknet"),
+            hits=HitCriteria(**options.get("hits", {})),
+            mask=options.get("mask"),
+            backend=options.get("backend", "numpy"),
+            device=options.get("device", "auto"),
             save_hit_frames=options.get("save_hit_frames", True),
         )
 
@@ -188,15 +209,18 @@ class SfxProcessor:
     def process(self, refs, batch_name: str) -> SfxBatchReport:
         """Find peaks and hits in a batch of frames; write the batch outputs; return a report."""
         t0 = time.perf_counter()
-        report = BatchResult(extra={"peaks_file": None, "hits_file": None, "artifact_counts": None, "hits": 0,
-                                    "finder_s": 0.0})
+        report = BatchResult(
+            extra={"peaks_file": None, "hits_file": None, "artifact_counts": None, "hits": 0, "finder_s": 0.0}
+        )
         refs = [r if isinstance(r, FrameRef) else FrameRef(str(r[0]), r[1]) for r in refs]
         batch = read_batch(refs, expected_shape=self.shape, dtype=np.float32, dataset=self.dataset)
         for failure in batch.failures:
             line, reason = str(failure), failure.reason
             if "differs from expected" in line:
-                reason = (f"frame shape does not match the geometry {self.geometry.source_path or ''} "
-                          f"(slab {self.shape[0]} x {self.shape[1]}): {failure.reason}")
+                reason = (
+                    f"frame shape does not match the geometry {self.geometry.source_path or ''} "
+                    f"(slab {self.shape[0]} x {self.shape[1]}): {failure.reason}"
+                )
                 line = f"{FrameRef(failure.path, failure.event)}: {reason}"
             report.fail(FrameRef(failure.path, failure.event), reason, line)
         frames, good_refs = self._drop_nan_frames(batch.frames, list(batch.refs), report)
@@ -215,11 +239,16 @@ class SfxProcessor:
             d = self._d_spacings(peaks)
             n = len(peaks)
             hit = self.hits.is_hit(n)
-            report.rows.append({
-                "path": ref.path, "event": -1 if ref.event is None else int(ref.event), "n_peaks": n,
-                "hit": bool(hit), "resolution_A": resolution_estimate(d),
-                "total_intensity": float(np.sum(peaks.intensity)) if n else 0.0,
-            })
+            report.rows.append(
+                {
+                    "path": ref.path,
+                    "event": -1 if ref.event is None else int(ref.event),
+                    "n_peaks": n,
+                    "hit": bool(hit),
+                    "resolution_A": resolution_estimate(d),
+                    "total_intensity": float(np.sum(peaks.intensity)) if n else 0.0,
+                }
+            )
             if hit:
                 hit_rows.append(k)
         report.done = len(good_refs)
@@ -227,14 +256,20 @@ class SfxProcessor:
 
         sources = [r.path for r in good_refs]
         events = [r.event for r in good_refs]
-        report.extra["peaks_file"] = str(write_cxi_peaks(self.output_dir / "peaks" / f"{batch_name}.cxi", peak_lists,
-                                                         events=events, sources=sources))
+        report.extra["peaks_file"] = str(
+            write_cxi_peaks(self.output_dir / "peaks" / f"{batch_name}.cxi", peak_lists, events=events, sources=sources)
+        )
         report.files.append(report.extra["peaks_file"])
         if self.save_hit_frames and hit_rows:
-            report.extra["hits_file"] = str(write_cxi_peaks(
-                self.output_dir / "hits" / f"{batch_name}.cxi", [peak_lists[k] for k in hit_rows],
-                events=[events[k] for k in hit_rows], sources=[sources[k] for k in hit_rows],
-                frames=frames[hit_rows]))
+            report.extra["hits_file"] = str(
+                write_cxi_peaks(
+                    self.output_dir / "hits" / f"{batch_name}.cxi",
+                    [peak_lists[k] for k in hit_rows],
+                    events=[events[k] for k in hit_rows],
+                    sources=[sources[k] for k in hit_rows],
+                    frames=frames[hit_rows],
+                )
+            )
             report.files.append(report.extra["hits_file"])
         if labels is not None:
             from .peaks.peaknet import CLASSES
@@ -260,8 +295,11 @@ class SfxProcessor:
         for k, count in enumerate(bad):
             if count:
                 ss, fs = np.argwhere(np.isnan(frames[k]) & self.good)[0]
-                report.fail(refs[k], f"{int(count)} NaN pixel(s) in unmasked pixels "
-                                     f"(first at ss={ss}, fs={fs}); mask them or fix the data")
+                report.fail(
+                    refs[k],
+                    f"{int(count)} NaN pixel(s) in unmasked pixels "
+                    f"(first at ss={ss}, fs={fs}); mask them or fix the data",
+                )
             else:
                 keep.append(k)
         return frames[keep], [refs[k] for k in keep]

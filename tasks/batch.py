@@ -26,8 +26,11 @@ _FILE_OPTIONS = ("calibration", "geometry", "model", "mask", "checkpoint")
 
 
 def _key(operation: str, options: dict) -> str:
-    mtimes = {k: os.path.getmtime(options[k]) for k in _FILE_OPTIONS
-              if isinstance(options.get(k), str) and os.path.exists(options[k])}
+    mtimes = {
+        k: os.path.getmtime(options[k])
+        for k in _FILE_OPTIONS
+        if isinstance(options.get(k), str) and os.path.exists(options[k])
+    }
     return json.dumps([operation, options, mtimes], sort_keys=True, default=str)
 
 

@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from photonflow.classify.features import FeatureRecipe, extract_features
 from photonflow.io.atomic import atomic_path
 
+
 def _refs(refs) -> list[tuple[str, int | None]]:
     return [(str(p), None if e is None else int(e)) for p, e in refs]
 
@@ -29,5 +30,9 @@ def features_batch(recipe: dict, refs: list[tuple], out_path: str, dataset: str 
     with atomic_path(out_path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.asarray(features.X, dtype=np.float32))
-    return {"path": out_path, "refs": [list(r) for r in features.refs], "failures": list(features.failures),
-            "elapsed_s": time.perf_counter() - t0}
+    return {
+        "path": out_path,
+        "refs": [list(r) for r in features.refs],
+        "failures": list(features.failures),
+        "elapsed_s": time.perf_counter() - t0,
+    }

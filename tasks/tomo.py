@@ -13,15 +13,24 @@ from photonflow.tomo import passes
 
 
 @task(name="tomo-pass1-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def pass1_task(scan_paths: list[str], p0: int, p1: int, steps: dict, rows_per_subchunk: int, overlap: int,
-               out_path: str, offsets: list[float] | None = None) -> dict:
+def pass1_task(
+    scan_paths: list[str],
+    p0: int,
+    p1: int,
+    steps: dict,
+    rows_per_subchunk: int,
+    overlap: int,
+    out_path: str,
+    offsets: list[float] | None = None,
+) -> dict:
     """Preprocess projections p0..p1-1 into their own file."""
     return passes.pass1_chunk(scan_paths, p0, p1, steps, rows_per_subchunk, overlap, out_path, offsets)
 
 
 @task(name="tomo-pass2-chunk", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def pass2_task(joined_path: str, r0: int, r1: int, theta_deg: list[float], center: float, steps: dict, output: dict,
-               out_path: str) -> dict:
+def pass2_task(
+    joined_path: str, r0: int, r1: int, theta_deg: list[float], center: float, steps: dict, output: dict, out_path: str
+) -> dict:
     """Reconstruct sinogram rows r0..r1-1 into their own file."""
     return passes.pass2_chunk(joined_path, r0, r1, theta_deg, center, steps, output, out_path)
 

@@ -34,17 +34,32 @@ def write_saxs_dataset(root: Path, n_frames: int, bad: bool = True) -> tuple[Pat
     data = root / "data"
     data.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(root / "mask.tif", np.zeros(SHAPE, np.uint8))
-    cal = {"Geometry": {"BeamCenter": [70.5, 40.25], "DedectorDistanceMM": 1000.0, "PixelSizeMicroM": [172.0, 172.0],
-                        "Imagesize": list(SHAPE), "Tilt": {"TiltRotDeg": 0.0, "TiltAngleDeg": 0.0}},
-           "Wavelength": 1.0,
-           "Masks": [{"Name": "full", "MaskFile": "mask.tif", "Oversampling": 1, "PixelPerRadialElement": 1.0,
-                      "qStart": 0.05, "qStop": 0.8}],
-           "OverwriteFiles": True}
+    cal = {
+        "Geometry": {
+            "BeamCenter": [70.5, 40.25],
+            "DedectorDistanceMM": 1000.0,
+            "PixelSizeMicroM": [172.0, 172.0],
+            "Imagesize": list(SHAPE),
+            "Tilt": {"TiltRotDeg": 0.0, "TiltAngleDeg": 0.0},
+        },
+        "Wavelength": 1.0,
+        "Masks": [
+            {
+                "Name": "full",
+                "MaskFile": "mask.tif",
+                "Oversampling": 1,
+                "PixelPerRadialElement": 1.0,
+                "qStart": 0.05,
+                "qStop": 0.8,
+            }
+        ],
+        "OverwriteFiles": True,
+    }
     (root / "cal.json").write_text(json.dumps(cal))
     q = load_calibration(root / "cal.json").geometry.q_array(1)
     rng = np.random.default_rng(1)
     for i, rg in enumerate(np.linspace(3.0, 6.0, n_frames)):
-        frame = rng.poisson(1000.0 * np.exp(-(q * rg) ** 2 / 3.0) + 5.0).astype(np.int32)
+        frame = rng.poisson(1000.0 * np.exp(-((q * rg) ** 2) / 3.0) + 5.0).astype(np.int32)
         tifffile.imwrite(data / f"frame_{i:04d}.tif", frame)
     if bad:
         (data / "frame_9999_garbage.tif").write_bytes(b"not a tiff at all")
@@ -58,8 +73,7 @@ def run_saxs_flow(cal: Path, data: Path, out: Path, batch_size: int = 4, workers
     from photonflow.flows.saxs import saxs_flow
 
     flow = saxs_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=workers))
-    return flow(calibration=str(cal), inputs=[str(data)], output_dir=str(out), batch_size=batch_size,
-                return_state=True)
+    return flow(calibration=str(cal), inputs=[str(data)], output_dir=str(out), batch_size=batch_size, return_state=True)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -78,15 +92,25 @@ class MonitorServer:
     disturb the flow's own plots); its URL is read from what it prints."""
 
     def __init__(self, roots, token=None, interval_s=0.5, log: Path | None = None):
-        self.cmd = [sys.executable, "-m", "photonflow.deployments.cli", "monitor", *[str(r) for r in roots], "--port", "0",
-                    "--interval", str(interval_s)] + (["--token", token] if token else [])
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "photonflow.deployments.cli",
+            "monitor",
+            *[str(r) for r in roots],
+            "--port",
+            "0",
+            "--interval",
+            str(interval_s),
+        ] + (["--token", token] if token else [])
         self.log_path = log
         self.url = None
 
     def __enter__(self):
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         lines = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -141,11 +165,26 @@ class Chromium:
         profile_dir.mkdir(parents=True, exist_ok=True)
         self.log = open(profile_dir / "chromium.log", "wb")
         self.proc = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-proxy-server",
-             "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--mute-audio",
-             f"--user-data-dir={profile_dir}", "--remote-debugging-port=0", "--remote-allow-origins=*",
-             f"--window-size={width},{height}", "about:blank"],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-proxy-server",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                "--mute-audio",
+                f"--user-data-dir={profile_dir}",
+                "--remote-debugging-port=0",
+                "--remote-allow-origins=*",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         port_file = profile_dir / "DevToolsActivePort"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (port_file.exists() and port_file.read_text().strip()):
@@ -199,8 +238,10 @@ class Chromium:
             if value:
                 return value
             time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what or expression} (last value {value!r}); "
-                             f"page errors: {self.console}")
+        raise AssertionError(
+            f"timed out after {timeout} s waiting for {what or expression} (last value {value!r}); "
+            f"page errors: {self.console}"
+        )
 
     def screenshot(self, path: Path) -> Path:
         data = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]

@@ -135,9 +135,7 @@ def running_prefect_server(
                     if exited and attempt + 1 < attempts and "already in use" in _log_tail(log_path):
                         continue  # the free port was taken meanwhile: try another
                     why = f"exited with {proc.returncode}" if exited else f"not healthy after {timeout} s"
-                    raise RuntimeError(
-                        f"prefect server on port {p} {why}; log {log_path}:\n{_log_tail(log_path)}"
-                    )
+                    raise RuntimeError(f"prefect server on port {p} {why}; log {log_path}:\n{_log_tail(log_path)}")
                 yield api_url
                 return
             finally:

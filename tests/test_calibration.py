@@ -20,7 +20,9 @@ def saxsdog_dict(mask_file="mask.tif", **extra):
             "Tilt": {"TiltRotDeg": 25.0, "TiltAngleDeg": 2.0},
         },
         "Wavelength": 1.0,
-        "Masks": [{"MaskFile": mask_file, "Oversampling": 2, "PixelPerRadialElement": 1.0, "qStart": 0.1, "qStop": 1.0}],
+        "Masks": [
+            {"MaskFile": mask_file, "Oversampling": 2, "PixelPerRadialElement": 1.0, "qStart": 0.1, "qStop": 1.0}
+        ],
         "OverwriteFiles": False,
     }
     d.update(extra)
@@ -30,7 +32,9 @@ def saxsdog_dict(mask_file="mask.tif", **extra):
 def test_saxsdog_geometry_is_fit2d_from_the_bottom(tmp_path):
     tifffile.imwrite(tmp_path / "mask.tif", np.zeros((400, 350), np.uint8))
     cal = calibration_from_saxsdog(saxsdog_dict(), source=str(tmp_path / "cal.json"))
-    ref = Geometry.from_fit2d(1500.0, 200.25, 300.5, 2.0, 25.0, 172.0, shape=(400, 350), wavelength_A=1.0, y_origin="bottom")
+    ref = Geometry.from_fit2d(
+        1500.0, 200.25, 300.5, 2.0, 25.0, 172.0, shape=(400, 350), wavelength_A=1.0, y_origin="bottom"
+    )
     assert cal.geometry == ref
     row, col = cal.geometry.beam_centre_px()
     assert (row, col) == pytest.approx((400 - 300.5, 200.25), abs=1e-9)
@@ -95,7 +99,9 @@ def test_missing_calibration_file():
 
 
 def test_poni_calibration(shared_data):
-    cal = load_calibration(shared_data / "saxs" / "CeO2_Pilatus1M.poni", shape=(1043, 981), npt=500, q_range=(1.0, 50.0))
+    cal = load_calibration(
+        shared_data / "saxs" / "CeO2_Pilatus1M.poni", shape=(1043, 981), npt=500, q_range=(1.0, 50.0)
+    )
     assert cal.geometry.dist_mm == pytest.approx(208.651380603)
     bins = cal.bins_for(cal.radial[0])
     assert bins.n_bins == 500 and bins.edges[0] == 1.0 and bins.edges[-1] == 50.0

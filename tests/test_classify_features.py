@@ -39,8 +39,9 @@ GEOM1920 = REPO / "config" / "geometry" / "sim1920.geom"
 def write_cxi(path, frames):
     """A Cheetah-style CXI file: Bitshuffle-LZ4, one frame per chunk."""
     with h5py.File(path, "w") as f:
-        f.create_dataset("/entry_1/data_1/data", data=frames, chunks=(1, *frames.shape[1:]),
-                         **hdf5plugin.Bitshuffle(cname="lz4"))
+        f.create_dataset(
+            "/entry_1/data_1/data", data=frames, chunks=(1, *frames.shape[1:]), **hdf5plugin.Bitshuffle(cname="lz4")
+        )
     return str(path)
 
 
@@ -157,8 +158,16 @@ def test_failures_are_named_and_the_rest_goes_on(cxi, tmp_path):
     (tmp_path / "broken.h5").write_bytes(b"not an HDF5 file at all" * 10)
     small = write_cxi(tmp_path / "small.cxi", np.zeros((2, 64, 64), np.float32))
     roi = roi_from_box(0, 100, 0, 100)
-    refs = [(path, 2), (path, 99), (str(tmp_path / "gone.cxi"), 0), (path, 0), (str(tmp_path / "broken.h5"), 1),
-            (small, 0), (path, None), (path, 11)]
+    refs = [
+        (path, 2),
+        (path, 99),
+        (str(tmp_path / "gone.cxi"), 0),
+        (path, 0),
+        (str(tmp_path / "broken.h5"), 1),
+        (small, 0),
+        (path, None),
+        (path, 11),
+    ]
     fs = extract_features(refs, FeatureRecipe(roi))
     assert fs.refs == [(path, 2), (path, 0), (path, 11)]
     assert fs.index.tolist() == [0, 3, 7]
@@ -206,7 +215,7 @@ def test_inflection_points_of_quartic_profiles():
     pts500 = inflection_points(coef, (500, 500 + w - 1))
     np.testing.assert_allclose(np.array(pts500) - 500, np.array(pts), atol=1e-9)
     # a concave parabola has no inflection point
-    assert len(inflection_points(fit_profiles(-(x - 90.0) ** 2, 4), (0, w - 1))[0]) == 0
+    assert len(inflection_points(fit_profiles(-((x - 90.0) ** 2), 4), (0, w - 1))[0]) == 0
 
 
 def test_tukey_fences_by_hand():
@@ -301,7 +310,8 @@ def test_non_finite_pixels_count_as_zero_and_2d_hdf5(tmp_path):
     img = np.arange(30 * 40, dtype=np.float32).reshape(30, 40)
     with h5py.File(tmp_path / "one.h5", "w") as f:
         f["/entry/data/data"] = img
-    fs = extract_features([(str(tmp_path / "one.h5"), None), (str(tmp_path / "one.h5"), 1)],
-                          FeatureRecipe(roi_from_box(5, 10, 20, 30)))
+    fs = extract_features(
+        [(str(tmp_path / "one.h5"), None), (str(tmp_path / "one.h5"), 1)], FeatureRecipe(roi_from_box(5, 10, 20, 30))
+    )
     np.testing.assert_array_equal(fs.X[0], img[5:10, 20:30].ravel())
     assert fs.failures == [f"{tmp_path / 'one.h5'} (event 1): event 1 out of range (file has 1 frame)"]

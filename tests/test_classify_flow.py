@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from photonflow.flows.classify import classify_sort_flow, classify_train_flow
 from photonflow.classify.labels import read_label_list
 from photonflow.classify.models import ModelMismatch
+from photonflow.flows.classify import classify_sort_flow, classify_train_flow
 from photonflow.io import read_table_csv
 from photonflow.io.geom import load_geometry
 from photonflow.simulate.padt import read_padt_truth, write_padt_dataset
@@ -33,8 +33,15 @@ def threads(flow):
 def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("trained")
     summary = threads(classify_train_flow)(
-        output_dir=str(out), good_lists=[str(data["train"].good_list)], bad_lists=[str(data["train"].bad_list)],
-        geometry=GEOMETRY, panel="p0", binning=16, models=["random_forest", "logistic_regression"], batch_size=100)
+        output_dir=str(out),
+        good_lists=[str(data["train"].good_list)],
+        bad_lists=[str(data["train"].bad_list)],
+        geometry=GEOMETRY,
+        panel="p0",
+        binning=16,
+        models=["random_forest", "logistic_regression"],
+        batch_size=100,
+    )
     return out, summary
 
 
@@ -56,9 +63,12 @@ def test_training_writes_models_and_evaluations(trained, data):
 def test_sorting_a_folder_gives_good_and_bad_lists(trained, data, tmp_path):
     out, _ = trained
     sort_out = tmp_path / "sorted"
-    summary = threads(classify_sort_flow)(model=str(out / "model_random_forest.joblib"),
-                                          inputs=[str(p) for p in data["test"].cxi_files], output_dir=str(sort_out),
-                                          batch_size=50)
+    summary = threads(classify_sort_flow)(
+        model=str(out / "model_random_forest.joblib"),
+        inputs=[str(p) for p in data["test"].cxi_files],
+        output_dir=str(sort_out),
+        batch_size=50,
+    )
     assert summary["done"] == 120 and summary["failed"] == 0
     good = read_label_list(sort_out / "good.lst")
     bad = read_label_list(sort_out / "bad.lst")
@@ -80,8 +90,10 @@ def test_sorting_refuses_frames_of_another_shape_and_names_bad_files(trained, da
         threads(classify_sort_flow)(model=model, inputs=[str(tmp_path / "other.cxi")], output_dir=str(tmp_path / "o"))
     (tmp_path / "broken.cxi").write_bytes(b"not hdf5")
     summary = threads(classify_sort_flow)(
-        model=model, inputs=[str(data["test"].cxi_files[0]), str(tmp_path / "other.cxi"), str(tmp_path / "broken.cxi")],
-        output_dir=str(tmp_path / "o2"))
+        model=model,
+        inputs=[str(data["test"].cxi_files[0]), str(tmp_path / "other.cxi"), str(tmp_path / "broken.cxi")],
+        output_dir=str(tmp_path / "o2"),
+    )
     text = "\n".join(summary["failures"])
     assert summary["done"] == 60 and "other.cxi" in text and "broken.cxi" in text
 
@@ -92,41 +104,121 @@ def test_label_list_naming_a_missing_file_is_named_and_the_rest_trains(data, tmp
     good = tmp_path / "good.lst"
     write_label_list(good, read_label_list(data["train"].good_list) + [("/no/such/file.cxi", 3)])
     summary = threads(classify_train_flow)(
-        output_dir=str(tmp_path / "t"), good_lists=[str(good)], bad_lists=[str(data["train"].bad_list)],
-        box=[0, 176, 0, 192], binning=8, batch_size=300)
+        output_dir=str(tmp_path / "t"),
+        good_lists=[str(good)],
+        bad_lists=[str(data["train"].bad_list)],
+        box=[0, 176, 0, 192],
+        binning=8,
+        batch_size=300,
+    )
     assert any("/no/such/file.cxi" in f for f in summary["failures"])
     assert summary["events_with_features"] == 300
 
 
 def test_split_that_does_not_add_up_is_refused(data, tmp_path):
     with pytest.raises(ValueError, match="adds up to 90, not 100"):
-        threads(classify_train_flow)(output_dir=str(tmp_path), good_lists=[str(data["train"].good_list)],
-                                     bad_lists=[str(data["train"].bad_list)], box=[0, 176, 0, 192], split="60/30")
+        threads(classify_train_flow)(
+            output_dir=str(tmp_path),
+            good_lists=[str(data["train"].good_list)],
+            bad_lists=[str(data["train"].bad_list)],
+            box=[0, 176, 0, 192],
+            split="60/30",
+        )
 
 
 def test_command_line_train_sort_sheet_and_ids(data, tmp_path, capsys):
     from photonflow.deployments.cli import main
 
-    code = main(["classify", "train", "--good", str(data["train"].good_list), "--bad", str(data["train"].bad_list),
-                 "--geometry", GEOMETRY, "--panel", "p0", "--binning", "8", "--model", "decision_tree", "--out",
-                 str(tmp_path / "m"), "--cluster", "threads"])
+    code = main(
+        [
+            "classify",
+            "train",
+            "--good",
+            str(data["train"].good_list),
+            "--bad",
+            str(data["train"].bad_list),
+            "--geometry",
+            GEOMETRY,
+            "--panel",
+            "p0",
+            "--binning",
+            "8",
+            "--model",
+            "decision_tree",
+            "--out",
+            str(tmp_path / "m"),
+            "--cluster",
+            "threads",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "decision_tree" in printed and "good kept" in printed
-    code = main(["classify", "sort", str(tmp_path / "m" / "model_decision_tree.joblib"), str(data["test"].cxi_files[1]),
-                 "--out", str(tmp_path / "s"), "--cluster", "threads"])
+    code = main(
+        [
+            "classify",
+            "sort",
+            str(tmp_path / "m" / "model_decision_tree.joblib"),
+            str(data["test"].cxi_files[1]),
+            "--out",
+            str(tmp_path / "s"),
+            "--cluster",
+            "threads",
+        ]
+    )
     assert code == 0 and "good_list:" in capsys.readouterr().out
-    code = main(["classify", "sheet", f"{data['test'].cxi_files[0]}:0-16", "--geometry", GEOMETRY, "--panel", "p0",
-                 "--out", str(tmp_path / "sheet")])
+    code = main(
+        [
+            "classify",
+            "sheet",
+            f"{data['test'].cxi_files[0]}:0-16",
+            "--geometry",
+            GEOMETRY,
+            "--panel",
+            "p0",
+            "--out",
+            str(tmp_path / "sheet"),
+        ]
+    )
     assert code == 0
     assert list((tmp_path / "sheet").glob("sheet*.png"))
     ids = read_label_list(tmp_path / "sheet" / "ids.lst")
-    code = main(["classify", "ids", "3", "5-6", "--from", str(tmp_path / "sheet" / "ids.lst"), "--out",
-                 str(tmp_path / "bad.lst")])
+    code = main(
+        [
+            "classify",
+            "ids",
+            "3",
+            "5-6",
+            "--from",
+            str(tmp_path / "sheet" / "ids.lst"),
+            "--out",
+            str(tmp_path / "bad.lst"),
+        ]
+    )
     assert code == 0
     assert read_label_list(tmp_path / "bad.lst") == [ids[3], ids[5], ids[6]]
-    assert main(["classify", "train", "--good", "x.lst", "--bad", "y.lst", "--box", "0", "10", "0", "10",
-                 "--out", str(tmp_path / "z"), "--split", "60/30"]) == 2
+    assert (
+        main(
+            [
+                "classify",
+                "train",
+                "--good",
+                "x.lst",
+                "--bad",
+                "y.lst",
+                "--box",
+                "0",
+                "10",
+                "0",
+                "10",
+                "--out",
+                str(tmp_path / "z"),
+                "--split",
+                "60/30",
+            ]
+        )
+        == 2
+    )
 
 
 def test_training_from_automatic_labels(data, tmp_path):
@@ -135,8 +227,13 @@ def test_training_from_automatic_labels(data, tmp_path):
     from photonflow.classify.features import roi_from_panel
 
     summary = threads(classify_train_flow)(
-        output_dir=str(tmp_path), auto_label_inputs=[str(p) for p in data["train"].cxi_files], geometry=GEOMETRY,
-        panel="p0", binning=16, batch_size=150)
+        output_dir=str(tmp_path),
+        auto_label_inputs=[str(p) for p in data["train"].cxi_files],
+        geometry=GEOMETRY,
+        panel="p0",
+        binning=16,
+        batch_size=150,
+    )
     good = read_label_list(tmp_path / "auto_good.lst")
     bad = read_label_list(tmp_path / "auto_bad.lst")
     auto = auto_label([(str(p), e) for p, e in data["train"].refs], roi_from_panel(GEOMETRY, "p0"))

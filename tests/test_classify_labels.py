@@ -36,23 +36,32 @@ def test_round_trip_absolute_paths(tmp_path, data):
 
 def test_first_event_of_each_file_is_kept_unlike_padt_reader(tmp_path, data):
     # PADT's own reader drops the first event of every file; ours keeps all five lines.
-    text = (f"{data}/a.cxi //0\n{data}/a.cxi //1\n{data}/a.cxi //5\n"
-            f"{data}/b.cxi //0\n{data}/b.cxi //3\n")
+    text = f"{data}/a.cxi //0\n{data}/a.cxi //1\n{data}/a.cxi //5\n{data}/b.cxi //0\n{data}/b.cxi //3\n"
     (tmp_path / "bad.lst").write_text(text)
     refs = read_label_list(tmp_path / "bad.lst")
-    assert refs == [(f"{data}/a.cxi", 0), (f"{data}/a.cxi", 1), (f"{data}/a.cxi", 5),
-                    (f"{data}/b.cxi", 0), (f"{data}/b.cxi", 3)]
+    assert refs == [
+        (f"{data}/a.cxi", 0),
+        (f"{data}/a.cxi", 1),
+        (f"{data}/a.cxi", 5),
+        (f"{data}/b.cxi", 0),
+        (f"{data}/b.cxi", 3),
+    ]
     labels = load_labels([], [tmp_path / "bad.lst"])
     assert len(labels) == 5 and labels.counts()["bad"] == 5
     assert (f"{data}/a.cxi", 0) in labels.refs and (f"{data}/b.cxi", 0) in labels.refs
 
 
 def test_padt_trailing_spaces_comments_and_blank_lines(tmp_path, data):
-    text = (f"# written by PADT\n\n{data}/a.cxi //12 \n; CrystFEL-style comment\n"
-            f"   {data}/a.cxi //14   # note\n{data}/c.cbf\n\n")
+    text = (
+        f"# written by PADT\n\n{data}/a.cxi //12 \n; CrystFEL-style comment\n"
+        f"   {data}/a.cxi //14   # note\n{data}/c.cbf\n\n"
+    )
     (tmp_path / "g.lst").write_text(text)
-    assert read_label_list(tmp_path / "g.lst") == [(f"{data}/a.cxi", 12), (f"{data}/a.cxi", 14),
-                                                   (f"{data}/c.cbf", None)]
+    assert read_label_list(tmp_path / "g.lst") == [
+        (f"{data}/a.cxi", 12),
+        (f"{data}/a.cxi", 14),
+        (f"{data}/c.cbf", None),
+    ]
 
 
 def test_malformed_line_names_file_and_line(tmp_path):
@@ -82,14 +91,28 @@ def test_concatenation_of_lists_from_two_sessions(tmp_path, data):
     (tmp_path / "bad1.lst").write_text(f"{data}/a.cxi //2\n")
     (tmp_path / "bad2.lst").write_text(f"{data}/b.cxi //4\n{data}/b.cxi //5\n")
     ls = load_labels([tmp_path / "good1.lst", tmp_path / "good2.lst"], [tmp_path / "bad1.lst", tmp_path / "bad2.lst"])
-    assert ls.refs == [(f"{data}/a.cxi", 0), (f"{data}/a.cxi", 1), (f"{data}/b.cxi", 0), (f"{data}/c.cbf", None),
-                       (f"{data}/a.cxi", 2), (f"{data}/b.cxi", 4), (f"{data}/b.cxi", 5)]
+    assert ls.refs == [
+        (f"{data}/a.cxi", 0),
+        (f"{data}/a.cxi", 1),
+        (f"{data}/b.cxi", 0),
+        (f"{data}/c.cbf", None),
+        (f"{data}/a.cxi", 2),
+        (f"{data}/b.cxi", 4),
+        (f"{data}/b.cxi", 5),
+    ]
     assert ls.labels.tolist() == [1, 1, 1, 1, 0, 0, 0]
     assert ls.labels.dtype == np.int8
     assert ls.sources[3] == f"{tmp_path / 'good2.lst'}:2"
     assert ls.sources[6] == f"{tmp_path / 'bad2.lst'}:2"
-    assert ls.counts() == {"good": 4, "bad": 3, "total": 7, "duplicates": 0, "conflicts": 0,
-                           "missing_files": 0, "missing_events": 0}
+    assert ls.counts() == {
+        "good": 4,
+        "bad": 3,
+        "total": 7,
+        "duplicates": 0,
+        "conflicts": 0,
+        "missing_files": 0,
+        "missing_events": 0,
+    }
 
 
 def test_duplicates_within_a_class_collapse_and_are_counted(tmp_path, data):
@@ -156,11 +179,20 @@ def test_write_rejects_bad_names_and_events(tmp_path):
 def test_labels_from_ids():
     cands = [("/d/a.cxi", i) for i in range(10)] + [("/d/c.cbf", None)]
     assert labels_from_ids([3, "5-7", "0, 9 10"], cands) == [
-        ("/d/a.cxi", 3), ("/d/a.cxi", 5), ("/d/a.cxi", 6), ("/d/a.cxi", 7), ("/d/a.cxi", 0), ("/d/a.cxi", 9),
-        ("/d/c.cbf", None)]
+        ("/d/a.cxi", 3),
+        ("/d/a.cxi", 5),
+        ("/d/a.cxi", 6),
+        ("/d/a.cxi", 7),
+        ("/d/a.cxi", 0),
+        ("/d/a.cxi", 9),
+        ("/d/c.cbf", None),
+    ]
     # repeats collapse; events given by name are taken as they are
     assert labels_from_ids(["2", 2, "/d/b.cxi //4", np.int64(1)], cands) == [
-        ("/d/a.cxi", 2), ("/d/b.cxi", 4), ("/d/a.cxi", 1)]
+        ("/d/a.cxi", 2),
+        ("/d/b.cxi", 4),
+        ("/d/a.cxi", 1),
+    ]
     with pytest.raises(LabelError, match=r"id '11' out of range: 11 candidates \(ids 0\.\.10\)"):
         labels_from_ids(["11"], cands)
     with pytest.raises(LabelError, match="runs backwards"):

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from photonflow.config import CONFIG_DIR
 from photonflow.deployments import cli
 from photonflow.deployments.cli import main
-from photonflow.config import CONFIG_DIR
 
 EXAMPLE_CAL = CONFIG_DIR / "examples" / "saxsdog_calibration_CeO2.json"
 
@@ -28,12 +28,29 @@ class FakeSaxsFlow:
         self.task_runner = None
         self.calls: list[dict] = []
         self.summary = summary or {
-            "operation": "saxs", "unit": "frames", "done": 4, "failed": 0, "failures": [], "output_dir": "OUT",
-            "elapsed_s": 2.0, "per_s": 2.0, "outputs": {"plot": "OUT/iq.png"},
+            "operation": "saxs",
+            "unit": "frames",
+            "done": 4,
+            "failed": 0,
+            "failures": [],
+            "output_dir": "OUT",
+            "elapsed_s": 2.0,
+            "per_s": 2.0,
+            "outputs": {"plot": "OUT/iq.png"},
         }
 
-    def fn(self, calibration, inputs, output_dir, batch_size=200, overwrite=False, npt=None,
-           q_range=None, oversampling=None, mask=None):
+    def fn(
+        self,
+        calibration,
+        inputs,
+        output_dir,
+        batch_size=200,
+        overwrite=False,
+        npt=None,
+        q_range=None,
+        oversampling=None,
+        mask=None,
+    ):
         raise AssertionError("not called directly")
 
     def with_options(self, task_runner=None, **_):
@@ -124,8 +141,16 @@ def test_subcommand_help_shows_the_saxs_usage(capsys):
         main(["saxs", "--help"])
     out = capsys.readouterr().out
     assert "photonflow saxs CALIBRATION INPUT... --out DIR" in out
-    for option in ("--batch-size", "--cluster", "--no-overwrite", "--npt", "--q-range", "--oversampling",
-                   "--mask", "--config"):
+    for option in (
+        "--batch-size",
+        "--cluster",
+        "--no-overwrite",
+        "--npt",
+        "--q-range",
+        "--oversampling",
+        "--mask",
+        "--config",
+    ):
         assert option in out
 
 
@@ -222,9 +247,26 @@ def test_saxs_calls_the_flow_with_the_validated_run(tmp_path, images, fake_flow,
 
     cal = _calibration(tmp_path, OverwriteFiles=True)
     monkeypatch.chdir(tmp_path)
-    code = main(["saxs", str(cal), "data/frame_0.tif", "data/frame_1.tif", "data/scan.h5:10-20",
-                 "--out", "results", "--batch-size", "50", "--cluster", "threads",
-                 "--q-range", "0.5", "30", "--oversampling", "2"])
+    code = main(
+        [
+            "saxs",
+            str(cal),
+            "data/frame_0.tif",
+            "data/frame_1.tif",
+            "data/scan.h5:10-20",
+            "--out",
+            "results",
+            "--batch-size",
+            "50",
+            "--cluster",
+            "threads",
+            "--q-range",
+            "0.5",
+            "30",
+            "--oversampling",
+            "2",
+        ]
+    )
     assert code == 0
     (call,) = fake_flow.calls
     assert call == {
@@ -267,15 +309,19 @@ def test_saxs_config_file_paths_relative_to_it_and_command_line_overrides(tmp_pa
     cal = _calibration(tmp_path)
     runs = tmp_path / "runs"
     runs.mkdir()
-    (runs / "run.json").write_text(json.dumps({
-        "calibration": "../calib.json",
-        "inputs": ["../data/frame_*.tif"],
-        "output_dir": "out",
-        "batch_size": 10,
-        "cluster": "threads",
-        "overwrite": True,
-        "npt": 300,
-    }))
+    (runs / "run.json").write_text(
+        json.dumps(
+            {
+                "calibration": "../calib.json",
+                "inputs": ["../data/frame_*.tif"],
+                "output_dir": "out",
+                "batch_size": 10,
+                "cluster": "threads",
+                "overwrite": True,
+                "npt": 300,
+            }
+        )
+    )
     assert main(["saxs", "--config", str(runs / "run.json"), "--batch-size", "25"]) == 0
     call = fake_flow.calls[-1]
     assert call["calibration"] == str(cal)
@@ -287,12 +333,23 @@ def test_saxs_config_file_paths_relative_to_it_and_command_line_overrides(tmp_pa
 
 
 def test_saxs_exit_code_1_and_failures_listed_when_frames_fail(tmp_path, images, monkeypatch, capsys):
-    flow = FakeSaxsFlow({"operation": "saxs", "unit": "frames", "done": 2, "failed": 1, "output_dir": "O",
-                         "failures": ["frame_2.tif: truncated TIFF"], "elapsed_s": 1.0,
-                         "outputs": {"plot": "O/p.png"}})
+    flow = FakeSaxsFlow(
+        {
+            "operation": "saxs",
+            "unit": "frames",
+            "done": 2,
+            "failed": 1,
+            "output_dir": "O",
+            "failures": ["frame_2.tif: truncated TIFF"],
+            "elapsed_s": 1.0,
+            "outputs": {"plot": "O/p.png"},
+        }
+    )
     monkeypatch.setitem(sys.modules, "photonflow.flows.saxs", types.SimpleNamespace(saxs_flow=flow))
-    assert main(["saxs", str(images / "geometry.poni"), str(images), "--out", str(tmp_path / "o"),
-                 "--cluster", "threads"]) == 1
+    assert (
+        main(["saxs", str(images / "geometry.poni"), str(images), "--out", str(tmp_path / "o"), "--cluster", "threads"])
+        == 1
+    )
     out = capsys.readouterr().out
     assert "failed: 1" in out and "  - frame_2.tif: truncated TIFF" in out
 
@@ -306,13 +363,18 @@ def test_saxs_exit_code_1_and_failures_listed_when_frames_fail(tmp_path, images,
         (["{cal}", "{data}/nothing_*.tif", "--out", "o"], "nothing_*.tif: no file matches"),
         (["{cal}", "{data}/scan.h5:20-10", "--out", "o"], "event range 20-10 is empty"),
         (["{cal}", "{img}", "--out", "o", "--q-range", "3", "1"], "command line: q_range: minimum 3.0 must be below"),
-        (["{cal}", "{img}", "--out", "o", "--batch-size", "0"], "command line: batch_size: 0 is less than the minimum of 1"),
+        (
+            ["{cal}", "{img}", "--out", "o", "--batch-size", "0"],
+            "command line: batch_size: 0 is less than the minimum of 1",
+        ),
         (["{cal}", "{img}", "--out", "o", "--cluster", "nope"], "no cluster profile named 'nope'"),
         (["{data}/frame_0.tif", "{img}", "--out", "o"], "expected a SAXSDOG calibration .json or a pyFAI .poni"),
         (["{tmp}/absent.poni", "{img}", "--out", "o"], "absent.poni: calibration file not found"),
         (["{cal}", "{img}", "--out", "o", "--mask", "{tmp}/nomask.msk"], "nomask.msk: mask file not found"),
-        (["{cal}", "{img}", "--out", "o", "--polarization-factor", "0.9"],
-         "this version of photonflow.flows.saxs does not accept polarization_factor"),
+        (
+            ["{cal}", "{img}", "--out", "o", "--polarization-factor", "0.9"],
+            "this version of photonflow.flows.saxs does not accept polarization_factor",
+        ),
     ],
 )
 def test_saxs_usage_and_config_errors_exit_2_with_one_line(tmp_path, images, fake_flow, capsys, argv, message):
@@ -350,9 +412,7 @@ def test_saxs_without_the_flow_module_is_a_clear_error(tmp_path, images, monkeyp
 def _fake_shared_data(root: Path) -> Path:
     saxs = root / "saxs"
     saxs.mkdir(parents=True)
-    for name in ["CeO2_Pilatus1M.poni", "CeO2_Pilatus1M.tif"] + [
-        f"Fe3O4C_M1_map_{i}_P1_E1_001.tif" for i in (1, 2, 3)
-    ]:
+    for name in ["CeO2_Pilatus1M.poni", "CeO2_Pilatus1M.tif"] + [f"Fe3O4C_M1_map_{i}_P1_E1_001.tif" for i in (1, 2, 3)]:
         (saxs / name).write_bytes(b"x")
     return saxs
 
@@ -391,8 +451,9 @@ def test_demo_falls_back_to_generated_data(tmp_path, fake_flow, monkeypatch):
             frames.append(directory / f"sim_{i}.tif")
         return {"calibration": directory / "sim.poni", "inputs": frames}
 
-    monkeypatch.setitem(sys.modules, "photonflow.simulate.saxs",
-                        types.SimpleNamespace(write_demo_dataset=write_demo_dataset))
+    monkeypatch.setitem(
+        sys.modules, "photonflow.simulate.saxs", types.SimpleNamespace(write_demo_dataset=write_demo_dataset)
+    )
     assert main(["demo", "--out", str(tmp_path / "out"), "--frames", "5", "--cluster", "threads"]) == 0
     assert made == {"directory": tmp_path / "out" / "demo-data", "n_frames": 5}
     call = fake_flow.calls[-1]

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from photonflow.config import ConfigError
 from photonflow.deployments.clusters import (
     CLUSTERS_DIR,
     available_profiles,
@@ -16,7 +17,6 @@ from photonflow.deployments.clusters import (
     task_runner_for,
     task_runner_spec,
 )
-from photonflow.config import ConfigError
 
 
 def test_all_shipped_profiles_load():
@@ -48,8 +48,10 @@ def test_invalid_profile_names_the_field(tmp_path):
     for profile, field in [
         ({"kind": "slurm", "cores": 4, "memory": "8GiB"}, "jobs"),  # neither jobs nor adaptive
         ({"kind": "slurm", "cores": 4, "memory": "8GiB", "jobs": 1, "adaptive": {"maximum_jobs": 2}}, "jobs"),
-        ({"kind": "slurm", "cores": 4, "memory": "8GiB", "adaptive": {"minimum_jobs": 3, "maximum_jobs": 2}},
-         "adaptive.minimum_jobs"),
+        (
+            {"kind": "slurm", "cores": 4, "memory": "8GiB", "adaptive": {"minimum_jobs": 3, "maximum_jobs": 2}},
+            "adaptive.minimum_jobs",
+        ),
         ({"kind": "address", "address": "127.0.0.1:8786"}, "address"),
         ({"kind": "local", "n_workers": 0}, "n_workers"),
         ({"kind": "k8s"}, "kind"),
@@ -65,8 +67,12 @@ def test_local_profile_gives_a_dask_local_cluster_runner():
     runner = task_runner_for(load_cluster_profile("local"))
     assert type(runner) is DaskTaskRunner
     assert runner.cluster_class == "distributed.LocalCluster"
-    assert runner.cluster_kwargs == {"n_workers": None, "threads_per_worker": 1, "processes": True,
-                                     "memory_limit": "auto"}
+    assert runner.cluster_kwargs == {
+        "n_workers": None,
+        "threads_per_worker": 1,
+        "processes": True,
+        "memory_limit": "auto",
+    }
     assert runner.adapt_kwargs == {}
     assert runner.address is None
     assert runner == DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=runner.cluster_kwargs)
@@ -76,8 +82,9 @@ def test_local_cluster_kwargs_are_accepted_by_local_cluster():
     """The kwargs a profile produces are real LocalCluster arguments (in-process, 1 worker: fast)."""
     from distributed import LocalCluster
 
-    _, spec = task_runner_spec({"kind": "local", "n_workers": 1, "processes": False,
-                                "dashboard_address": ":0", "memory_limit": "1GiB"})
+    _, spec = task_runner_spec(
+        {"kind": "local", "n_workers": 1, "processes": False, "dashboard_address": ":0", "memory_limit": "1GiB"}
+    )
     with LocalCluster(**spec["cluster_kwargs"]) as cluster:
         workers = cluster.scheduler_info["workers"]
         assert len(workers) == 1
@@ -108,8 +115,13 @@ def test_slurm_profile_gives_a_slurm_cluster_runner_with_adaptive_scaling():
 def test_slurm_fixed_jobs_become_workers_and_extras_pass_through(tmp_path, monkeypatch):
     monkeypatch.setenv("PF_TEST_LOGS", str(tmp_path))
     profile = {
-        "kind": "slurm", "cores": 16, "processes": 4, "memory": "64GiB", "jobs": 3,
-        "account": "xray42", "log_directory": "$PF_TEST_LOGS/logs",
+        "kind": "slurm",
+        "cores": 16,
+        "processes": 4,
+        "memory": "64GiB",
+        "jobs": 3,
+        "account": "xray42",
+        "log_directory": "$PF_TEST_LOGS/logs",
         "cluster_kwargs": {"death_timeout": 120},
     }
     name, spec = task_runner_spec(profile)
@@ -160,17 +172,33 @@ def test_slurm_job_script_from_the_shipped_profile():
 def test_slurm_job_script_follows_the_profile(tmp_path):
     logs = tmp_path / "slurm-logs"
     profile = {
-        "kind": "slurm", "cores": 8, "processes": 2, "memory": "30GiB", "walltime": "0-04:30:00",
-        "queue": "gpu", "account": "xray42", "job_name": "saxs-run", "jobs": 1,
+        "kind": "slurm",
+        "cores": 8,
+        "processes": 2,
+        "memory": "30GiB",
+        "walltime": "0-04:30:00",
+        "queue": "gpu",
+        "account": "xray42",
+        "job_name": "saxs-run",
+        "jobs": 1,
         "job_extra_directives": ["--gres=gpu:1", "--exclusive"],
         "job_script_prologue": ["module load hdf5"],
-        "log_directory": str(logs), "python": "/opt/venv/bin/python",
+        "log_directory": str(logs),
+        "python": "/opt/venv/bin/python",
     }
     script = slurm_job_script(profile)
     directives = _directives(script)
-    for expected in ["#SBATCH -J saxs-run", "#SBATCH -p gpu", "#SBATCH -A xray42", "#SBATCH --cpus-per-task=8",
-                     "#SBATCH --mem=30G", "#SBATCH -t 0-04:30:00", "#SBATCH --gres=gpu:1", "#SBATCH --exclusive",
-                     f"#SBATCH -o {logs}/saxs-run-%J.out"]:
+    for expected in [
+        "#SBATCH -J saxs-run",
+        "#SBATCH -p gpu",
+        "#SBATCH -A xray42",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=30G",
+        "#SBATCH -t 0-04:30:00",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --exclusive",
+        f"#SBATCH -o {logs}/saxs-run-%J.out",
+    ]:
         assert expected in directives, (expected, directives)
     assert "module load hdf5" in script
     assert re.search(r"^/opt/venv/bin/python -m distributed.cli.dask_worker tcp://\S+ .*--nworkers 2", script, re.M)
@@ -183,7 +211,6 @@ def test_slurm_job_script_rejects_other_kinds_and_absent_interfaces():
     profile = {"kind": "slurm", "cores": 2, "memory": "4GiB", "jobs": 1, "interface": "no-such-if0"}
     with pytest.raises(ConfigError, match="cannot build SLURMCluster: .*no-such-if0"):
         slurm_job_script(profile)
-
 
 
 class _FakeServer:

@@ -38,14 +38,25 @@ SAXSDOG_NATIVE = {
     "Wavelength": 1.54,
     "Directory": ["data", "run1"],
     "Masks": [
-        {"MaskFile": "AAA_integ.msk", "Oversampling": 3, "PixelPerRadialElement": 1,
-         "Name": "", "qStart": 0, "qStop": 0},
+        {
+            "MaskFile": "AAA_integ.msk",
+            "Oversampling": 3,
+            "PixelPerRadialElement": 1,
+            "Name": "",
+            "qStart": 0,
+            "qStop": 0,
+        },
     ],
     "Slices": [
-        {"Direction": "x", "Plane": "InPlane", "CutPosition": 120, "CutMargin": 2,
-         "IncidentAngle": 0.2, "MaskRef": 0},
-        {"Direction": "y", "Plane": "Vertical", "CutPosition": 400, "CutMargin": 1,
-         "IncidentAngle": 0.2, "MaskRef": -1},
+        {"Direction": "x", "Plane": "InPlane", "CutPosition": 120, "CutMargin": 2, "IncidentAngle": 0.2, "MaskRef": 0},
+        {
+            "Direction": "y",
+            "Plane": "Vertical",
+            "CutPosition": 400,
+            "CutMargin": 1,
+            "IncidentAngle": 0.2,
+            "MaskRef": -1,
+        },
     ],
     "PolarizationCorrection": {"Fraction": 0.95, "Angle": 0.0},
     "Threads": 2,
@@ -104,8 +115,15 @@ def test_comments_and_extensions_are_accepted():
     cal["_comment"] = "top"
     cal["Geometry"]["_comment"] = "inside a strict object"
     cal["Masks"][0]["Sector"] = {"ChiStartDeg": -30, "ChiStopDeg": 30}
-    cal.update(Dark="dark.tif", Flat="flat.edf", SolidAngleCorrection=True, ErrorModel="saxsdog",
-               MonitorKey="Monitor", OverwriteFiles=True, Directory="/data/run1")
+    cal.update(
+        Dark="dark.tif",
+        Flat="flat.edf",
+        SolidAngleCorrection=True,
+        ErrorModel="saxsdog",
+        MonitorKey="Monitor",
+        OverwriteFiles=True,
+        Directory="/data/run1",
+    )
     out = validate_config(cal, "saxsdog_calibration")
     assert out["ErrorModel"] == "saxsdog"
     assert out["OverwriteFiles"] is True
@@ -269,7 +287,10 @@ def test_load_json_config_validates_the_file(tmp_path):
 
 
 def test_unknown_schema_lists_the_available_ones():
-    with pytest.raises(ConfigError, match="unknown schema .nope.; available: classify_sort_run, classify_train_run, cluster_profile, laue_run, saxs_run"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown schema .nope.; available: classify_sort_run, classify_train_run, cluster_profile, laue_run, saxs_run",
+    ):
         validate_config({}, "nope")
 
 

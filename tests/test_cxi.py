@@ -21,8 +21,12 @@ from photonflow.peaks.peaklist import PeakList
 
 def _peaks(rng, n):
     return PeakList(
-        fs=rng.uniform(0, 1919, n), ss=rng.uniform(0, 1919, n), intensity=rng.uniform(10, 1e4, n),
-        npix=rng.integers(2, 30, n), max_intensity=rng.uniform(5, 500, n), snr=rng.uniform(4, 80, n),
+        fs=rng.uniform(0, 1919, n),
+        ss=rng.uniform(0, 1919, n),
+        intensity=rng.uniform(10, 1e4, n),
+        npix=rng.integers(2, 30, n),
+        max_intensity=rng.uniform(5, 500, n),
+        snr=rng.uniform(4, 80, n),
     )
 
 
@@ -35,8 +39,7 @@ def test_layout_and_round_trip(tmp_path):
     with h5py.File(out, "r") as f:
         g = f["/entry_1/result_1"]
         assert g["nPeaks"].dtype == np.int32 and g["nPeaks"][()].tolist() == [7, 0, 1, 40]
-        for name in ("peakXPosRaw", "peakYPosRaw", "peakTotalIntensity", "peakNPixels", "peakMaximumValue",
-                     "peakSNR"):
+        for name in ("peakXPosRaw", "peakYPosRaw", "peakTotalIntensity", "peakNPixels", "peakMaximumValue", "peakSNR"):
             assert g[name].dtype == np.float32 and g[name].shape == (4, 64)
         x = g["peakXPosRaw"][()]
         np.testing.assert_array_equal(x[0, :7], lists[0].fs.astype(np.float32))
@@ -78,8 +81,9 @@ def test_too_many_peaks_are_cut_and_recorded(tmp_path):
 
 def test_sources_and_events(tmp_path):
     lists = [PeakList([1.0], [2.0], [3.0])] * 3
-    out = write_cxi_peaks(tmp_path / "s.cxi", lists, events=[0, 17, None],
-                          sources=["/data/run1.cxi", "/data/run1.cxi", "/data/single.h5"])
+    out = write_cxi_peaks(
+        tmp_path / "s.cxi", lists, events=[0, 17, None], sources=["/data/run1.cxi", "/data/run1.cxi", "/data/single.h5"]
+    )
     assert read_cxi_sources(out) == [("/data/run1.cxi", 0), ("/data/run1.cxi", 17), ("/data/single.h5", None)]
     with h5py.File(out, "r") as f:
         assert [s.decode() for s in f["/entry_1/result_1/sourceEvent"][()]] == ["//0", "//17", ""]

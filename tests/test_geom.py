@@ -141,8 +141,15 @@ def _text(path: Path) -> str:
 
 
 def test_default_files_are_what_the_generator_writes(tmp_path):
-    g1920 = simulated_detector(8, 8, 240, 75.0, 100.0, photon_energy_eV=9500.0,
-                               bad_regions=[BadRegion("bad_beamstop", min_x=-8, max_x=8, min_y=-8, max_y=8)])
+    g1920 = simulated_detector(
+        8,
+        8,
+        240,
+        75.0,
+        100.0,
+        photon_energy_eV=9500.0,
+        bad_regions=[BadRegion("bad_beamstop", min_x=-8, max_x=8, min_y=-8, max_y=8)],
+    )
     g256 = simulated_detector(2, 2, 128, 75.0, 50.0, photon_energy_eV=9500.0)
     for g, path in ((g1920, SIM1920), (g256, SIM256)):
         out = write_geometry(g, tmp_path / path.name)
@@ -324,9 +331,12 @@ def test_resolution_two_theta_q_analytic():
 
 
 def test_resolution_needs_energy_and_clen():
-    g = parse_geometry("photon_energy = /LCLS/photon_energy_eV\nclen = /LCLS/detector_1/EncoderValue\n"
-                       "p/min_fs = 0\np/max_fs = 9\np/min_ss = 0\np/max_ss = 9\np/corner_x = -5\n"
-                       "p/corner_y = -5\np/res = 10000\np/fs = x\np/ss = y\n", "path.geom")
+    g = parse_geometry(
+        "photon_energy = /LCLS/photon_energy_eV\nclen = /LCLS/detector_1/EncoderValue\n"
+        "p/min_fs = 0\np/max_fs = 9\np/min_ss = 0\np/max_ss = 9\np/corner_x = -5\n"
+        "p/corner_y = -5\np/res = 10000\np/fs = x\np/ss = y\n",
+        "path.geom",
+    )
     assert g.photon_energy_eV is None and g.photon_energy_path == "/LCLS/photon_energy_eV"
     assert g.wavelength_A is None
     p = g.panels[0]
@@ -356,8 +366,9 @@ def test_units_and_syntax_variants():
     # CrystFEL zeroes unnamed components (fs = -y is (0, -1, 0)); cfelpyutils would keep the old x
     g = parse_geometry("clen = 0.1\nfs = x\n" + base + "p/fs = -y\np/ss = +x\n")
     assert g.panels[0].fs == (0.0, -1.0, 0.0) and g.panels[0].ss == (1.0, 0.0, 0.0)
-    g = parse_geometry("clen = 0.1\n" + base + "p/fs = +x -0.0y +0.1z\np/ss = y\np/frobnicate = 2\n"
-                       "rigid_group_a = p\nres = 3\n")
+    g = parse_geometry(
+        "clen = 0.1\n" + base + "p/fs = +x -0.0y +0.1z\np/ss = y\np/frobnicate = 2\nrigid_group_a = p\nres = 3\n"
+    )
     assert g.panels[0].fs == (1.0, 0.0, 0.1)
     assert any("line 11" in w and "frobnicate" in w for w in g.warnings)
     assert any("line 13" in w and "applies to none" in w for w in g.warnings)
@@ -371,10 +382,15 @@ def test_units_and_syntax_variants():
     [
         ("clen = 0.1\np0/fs = 1x+\n", r"det\.geom line 2: p0/fs: cannot parse '1x\+'"),
         ("clen = 0.1\np0/min_fs = ten\n", r"det\.geom line 2: p0/min_fs: cannot parse 'ten'"),
-        ("clen = 0.1\np0/max_fs = 9\np0/min_ss = 0\np0/max_ss = 9\np0/corner_x = 0\np0/corner_y = 0\np0/res = 1\n",
-         r"det\.geom line 2: panel p0: missing p0/min_fs"),
-        ("clen = 0.1\np0/min_fs = 0\np0/max_fs = 9\np0/min_ss = 0\np0/max_ss = 9\np0/corner_x = 0\n"
-         "p0/corner_y = 0\n", r"det\.geom line 2: panel p0: missing p0/res"),
+        (
+            "clen = 0.1\np0/max_fs = 9\np0/min_ss = 0\np0/max_ss = 9\np0/corner_x = 0\np0/corner_y = 0\np0/res = 1\n",
+            r"det\.geom line 2: panel p0: missing p0/min_fs",
+        ),
+        (
+            "clen = 0.1\np0/min_fs = 0\np0/max_fs = 9\np0/min_ss = 0\np0/max_ss = 9\np0/corner_x = 0\n"
+            "p0/corner_y = 0\n",
+            r"det\.geom line 2: panel p0: missing p0/res",
+        ),
         ("photon_energy = 9 MeV\n", r"det\.geom line 1: photon_energy"),
         ("clen = 0.1\nthis line has no equals\n", r"det\.geom line 2: expected 'key = value'"),
         ("bad1/min_x = 0\nbad1/min_fs = 3\n", r"det\.geom line 2: bad1/min_fs: cannot mix"),
@@ -387,9 +403,11 @@ def test_errors_name_file_and_line(text, message):
 
 
 def test_semantic_errors_name_the_panel_line(tmp_path):
-    two = ("clen = 0.1\nres = 1000\nfs = x\nss = y\n"
-           "p0/min_fs = 0\np0/max_fs = 9\np0/min_ss = 0\np0/max_ss = 9\np0/corner_x = 0\np0/corner_y = 0\n"
-           "p1/min_fs = 9\np1/max_fs = 19\np1/min_ss = 0\np1/max_ss = 9\np1/corner_x = 0\np1/corner_y = 0\n")
+    two = (
+        "clen = 0.1\nres = 1000\nfs = x\nss = y\n"
+        "p0/min_fs = 0\np0/max_fs = 9\np0/min_ss = 0\np0/max_ss = 9\np0/corner_x = 0\np0/corner_y = 0\n"
+        "p1/min_fs = 9\np1/max_fs = 19\np1/min_ss = 0\np1/max_ss = 9\np1/corner_x = 0\np1/corner_y = 0\n"
+    )
     path = tmp_path / "overlap.geom"
     path.write_text(two)
     with pytest.raises(GeometryError, match=r"overlap\.geom line 11: panel p1 overlaps panel p0"):
@@ -397,8 +415,9 @@ def test_semantic_errors_name_the_panel_line(tmp_path):
     fixed = two.replace("p1/min_fs = 9", "p1/min_fs = 10")
     assert load_geometry(_write(tmp_path / "ok.geom", fixed)).slab_shape == (10, 20)
     with pytest.raises(GeometryError, match=r"bad\.geom line 17: bad region badX lies outside its panel p0"):
-        parse_geometry(fixed + "badX/min_fs = 5\nbadX/max_fs = 12\nbadX/min_ss = 0\nbadX/max_ss = 1\n"
-                       "badX/panel = p0\n", "bad.geom")
+        parse_geometry(
+            fixed + "badX/min_fs = 5\nbadX/max_fs = 12\nbadX/min_ss = 0\nbadX/max_ss = 1\nbadX/panel = p0\n", "bad.geom"
+        )
     with pytest.raises(GeometryError, match=r"sing\.geom line 5: panel p0: fs .* parallel"):
         parse_geometry(fixed.replace("ss = y", "ss = 2x"), "sing.geom")
     with pytest.raises(GeometryError, match=r"dims\.geom line 7: panel p0: dims"):

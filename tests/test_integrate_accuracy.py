@@ -68,8 +68,14 @@ def ceo2(shared_data):
 def _pyfai_ceo2(ceo2, method, **kw):
     kw.setdefault("correctSolidAngle", False)
     return ceo2["ai"].integrate1d(
-        ceo2["image"], NPT, unit="q_nm^-1", radial_range=Q_RANGE, method=method, mask=ceo2["mask"],
-        error_model="poisson", **kw,
+        ceo2["image"],
+        NPT,
+        unit="q_nm^-1",
+        radial_range=Q_RANGE,
+        method=method,
+        mask=ceo2["mask"],
+        error_model="poisson",
+        **kw,
     )
 
 
@@ -112,7 +118,10 @@ def test_ceo2_split_median_matches_pyfai_full_splitting(ceo2, ceo2_split3):
     [
         (Corrections(solid_angle=True), {"correctSolidAngle": True}),
         (Corrections(polarization_factor=0.95), {"polarization_factor": 0.95}),
-        (Corrections(solid_angle=True, polarization_factor=0.95), {"correctSolidAngle": True, "polarization_factor": 0.95}),
+        (
+            Corrections(solid_angle=True, polarization_factor=0.95),
+            {"correctSolidAngle": True, "polarization_factor": 0.95},
+        ),
     ],
     ids=["solid_angle", "polarization", "both"],
 )
@@ -156,7 +165,13 @@ WAVELENGTH_A = 1.0
 
 
 def _fit2d(tilt, rot, distance_mm=300.0):
-    return {"distance_mm": distance_mm, "center_x": 230.3, "center_y": 150.7, "tilt_deg": tilt, "tilt_plane_rotation_deg": rot}
+    return {
+        "distance_mm": distance_mm,
+        "center_x": 230.3,
+        "center_y": 150.7,
+        "tilt_deg": tilt,
+        "tilt_plane_rotation_deg": rot,
+    }
 
 
 def _pyfai_fit2d(fit, shape=SIM_SHAPE):
@@ -166,8 +181,15 @@ def _pyfai_fit2d(fit, shape=SIM_SHAPE):
         detector=Detector(pixel1=PIXEL_UM * 1e-6, pixel2=PIXEL_UM * 1e-6, max_shape=shape),
         wavelength=WAVELENGTH_A * 1e-10,
     )
-    ai.setFit2D(fit["distance_mm"], fit["center_x"], fit["center_y"], fit["tilt_deg"], fit["tilt_plane_rotation_deg"],
-                pixelX=PIXEL_UM, pixelY=PIXEL_UM)
+    ai.setFit2D(
+        fit["distance_mm"],
+        fit["center_x"],
+        fit["center_y"],
+        fit["tilt_deg"],
+        fit["tilt_plane_rotation_deg"],
+        pixelX=PIXEL_UM,
+        pixelY=PIXEL_UM,
+    )
     return ai
 
 
@@ -249,8 +271,18 @@ def test_split_integration_matches_simulated_ground_truth(corrected):
     fit = _fit2d(3.0, 40.0, distance_mm=1000.0)
     g = _geometry(fit, "bottom")
     extra = {"polarization_factor": 0.95, "solid_angle": True} if corrected else {}
-    sim = simulate_image(g, SAXS, oversampling=5, mask=_beamstop(g), gaps="pilatus", bad_pixels=10,
-                         poisson=False, dtype=np.float64, seed=1, **extra)
+    sim = simulate_image(
+        g,
+        SAXS,
+        oversampling=5,
+        mask=_beamstop(g),
+        gaps="pilatus",
+        bad_pixels=10,
+        poisson=False,
+        dtype=np.float64,
+        seed=1,
+        **extra,
+    )
     bins = RadialBins.linear(0.1, float(sim.q_map.max()), 300)
     truth = ground_truth_curve(g, SAXS, bins, oversampling=8, mask=sim.mask, **extra)
     corrections = Corrections(solid_angle=True, polarization_factor=0.95) if corrected else None

@@ -13,8 +13,13 @@ from photonflow.laue.fit import descriptors, fit_gaussians
 from photonflow.simulate.laue import simulate_laue_image, simulate_spots, write_laue_scan
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "laue"
-BRIGHT = {"fractions": {"single": 1.0}, "amplitude_range": (3000.0, 20000.0), "p_saturated": 0.0,
-          "sigma_range": (0.8, 2.5), "background_range": (50.0, 200.0)}
+BRIGHT = {
+    "fractions": {"single": 1.0},
+    "amplitude_range": (3000.0, 20000.0),
+    "p_saturated": 0.0,
+    "sigma_range": (0.8, 2.5),
+    "background_range": (50.0, 200.0),
+}
 
 
 def _refit_offsets(cut32, valid32=None):
@@ -51,8 +56,9 @@ def test_label_descriptor_round_trip():
     np.testing.assert_allclose(d["Asp"], asp, atol=1e-6)
     assert np.array_equal(d["quality"], (sim > 0.5) & (np.hypot(*off.T) <= 0.9))
     # Sim = 0 / NaN fits: Pos* at the seed, Area* 0; large offsets and areas clip
-    y0 = cnn.labels_from_descriptors([0.0, np.nan, 0.9], [[2.0, 1.0], [np.nan, np.nan], [9.0, -9.0]],
-                                     [10.0, np.nan, 500.0], [0.5, np.nan, 0.7])
+    y0 = cnn.labels_from_descriptors(
+        [0.0, np.nan, 0.9], [[2.0, 1.0], [np.nan, np.nan], [9.0, -9.0]], [10.0, np.nan, 500.0], [0.5, np.nan, 0.7]
+    )
     np.testing.assert_array_equal(y0[:2, 1:4], [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
     np.testing.assert_allclose(y0[2], [0.9, 1.0, 0.0, 1.0, 0.7], atol=1e-6)
 
@@ -62,8 +68,13 @@ def test_augmentation_labels_follow_refit_and_truth():
     assert np.all(spots.sim > 0.5)
     # label offsets of the unshifted cutout agree with the truth
     np.testing.assert_allclose(spots.offset, spots.truth_offset, atol=0.1)
-    for k, flip, shift in ((1, False, (0, 0)), (0, True, (0, 0)), (3, True, (0, 0)), (0, False, (2, -3)),
-                           (2, True, (-3, 1))):
+    for k, flip, shift in (
+        (1, False, (0, 0)),
+        (0, True, (0, 0)),
+        (3, True, (0, 0)),
+        (0, False, (2, -3)),
+        (2, True, (-3, 1)),
+    ):
         boxes, new_off, new_true = [], [], []
         for i in range(len(spots)):
             box, o = cnn.dihedral(spots.context[i], spots.offset[i], k, flip)
@@ -98,8 +109,12 @@ def test_metrics_match_scikit_learn():
 
     rng = np.random.default_rng(1)
     n = 200
-    truth = {"Sim": rng.uniform(0, 1, n), "Pos": rng.normal(0, 1, (n, 2)), "Area": rng.uniform(1, 50, n),
-             "Asp": rng.uniform(0.2, 1, n)}
+    truth = {
+        "Sim": rng.uniform(0, 1, n),
+        "Pos": rng.normal(0, 1, (n, 2)),
+        "Area": rng.uniform(1, 50, n),
+        "Asp": rng.uniform(0.2, 1, n),
+    }
     pred = {k: v + rng.normal(0, 0.1, np.shape(v)) for k, v in truth.items()}
     good = rng.random(n) < 0.6
     m = cnn.metrics(pred, truth, good)

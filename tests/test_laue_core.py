@@ -20,8 +20,17 @@ SIZE = 32
 
 def _simulate(n, seed=0, amp=(500.0, 5000.0), bg=100.0, rotated=False):
     rng = np.random.default_rng(seed)
-    p = np.stack([rng.uniform(*amp, n), np.full(n, bg), 16 + rng.uniform(-1, 1, n), 16 + rng.uniform(-1, 1, n),
-                  rng.uniform(0.8, 2.0, n), rng.uniform(0.8, 2.0, n)], axis=1)
+    p = np.stack(
+        [
+            rng.uniform(*amp, n),
+            np.full(n, bg),
+            16 + rng.uniform(-1, 1, n),
+            16 + rng.uniform(-1, 1, n),
+            rng.uniform(0.8, 2.0, n),
+            rng.uniform(0.8, 2.0, n),
+        ],
+        axis=1,
+    )
     if rotated:
         p = np.c_[p, rng.uniform(-0.7, 0.7, n)]
     m, _ = model_and_jacobian(p, (SIZE, SIZE), rotated, jac=False)
@@ -75,8 +84,10 @@ def test_position_accuracy_simulated():
     stack, p = _simulate(200, seed=3, amp=(50, 200))
     res = fit_gaussians(stack, np.ones_like(stack))
     err = np.hypot(*(res.params[:, 2:4] - p[:, 2:4]).T)[res.converged]
-    print(f"faint (alpha 50-200): converged {res.converged.mean():.2f}, median {np.median(err):.4f} px, "
-          f"p99 {np.percentile(err, 99):.4f} px")
+    print(
+        f"faint (alpha 50-200): converged {res.converged.mean():.2f}, median {np.median(err):.4f} px, "
+        f"p99 {np.percentile(err, 99):.4f} px"
+    )
     assert res.converged.mean() > 0.9
     assert np.median(err) < 0.2
 
@@ -126,7 +137,9 @@ def test_seeds_and_merge():
     assert {tuple(s) for s in seeds} >= {(50, 60), (150, 30)}
     mask = np.zeros(img.shape, bool)
     mask[45:56, 55:66] = True
-    assert len(find_seeds(img, SearchParams(IntensityThreshold=300, PixelNearRadius=5), mask=mask)) == 3  # (50, 60) masked
+    assert (
+        len(find_seeds(img, SearchParams(IntensityThreshold=300, PixelNearRadius=5), mask=mask)) == 3
+    )  # (50, 60) masked
 
 
 def test_edge_and_saturation():
@@ -184,8 +197,10 @@ def test_real_ge_marccd_vs_lauetools(shared_data):
     okm = tab["status"] == "ok"
     frac_s, off_s = _match(ref, seeds.astype(float))
     frac_f, off_f = _match(ref, tab["Pos"][okm])
-    print(f"Ge_blanc: {len(seeds)} seeds, {okm.sum()} fitted; LaueTools {len(ref)} peaks: seeds match "
-          f"{frac_s:.3f} (median {off_s:.3f} px), fits match {frac_f:.3f} (median {off_f:.4f} px)")
+    print(
+        f"Ge_blanc: {len(seeds)} seeds, {okm.sum()} fitted; LaueTools {len(ref)} peaks: seeds match "
+        f"{frac_s:.3f} (median {off_s:.3f} px), fits match {frac_f:.3f} (median {off_f:.4f} px)"
+    )
     assert frac_f >= 0.85
     assert off_f < 0.05
     assert tab["quality"][okm].mean() > 0.8
@@ -201,8 +216,10 @@ def test_real_scmos_vs_lauetools(shared_data):
     okm = tab["status"] == "ok"
     frac_s, off_s = _match(ref, seeds.astype(float))
     frac_f, off_f = _match(ref, tab["Pos"][okm])
-    print(f"AH12 r14_0000: {len(seeds)} seeds, {okm.sum()} fitted; LaueTools {len(ref)} peaks: seeds match "
-          f"{frac_s:.3f} (median {off_s:.3f} px), fits match {frac_f:.3f} (median {off_f:.4f} px)")
+    print(
+        f"AH12 r14_0000: {len(seeds)} seeds, {okm.sum()} fitted; LaueTools {len(ref)} peaks: seeds match "
+        f"{frac_s:.3f} (median {off_s:.3f} px), fits match {frac_f:.3f} (median {off_f:.4f} px)"
+    )
     # ~20 % of the seeds are one- or two-pixel spots: the point-sampled Gaussian has no minimum
     # there (sigma -> 0); they stop early as "undersampled", and their stopped positions still
     # agree with LaueTools' peaks
@@ -229,8 +246,17 @@ def test_pixel_integrated_model():
         assert np.abs(num.ravel() - J[0, :, k]).max() < 1e-4 * np.abs(J[0]).max()
     rng = np.random.default_rng(11)
     n = 40
-    truth = np.stack([rng.uniform(2000, 8000, n), np.full(n, 100.0), 16 + rng.uniform(-0.5, 0.5, n),
-                      16 + rng.uniform(-0.5, 0.5, n), rng.uniform(0.4, 0.8, n), rng.uniform(0.4, 0.8, n)], axis=1)
+    truth = np.stack(
+        [
+            rng.uniform(2000, 8000, n),
+            np.full(n, 100.0),
+            16 + rng.uniform(-0.5, 0.5, n),
+            16 + rng.uniform(-0.5, 0.5, n),
+            rng.uniform(0.4, 0.8, n),
+            rng.uniform(0.4, 0.8, n),
+        ],
+        axis=1,
+    )
     stack = rng.poisson(model_and_jacobian(truth, (SIZE, SIZE), jac=False, pixel_integrated=True)[0]).astype(float)
     w = np.ones_like(stack)
     res = fit_gaussians(stack, w, pixel_integrated=True)
@@ -241,8 +267,11 @@ def test_pixel_integrated_model():
 
     p0 = initial_guess(stack, w)
     for i in np.flatnonzero(res.converged)[:10]:
+
         def f(q, i=i):
-            return (model_and_jacobian(q[None], (SIZE, SIZE), jac=False, pixel_integrated=True)[0][0] - stack[i]).ravel()
+            return (
+                model_and_jacobian(q[None], (SIZE, SIZE), jac=False, pixel_integrated=True)[0][0] - stack[i]
+            ).ravel()
 
         def j(q):
             return model_and_jacobian(q[None], (SIZE, SIZE), pixel_integrated=True)[1][0]

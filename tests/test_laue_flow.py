@@ -33,8 +33,13 @@ def run(shared_data, tmp_path_factory):
     positions.write_text("image,x,y\nAH12_CMT_r14_0000.tif,0,0\nGe_blanc_0000.mccd,5,0\nbroken.tif,0,5\n")
     out = root / "out"
     flow = laue_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
-    summary = flow(inputs=[str(p) for p in images], output_dir=str(out), search={"IntensityThreshold": 100},
-                   positions=str(positions), batch_size=2)
+    summary = flow(
+        inputs=[str(p) for p in images],
+        output_dir=str(out),
+        search={"IntensityThreshold": 100},
+        positions=str(positions),
+        batch_size=2,
+    )
     return {"out": out, "summary": summary, "laue": laue}
 
 
@@ -105,9 +110,18 @@ def test_edge_and_unconverged_spots_are_recorded(shared_data):
 def test_scan_positions_raster_snake_and_errors(tmp_path):
     refs = [(f"/d/img_{k:04d}.tif", None) for k in range(6)]
     assert [(p["map_row"], p["map_col"]) for p in scan_positions(refs, scan_shape=(2, 3))] == [
-        (0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (1, 0),
+        (1, 1),
+        (1, 2),
+    ]
     assert [(p["map_row"], p["map_col"]) for p in scan_positions(refs, scan_shape=(2, 3), snake=True)][3:] == [
-        (1, 2), (1, 1), (1, 0)]
+        (1, 2),
+        (1, 1),
+        (1, 0),
+    ]
     with pytest.raises(ValueError, match="holds 4 images"):
         scan_positions(refs, scan_shape=(2, 2))
     bad = tmp_path / "pos.csv"
@@ -122,8 +136,9 @@ def test_scan_positions_raster_snake_and_errors(tmp_path):
 
 def test_cli_laue_config_errors(tmp_path, capsys):
     cfg = tmp_path / "run.json"
-    cfg.write_text(json.dumps({"inputs": ["x.tif"], "output_dir": "o", "method": "magic",
-                               "search": {"IntensityThreshold": -3}}))
+    cfg.write_text(
+        json.dumps({"inputs": ["x.tif"], "output_dir": "o", "method": "magic", "search": {"IntensityThreshold": -3}})
+    )
     assert main(["laue", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "method" in err and "magic" in err and "search.IntensityThreshold" in err
@@ -146,9 +161,28 @@ def test_cnn_method_through_the_flow(shared_data, tmp_path):
     laue = shared_data / "laue"
     # through the command line, in its own process (thread-pool profile): torch work inside Prefect
     # tasks of the test process was followed by lost events in a later test (see test_live)
-    out = subprocess.run([sys.executable, "-m", "photonflow.deployments.cli", "laue", str(laue / "Ge_blanc_0000.mccd"),
-                          "--out", str(tmp_path), "--method", "cnn", "--threshold", "100", "--cluster", "threads",
-                          "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "photonflow.deployments.cli",
+            "laue",
+            str(laue / "Ge_blanc_0000.mccd"),
+            "--out",
+            str(tmp_path),
+            "--method",
+            "cnn",
+            "--threshold",
+            "100",
+            "--cluster",
+            "threads",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["done"] == 1 and summary["method"] == "cnn"
@@ -158,7 +192,9 @@ def test_cnn_method_through_the_flow(shared_data, tmp_path):
     assert (spots["intensity"][ok] > 0).mean() > 0.95
     lt = read_lauetools_dat(laue / "Ge_blanc_0000.dat")
     frac, off = _match(np.c_[lt[:, 1] - 1, lt[:, 0] - 1], np.c_[spots["row"], spots["col"]][ok])
-    print(f"CNN via the flow: {frac:.3f} of LaueTools' peaks matched, median offset {off:.3f} px; "
-          f"good {spots['quality'].mean():.2f}")
+    print(
+        f"CNN via the flow: {frac:.3f} of LaueTools' peaks matched, median offset {off:.3f} px; "
+        f"good {spots['quality'].mean():.2f}"
+    )
     assert frac >= 0.85 and off < 0.4
     assert spots["quality"].mean() > 0.5

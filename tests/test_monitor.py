@@ -17,6 +17,7 @@ with warnings.catch_warnings():  # starlette's note that httpx2 is its future te
     from starlette.testclient import TestClient
 
 from monitor_helpers import run_saxs_flow, write_saxs_dataset
+
 from photonflow.monitor import MonitorError, RunStore
 from photonflow.monitor.app import COOKIE, create_app
 from photonflow.monitor.runs import MAX_READERS, _FileCache, _JsonLines
@@ -56,14 +57,29 @@ def sfx_run(root, tmp_path_factory):
     from photonflow.io.geom import load_geometry
     from photonflow.simulate.sfx import write_sfx_dataset
 
-    ds = write_sfx_dataset(tmp_path_factory.mktemp("sfx-data") / "run", load_geometry(GEOMETRY), 12,
-                           frames_per_file=6, seed=3)
+    ds = write_sfx_dataset(
+        tmp_path_factory.mktemp("sfx-data") / "run", load_geometry(GEOMETRY), 12, frames_per_file=6, seed=3
+    )
     out = root / "sfx"
-    pf8 = {"adc_threshold": 100, "minimum_snr": 5, "min_pixel_count": 2, "max_pixel_count": 40,
-           "local_bg_radius": 3, "max_res": 2000}
+    pf8 = {
+        "adc_threshold": 100,
+        "minimum_snr": 5,
+        "min_pixel_count": 2,
+        "max_pixel_count": 40,
+        "local_bg_radius": 3,
+        "max_res": 2000,
+    }
     flow = sfx_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
-    state = flow(geometry=str(ds.geometry_path), inputs=[str(p) for p in ds.cxi_files], output_dir=str(out),
-                 batch_size=6, min_peaks=10, max_peaks=1000, peakfinder8=pf8, return_state=True)
+    state = flow(
+        geometry=str(ds.geometry_path),
+        inputs=[str(p) for p in ds.cxi_files],
+        output_dir=str(out),
+        batch_size=6,
+        min_peaks=10,
+        max_peaks=1000,
+        peakfinder8=pf8,
+        return_state=True,
+    )
     assert state.is_completed()
     return out, state
 
@@ -152,11 +168,28 @@ def test_older_run_without_record_is_recognised(root, saxs_run, tmp_path):
 
 
 def _record(out: Path, **fields) -> dict:
-    rec = {"format": "photonflow-run/1", "kind": "laue", "flow_name": "laue", "flow_run_id": "abc",
-           "flow_run_name": "x", "prefect_ui_url": "http://127.0.0.1:4200/runs/flow-run/abc", "output_dir": str(out),
-           "started": "2026-01-01T00:00:00.000000Z", "updated": "2026-01-01T00:00:05.000000Z", "finished": None,
-           "state": "running", "error": None, "unit": "images", "total": 6, "arrived": 6, "done": 4, "failed": 0,
-           "skipped": 0, "history": [[0.0, 6, 0, 0], [2.0, 6, 2, 0], [5.0, 6, 4, 0]], "stage": None}
+    rec = {
+        "format": "photonflow-run/1",
+        "kind": "laue",
+        "flow_name": "laue",
+        "flow_run_id": "abc",
+        "flow_run_name": "x",
+        "prefect_ui_url": "http://127.0.0.1:4200/runs/flow-run/abc",
+        "output_dir": str(out),
+        "started": "2026-01-01T00:00:00.000000Z",
+        "updated": "2026-01-01T00:00:05.000000Z",
+        "finished": None,
+        "state": "running",
+        "error": None,
+        "unit": "images",
+        "total": 6,
+        "arrived": 6,
+        "done": 4,
+        "failed": 0,
+        "skipped": 0,
+        "history": [[0.0, 6, 0, 0], [2.0, 6, 2, 0], [5.0, 6, 4, 0]],
+        "stage": None,
+    }
     rec.update(fields)
     out.mkdir(parents=True, exist_ok=True)
     (out / "run.json").write_text(json.dumps(rec))
@@ -166,18 +199,48 @@ def _record(out: Path, **fields) -> dict:
 def test_laue_maps_fill_in_and_tomo_chunks(tmp_path):
     laue = tmp_path / "laue"
     _record(laue, state="completed", finished="2026-01-01T00:00:05.000000Z")
-    rows = [{"index": k, "path": f"img_{k}.tif", "event": -1, "map_row": k // 3, "map_col": k % 3, "x_um": 0.0,
-             "y_um": 0.0, "n_spots": 10 + k, "n_good": 5 + k, "mean_sim": 0.5 + 0.1 * k, "n_not_fitted": 0,
-             "status": "ok" if k != 3 else "cannot read", "spots_file": "", "seconds": 0.1} for k in range(4)]
+    rows = [
+        {
+            "index": k,
+            "path": f"img_{k}.tif",
+            "event": -1,
+            "map_row": k // 3,
+            "map_col": k % 3,
+            "x_um": 0.0,
+            "y_um": 0.0,
+            "n_spots": 10 + k,
+            "n_good": 5 + k,
+            "mean_sim": 0.5 + 0.1 * k,
+            "n_not_fitted": 0,
+            "status": "ok" if k != 3 else "cannot read",
+            "spots_file": "",
+            "seconds": 0.1,
+        }
+        for k in range(4)
+    ]
     (laue / "live_rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     tomo = tmp_path / "tomo"
-    _record(tomo, kind="tomo", unit="chunks", total=5, done=3, stage="pass2",
-            chunks={"pass1": ["done", "done"], "pass2": ["done", "pending", "failed"]})
+    _record(
+        tomo,
+        kind="tomo",
+        unit="chunks",
+        total=5,
+        done=3,
+        stage="pass2",
+        chunks={"pass1": ["done", "done"], "pass2": ["done", "pending", "failed"]},
+    )
     c = client([tmp_path])
     runs = {r["kind"]: r for r in c.get("/api/runs").json()["runs"]}
     info = c.get(f"/api/runs/{runs['laue']['id']}").json()
-    assert info["laue"] == {"images": 4, "images_failed": 1, "spots": 33, "good_spots": 18,
-                            "mean_sim": pytest.approx(0.6), "map_shape": [2, 3], "map_filled": 4}
+    assert info["laue"] == {
+        "images": 4,
+        "images_failed": 1,
+        "spots": 33,
+        "good_spots": 18,
+        "mean_sim": pytest.approx(0.6),
+        "map_shape": [2, 3],
+        "map_filled": 4,
+    }
     assert info["rate_per_s"] == pytest.approx(0.8) and info["rate_recent_per_s"] == pytest.approx(0.8)
     assert info["prefect"]["url"] == "http://127.0.0.1:4200/runs/flow-run/abc"
     png = c.get(f"/api/runs/{runs['laue']['id']}/plot/laue-maps")
@@ -197,7 +260,7 @@ def test_live_rows_read_incrementally(tmp_path):
     reader = _JsonLines(str(path))
     assert [r["a"] for r in reader.read("run1")] == [1, 2]
     with open(path, "a") as f:
-        f.write('3}\nnot json\n')
+        f.write("3}\nnot json\n")
     assert [r["a"] for r in reader.read("run1")] == [1, 2, 3] and reader.bad_lines == 1
     path.write_text('{"a": 10}\n')  # a new run truncates the file
     assert [r["a"] for r in reader.read("run1")] == [10]
@@ -236,21 +299,39 @@ def test_files_outside_the_roots_are_never_served(tmp_path):
     c = client([root])
     rid = c.get("/api/runs").json()["runs"][0]["id"]
     ok = c.get(f"/files/{rid}/report.pdf")
-    assert ok.status_code == 200 and ok.content == b"%PDF-1.4 report" and ok.headers["content-type"] == "application/pdf"
+    assert (
+        ok.status_code == 200 and ok.content == b"%PDF-1.4 report" and ok.headers["content-type"] == "application/pdf"
+    )
     # no sandboxing CSP on a PDF (Chrome's PDF viewer refuses a sandboxed one); its type forced, never sniffed
     assert "sandbox" not in ok.headers.get("content-security-policy", "")
-    assert ok.headers["x-content-type-options"] == "nosniff" and "attachment" not in ok.headers.get("content-disposition", "")
+    assert ok.headers["x-content-type-options"] == "nosniff" and "attachment" not in ok.headers.get(
+        "content-disposition", ""
+    )
     assert {"name": "report.pdf", "url": f"/files/{rid}/report.pdf"} in c.get(f"/api/runs/{rid}").json()["files"]
     table = c.get(f"/files/{rid}/run.json")
-    assert "sandbox" in table.headers["content-security-policy"] and table.headers["x-content-type-options"] == "nosniff"
+    assert (
+        "sandbox" in table.headers["content-security-policy"] and table.headers["x-content-type-options"] == "nosniff"
+    )
     html = c.get(f"/files/{rid}/page.html")  # not a known output type: a download, never a page of this origin
-    assert html.headers["content-type"] == "application/octet-stream" and "attachment" in html.headers["content-disposition"]
+    assert (
+        html.headers["content-type"] == "application/octet-stream"
+        and "attachment" in html.headers["content-disposition"]
+    )
     assert "sandbox" in html.headers["content-security-policy"]
-    for path in ("link_out.txt", "dir_out/secret.txt", "../sibling.txt", "..%2Fsibling.txt", "%2e%2e/%2e%2e/secret.txt",
-                 "%2Fetc%2Fpasswd", "dir_out/../../secret.txt"):
+    for path in (
+        "link_out.txt",
+        "dir_out/secret.txt",
+        "../sibling.txt",
+        "..%2Fsibling.txt",
+        "%2e%2e/%2e%2e/secret.txt",
+        "%2Fetc%2Fpasswd",
+        "dir_out/../../secret.txt",
+    ):
         resp = c.get(f"/files/{rid}/{path}")
         assert resp.status_code in (403, 404), (path, resp.status_code)
-        assert b"top secret" not in resp.content and b"not this run" not in resp.content and b"root:" not in resp.content
+        assert (
+            b"top secret" not in resp.content and b"not this run" not in resp.content and b"root:" not in resp.content
+        )
         assert "error" in resp.json()
     store = RunStore([root])
     for bad in ("link_out.txt", "../sibling.txt", "/etc/passwd", "dir_out/secret.txt", "", "a\x00b"):
@@ -262,8 +343,9 @@ def test_files_outside_the_roots_are_never_served(tmp_path):
     # a row of the run's own table cannot make the plots read a file outside it either
     saxs = root / "saxs"
     _record(saxs, kind="saxs", unit="frames")
-    (saxs / "live_rows.jsonl").write_text(json.dumps({"frame": "x", "integration": "a", "time": 1.0, "I0": 1.0,
-                                                      "chi": "../../secret.txt"}) + "\n")
+    (saxs / "live_rows.jsonl").write_text(
+        json.dumps({"frame": "x", "integration": "a", "time": 1.0, "I0": 1.0, "chi": "../../secret.txt"}) + "\n"
+    )
     assert store.curve_paths(run_id_of(store, saxs)) == []
 
 
@@ -280,8 +362,12 @@ def test_discovery_skips_bulky_folders_and_links_out(tmp_path):
 
 def test_bad_runs_give_a_message_not_an_error(tmp_path):
     root = tmp_path / "root"
-    cases = {"half": '{"format": "photonflow-run/1", "kind": "sa', "list": "[1, 2]",
-             "other": '{"format": "something-else/2"}', "empty": ""}
+    cases = {
+        "half": '{"format": "photonflow-run/1", "kind": "sa',
+        "list": "[1, 2]",
+        "other": '{"format": "something-else/2"}',
+        "empty": "",
+    }
     for name, text in cases.items():
         (root / name).mkdir(parents=True)
         (root / name / "run.json").write_text(text)
@@ -305,8 +391,9 @@ def test_bad_runs_give_a_message_not_an_error(tmp_path):
     # a running SAXS run whose curve files vanished: the plot says so, the page data still answer
     saxs = root / "saxs"
     _record(saxs, kind="saxs", unit="frames")
-    (saxs / "live_rows.jsonl").write_text(json.dumps({"frame": "f", "integration": "a", "time": 1.0, "I0": 1.0,
-                                                      "chi": "chi/f_a.chi"}) + "\n")
+    (saxs / "live_rows.jsonl").write_text(
+        json.dumps({"frame": "f", "integration": "a", "time": 1.0, "I0": 1.0, "chi": "chi/f_a.chi"}) + "\n"
+    )
     rid = run_id_of(c.app.store, saxs)  # (the list itself is rescanned every few seconds)
     assert c.get(f"/api/runs/{rid}").status_code == 200
     resp = c.get(f"/api/runs/{rid}/plot/saxs-curve")
@@ -372,7 +459,10 @@ def test_tomo_run_chunks_slices_and_report(root, tomo_run):
     info = c.get(f"/api/runs/{rid}").json()
     assert (info["kind"], info["state"], info["unit"], info["stage"]) == ("tomo", "completed", "chunks", "done")
     chunks = info["tomo"]["chunks"]
-    assert chunks["pass1"]["done"] == chunks["pass1"]["total"] == 3 and chunks["pass2"]["done"] == chunks["pass2"]["total"] == 2
+    assert (
+        chunks["pass1"]["done"] == chunks["pass1"]["total"] == 3
+        and chunks["pass2"]["done"] == chunks["pass2"]["total"] == 2
+    )
     assert info["done"] == 5 and info["tomo"]["volume"] and info["tomo"]["report"]
     assert info["plots"] == ["progress", "tomo-slices"]
     png = c.get(f"/api/runs/{rid}/plot/tomo-slices")
@@ -387,8 +477,9 @@ def test_cli_generates_a_token_off_loopback(tmp_path, capsys, monkeypatch):
     from photonflow.deployments.cli import main
 
     served = {}
-    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.update(
-        sockets=sockets, gate=self.config.app))
+    monkeypatch.setattr(
+        uvicorn.Server, "run", lambda self, sockets=None: served.update(sockets=sockets, gate=self.config.app)
+    )
     assert main(["monitor", str(tmp_path), "--host", "0.0.0.0", "--port", "0"]) == 0
     out = capsys.readouterr().out
     token = out.split("?token=")[1].split()[0]
@@ -408,8 +499,9 @@ def test_real_laue_run_fills_its_maps(tmp_path):
     scan = write_laue_scan(tmp_path / "data", 2, 3, shape=(256, 256), n_spots=12, seed=4)
     out = tmp_path / "outputs" / "laue"
     flow = laue_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
-    summary = flow(inputs=[str(p) for p in scan["images"]], output_dir=str(out), positions=str(scan["positions"]),
-                   batch_size=2)
+    summary = flow(
+        inputs=[str(p) for p in scan["images"]], output_dir=str(out), positions=str(scan["positions"]), batch_size=2
+    )
     c = client([tmp_path / "outputs"])
     rid = run_id_of(c.app.store, out)
     info = c.get(f"/api/runs/{rid}").json()
@@ -431,8 +523,17 @@ def test_real_watch_run_shows_its_frames(tmp_path):
     cal, data = write_saxs_dataset(tmp_path / "ds", 6, bad=False)
     out = tmp_path / "outputs" / "live"
     config = tmp_path / "watch.json"
-    config.write_text(json.dumps({"calibration": str(cal), "output_dir": str(out), "directories": [str(data)],
-                                  "inotify": False, "settle_s": 0.1}))
+    config.write_text(
+        json.dumps(
+            {
+                "calibration": str(cal),
+                "output_dir": str(out),
+                "directories": [str(data)],
+                "inotify": False,
+                "settle_s": 0.1,
+            }
+        )
+    )
     summary = saxs_live_flow(config=str(config), idle_timeout_s=3.0)
     assert summary["done"] == 6 and summary["failed"] == 0
     c = client([tmp_path / "outputs"])
@@ -458,16 +559,25 @@ def test_summaries_follow_appended_rows_and_a_new_run(tmp_path):
             f.write("".join(json.dumps(r) + "\n" for r in rows))
 
     append([{"frame": f"f{k}", "n_peaks": k, "hit": k >= 2} for k in range(4)])  # 2 hits, 6 peaks
-    assert {k: store.run(rid)["sfx"][k] for k in ("frames", "hits", "mean_peaks_per_frame")} == \
-        {"frames": 4, "hits": 2, "mean_peaks_per_frame": 1.5}
+    assert {k: store.run(rid)["sfx"][k] for k in ("frames", "hits", "mean_peaks_per_frame")} == {
+        "frames": 4,
+        "hits": 2,
+        "mean_peaks_per_frame": 1.5,
+    }
     append([{"frame": "f4", "n_peaks": 10, "hit": True}])
-    assert {k: store.run(rid)["sfx"][k] for k in ("frames", "hits", "mean_peaks_per_frame")} == \
-        {"frames": 5, "hits": 3, "mean_peaks_per_frame": 3.2}
+    assert {k: store.run(rid)["sfx"][k] for k in ("frames", "hits", "mean_peaks_per_frame")} == {
+        "frames": 5,
+        "hits": 3,
+        "mean_peaks_per_frame": 3.2,
+    }
     time.sleep(0.01)
     _record(out, kind="sfx", unit="frames", total=None, started="2026-01-02T00:00:00.000000Z")  # a new run
     (out / "live_rows.jsonl").write_text(json.dumps({"frame": "g0", "n_peaks": 1, "hit": False}) + "\n")
-    assert {k: store.run(rid)["sfx"][k] for k in ("frames", "hits", "mean_peaks_per_frame")} == \
-        {"frames": 1, "hits": 0, "mean_peaks_per_frame": 1.0}
+    assert {k: store.run(rid)["sfx"][k] for k in ("frames", "hits", "mean_peaks_per_frame")} == {
+        "frames": 1,
+        "hits": 0,
+        "mean_peaks_per_frame": 1.0,
+    }
 
 
 def _now_iso(offset_s: float = 0.0) -> str:
@@ -479,15 +589,26 @@ def _now_iso(offset_s: float = 0.0) -> str:
 def test_odd_values_in_a_run_do_not_break_the_list(tmp_path, monkeypatch):
     """Summaries and records with values of the wrong type: the list and each run still answer."""
     root = tmp_path / "root"
-    summaries = {"saxs": {"frames_done": "ten", "frames_failed": [1], "frames_skipped": {"a": 1}},
-                 "tomo": {"volume": "v.h5", "plan": {}, "pass1_chunk_s": 3, "pass2_chunk_s": {"a": 1}},
-                 "laue": {"images_done": float("inf"), "images_failed": None},
-                 "sfx": {"hit_rate_percent": "x", "frames_done": 1e400}}
+    summaries = {
+        "saxs": {"frames_done": "ten", "frames_failed": [1], "frames_skipped": {"a": 1}},
+        "tomo": {"volume": "v.h5", "plan": {}, "pass1_chunk_s": 3, "pass2_chunk_s": {"a": 1}},
+        "laue": {"images_done": float("inf"), "images_failed": None},
+        "sfx": {"hit_rate_percent": "x", "frames_done": 1e400},
+    }
     for name, summary in summaries.items():
         (root / f"old-{name}").mkdir(parents=True)
         (root / f"old-{name}" / "summary.json").write_text(json.dumps(summary))
-    _record(root / "list-kind", kind=["laue"], unit=7, total="many", history=[[0, float("nan"), 1, 2], "x"],
-            chunks={"pass1": "all", "pass2": [1, None]}, stage={"a": 1}, error=["e"], started=5)
+    _record(
+        root / "list-kind",
+        kind=["laue"],
+        unit=7,
+        total="many",
+        history=[[0, float("nan"), 1, 2], "x"],
+        chunks={"pass1": "all", "pass2": [1, None]},
+        stage={"a": 1},
+        error=["e"],
+        started=5,
+    )
     _record(root / "dict-kind", kind={"k": 1}, state=None, arrived=float("inf"))
     _record(root / "fine")
     c = client([root])
@@ -503,8 +624,11 @@ def test_odd_values_in_a_run_do_not_break_the_list(tmp_path, monkeypatch):
     # whatever else goes wrong reading one run: that run says so in the list, the others are listed
     store = c.app.store
     real_base = store._base
-    monkeypatch.setattr(store, "_base", lambda rid: (_ for _ in ()).throw(KeyError("boom"))
-                        if rid == runs["fine"]["id"] else real_base(rid))
+    monkeypatch.setattr(
+        store,
+        "_base",
+        lambda rid: (_ for _ in ()).throw(KeyError("boom")) if rid == runs["fine"]["id"] else real_base(rid),
+    )
     listed = {r["id"]: r for r in store.runs()}
     assert len(listed) == len(runs) and "KeyError" in listed[runs["fine"]["id"]]["message"]
     assert listed[runs["fine"]["id"]]["state"] == "unknown"
@@ -525,8 +649,14 @@ def test_recent_rate_goes_to_zero_when_a_running_run_is_idle(tmp_path):
     assert info["rate_recent_per_s"] == 0.0 and info["rate_per_s"] == pytest.approx(8 / 60, rel=0.05)
     # a finished run: the rate over its own last 10 s
     time.sleep(0.02)
-    _record(out, kind="saxs-live", total=None, started=_now_iso(-60), state="completed",
-            history=[[0.0, 0, 0, 0], [10.0, 10, 10, 0], [20.0, 30, 30, 0]])
+    _record(
+        out,
+        kind="saxs-live",
+        total=None,
+        started=_now_iso(-60),
+        state="completed",
+        history=[[0.0, 0, 0, 0], [10.0, 10, 10, 0], [20.0, 30, 30, 0]],
+    )
     assert store.run(rid)["rate_recent_per_s"] == pytest.approx(2.0)
 
 
@@ -679,8 +809,10 @@ def test_laue_map_shape_from_the_record_and_growing_rows(tmp_path):
 
     out = tmp_path / "laue"
     _record(out, total=12, map_shape=[3, 4])
-    rows = [{"index": k, "map_row": k // 4, "map_col": k % 4, "n_good": k, "mean_sim": 0.5, "status": "ok"}
-            for k in range(2)]
+    rows = [
+        {"index": k, "map_row": k // 4, "map_col": k % 4, "n_good": k, "mean_sim": 0.5, "status": "ok"}
+        for k in range(2)
+    ]
     rows.append({"index": 99, "map_row": -1, "map_col": 2, "n_good": 1, "mean_sim": 0.5, "status": "ok"})  # no place
     (out / "live_rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     c = client([tmp_path])
@@ -690,7 +822,9 @@ def test_laue_map_shape_from_the_record_and_growing_rows(tmp_path):
     assert info["laue"]["map_shape"] == [3, 4] and info["laue"]["map_filled"] == 2  # the whole scan's, from the start
     # rows arriving between reading the run and drawing its map (beyond the shape the page was given)
     with open(out / "live_rows.jsonl", "a") as f:
-        f.write(json.dumps({"index": 20, "map_row": 5, "map_col": 6, "n_good": 3, "mean_sim": 0.7, "status": "ok"}) + "\n")
+        f.write(
+            json.dumps({"index": 20, "map_row": 5, "map_col": 6, "n_good": 3, "mean_sim": 0.7, "status": "ok"}) + "\n"
+        )
     fig = plots._laue_maps(store, rid, info, {})()
     assert fig.axes[0].images[0].get_array().shape == (6, 7)
     assert c.get(f"/api/runs/{rid}/plot/laue-maps").status_code == 200

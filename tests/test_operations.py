@@ -143,8 +143,9 @@ def test_an_operation_without_a_command_module_gets_one_from_its_schema(tmp_path
     image.write_bytes(b"")
     (tmp_path / "run.json").write_text(json.dumps({"output_dir": "from-file", "search": {"boxsize": 9}}))
     monkeypatch.chdir(tmp_path)
-    args = parser.parse_args(["laue-like", "a.tif", "--threshold", "300", "--batch-size", "2", "--no-snake",
-                              "--config", "run.json"])
+    args = parser.parse_args(
+        ["laue-like", "a.tif", "--threshold", "300", "--batch-size", "2", "--no-snake", "--config", "run.json"]
+    )
     run, source = run_from_args(op.name, op.schema, args, args.option_specs)
     assert source == "run.json + command line"
     run = validate_config(run, op.schema, source=source)

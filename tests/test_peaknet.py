@@ -31,7 +31,6 @@ from photonflow.peaks.peaknet import (
 )
 from photonflow.peaks.training import augment, evaluate, train_on_simulated, train_peakfinder
 
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -90,8 +89,11 @@ def test_focal_loss_gamma0_is_cross_entropy():
     ce = F.cross_entropy(logits, target, ignore_index=255)
     assert torch.allclose(focal_loss(logits, target, gamma=0.0), ce, atol=1e-6)
     w = torch.tensor([0.2, 3.0, 1.0])
-    assert torch.allclose(focal_loss(logits, target, gamma=0.0, alpha=w) * (target != 255).sum(),
-                          F.cross_entropy(logits, target, weight=w, ignore_index=255, reduction="sum"), atol=1e-5)
+    assert torch.allclose(
+        focal_loss(logits, target, gamma=0.0, alpha=w) * (target != 255).sum(),
+        F.cross_entropy(logits, target, weight=w, ignore_index=255, reduction="sum"),
+        atol=1e-5,
+    )
 
 
 def test_focal_loss_downweights_easy_pixels():
@@ -99,8 +101,8 @@ def test_focal_loss_downweights_easy_pixels():
     probs = torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1]])
     logits = probs.log().T.reshape(1, 3, 1, 2)
     target = torch.tensor([[[0, 0]]])
-    easy = -(1 - 0.9) ** 2 * math.log(0.9)  # 0.0010536
-    hard = -(1 - 0.2) ** 2 * math.log(0.2)  # 1.0300
+    easy = -((1 - 0.9) ** 2) * math.log(0.9)  # 0.0010536
+    hard = -((1 - 0.2) ** 2) * math.log(0.2)  # 1.0300
     assert focal_loss(logits[..., :1], target[..., :1]).item() == pytest.approx(easy, rel=1e-5)
     assert focal_loss(logits[..., 1:], target[..., 1:]).item() == pytest.approx(hard, rel=1e-5)
     assert focal_loss(logits, target).item() == pytest.approx((easy + hard) / 2, rel=1e-5)
@@ -298,8 +300,21 @@ def test_training_reduces_loss_and_evaluates():
     va_x, va_y, va_t = synthetic_frames(2, 64, seed=11)
     logs = []
     model, metrics = train_peakfinder(
-        tr_x, tr_y, va_x, va_y, epochs=4, steps_per_epoch=5, batch_size=4, crop=48, lr=1e-2,
-        base_channels=4, depth=2, seed=0, device="cpu", log=logs.append, val_truth=va_t,
+        tr_x,
+        tr_y,
+        va_x,
+        va_y,
+        epochs=4,
+        steps_per_epoch=5,
+        batch_size=4,
+        crop=48,
+        lr=1e-2,
+        base_channels=4,
+        depth=2,
+        seed=0,
+        device="cpu",
+        log=logs.append,
+        val_truth=va_t,
     )
     hist = metrics["history"]
     assert len(hist) == 4 and len(logs) == 4
@@ -319,8 +334,21 @@ def test_train_on_simulated_writes_checkpoint_and_metadata(tmp_path):
     user_x, user_y, _ = synthetic_frames(2, 64, seed=12)
     out = tmp_path / "pn.pt"
     meta = train_on_simulated(
-        out, geometry=geom.load_geometry(REPO_ROOT / "config" / "geometry" / "sim256.geom"), n_train=3, n_val=1, n_test=2, epochs=1, steps_per_epoch=2, batch_size=2, crop=32,
-        base_channels=4, depth=2, device="cpu", log=None, user_images=user_x, user_labels=user_y,
+        out,
+        geometry=geom.load_geometry(REPO_ROOT / "config" / "geometry" / "sim256.geom"),
+        n_train=3,
+        n_val=1,
+        n_test=2,
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=2,
+        crop=32,
+        base_channels=4,
+        depth=2,
+        device="cpu",
+        log=None,
+        user_images=user_x,
+        user_labels=user_y,
     )
     assert out.is_file() and meta["checkpoint"] == str(out)
     side = json.loads(out.with_suffix(".json").read_text())

@@ -60,8 +60,10 @@ def read_back(client: httpx.Client, api_url: str, event_id: str, timeout: float 
             assert len(page["events"]) == 1
             return page["events"][0]
         if time.monotonic() > deadline:
-            pytest.fail(f"event {event_id} not readable through {api_url}/events/filter after {timeout} s "
-                        f"(events {len(page['events'])}, total {page['total']})")
+            pytest.fail(
+                f"event {event_id} not readable through {api_url}/events/filter after {timeout} s "
+                f"(events {len(page['events'])}, total {page['total']})"
+            )
         time.sleep(0.2)
 
 

@@ -113,7 +113,8 @@ def test_saxs_flow_keeps_its_record_and_counts_its_tasks(tmp_path):
     data = write_demo_dataset(tmp_path / "data", n_frames=8)
     out = tmp_path / "out"
     state = saxs_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))(
-        calibration=data["calibration"], inputs=data["inputs"], output_dir=str(out), batch_size=1, return_state=True)
+        calibration=data["calibration"], inputs=data["inputs"], output_dir=str(out), batch_size=1, return_state=True
+    )
     summary = state.result()
     record = json.loads((out / "run.json").read_text())
     assert record["kind"] == "saxs" and record["state"] == "completed" and record["unit"] == "frames"

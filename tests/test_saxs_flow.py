@@ -9,8 +9,8 @@ import pytest
 import tifffile
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from photonflow.flows.saxs import saxs_flow
 from photonflow.calibration import load_calibration
+from photonflow.flows.saxs import saxs_flow
 from photonflow.integrate import integral_parameters
 from photonflow.io import read_chi, read_curves, read_table_csv
 
@@ -18,7 +18,7 @@ SHAPE = (120, 100)
 
 
 def guinier(q, rg):
-    return 1000.0 * np.exp(-(q * rg) ** 2 / 3.0) + 5.0
+    return 1000.0 * np.exp(-((q * rg) ** 2) / 3.0) + 5.0
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +39,27 @@ def dataset(tmp_path_factory):
         },
         "Wavelength": 1.0,
         "Masks": [
-            {"Name": "full", "MaskFile": "mask.tif", "Oversampling": 2, "PixelPerRadialElement": 1.0, "qStart": 0.05, "qStop": 0.8},
-            {"Name": "sector", "MaskFile": "mask.tif", "Oversampling": 1, "PixelPerRadialElement": 2.0, "qStart": 0.05,
-             "qStop": 0.8, "Sector": {"ChiStartDeg": -90, "ChiStopDeg": 90}},
+            {
+                "Name": "full",
+                "MaskFile": "mask.tif",
+                "Oversampling": 2,
+                "PixelPerRadialElement": 1.0,
+                "qStart": 0.05,
+                "qStop": 0.8,
+            },
+            {
+                "Name": "sector",
+                "MaskFile": "mask.tif",
+                "Oversampling": 1,
+                "PixelPerRadialElement": 2.0,
+                "qStart": 0.05,
+                "qStop": 0.8,
+                "Sector": {"ChiStartDeg": -90, "ChiStopDeg": 90},
+            },
         ],
-        "Slices": [{"Name": "h", "Direction": "x", "Plane": "InPlane", "CutPosition": 70, "CutMargin": 3, "MaskRef": 0}],
+        "Slices": [
+            {"Name": "h", "Direction": "x", "Plane": "InPlane", "CutPosition": 70, "CutMargin": 3, "MaskRef": 0}
+        ],
         "OverwriteFiles": False,
     }
     (root / "cal.json").write_text(json.dumps(cal))
@@ -70,8 +86,13 @@ def dataset(tmp_path_factory):
 def first_run(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     flow = saxs_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
-    state = flow(calibration=str(dataset["cal"]), inputs=[str(dataset["data"])], output_dir=str(out),
-                 batch_size=4, return_state=True)
+    state = flow(
+        calibration=str(dataset["cal"]),
+        inputs=[str(dataset["data"])],
+        output_dir=str(out),
+        batch_size=4,
+        return_state=True,
+    )
     return out, state.result(), state
 
 
@@ -139,7 +160,9 @@ def test_prefect_artifacts(first_run):
     _, _, state = first_run
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     types = {a.type for a in artifacts}
     assert {"progress", "table", "markdown"} <= types
     progress = [a for a in artifacts if a.type == "progress"][0]
@@ -162,8 +185,12 @@ def test_rerun_skips_frames_already_done(first_run, dataset):
 
 def test_hdf5_event_range_on_dask(dataset, tmp_path):
     """A (file, event) range of an HDF5 stack, on the embedded default: a local Dask cluster."""
-    summary = saxs_flow(calibration=str(dataset["cal"]), inputs=[f"{dataset['root'] / 'stack.h5'}:1-4"],
-                        output_dir=str(tmp_path), batch_size=2)
+    summary = saxs_flow(
+        calibration=str(dataset["cal"]),
+        inputs=[f"{dataset['root'] / 'stack.h5'}:1-4"],
+        output_dir=str(tmp_path),
+        batch_size=2,
+    )
     assert summary["done"] == 3 and summary["failed"] == 0
     names = sorted(p.name for p in tmp_path.glob("chi/*_full.chi"))
     assert names == ["stack_00001_full.chi", "stack_00002_full.chi", "stack_00003_full.chi"]
@@ -195,8 +222,19 @@ def test_command_line_runs_the_real_flow(dataset, tmp_path, capsys):
     from photonflow.deployments.cli import main
 
     out = tmp_path / "cli-out"
-    code = main(["saxs", str(dataset["cal"]), str(dataset["data"]), "--out", str(out), "--cluster", "threads",
-                 "--batch-size", "5"])
+    code = main(
+        [
+            "saxs",
+            str(dataset["cal"]),
+            str(dataset["data"]),
+            "--out",
+            str(out),
+            "--cluster",
+            "threads",
+            "--batch-size",
+            "5",
+        ]
+    )
     printed = capsys.readouterr()
     assert code == 1
     assert "frame_900_truncated.tif" in printed.out + printed.err

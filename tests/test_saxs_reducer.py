@@ -15,10 +15,24 @@ SHAPE = (64, 72)
 
 def write_calibration(tmp_path, **extra):
     cal = {
-        "Geometry": {"BeamCenter": [30.0, 35.0], "DedectorDistanceMM": 500.0, "PixelSizeMicroM": [172.0],
-                     "Imagesize": list(SHAPE), "Tilt": {"TiltRotDeg": 0.0, "TiltAngleDeg": 0.0}},
+        "Geometry": {
+            "BeamCenter": [30.0, 35.0],
+            "DedectorDistanceMM": 500.0,
+            "PixelSizeMicroM": [172.0],
+            "Imagesize": list(SHAPE),
+            "Tilt": {"TiltRotDeg": 0.0, "TiltAngleDeg": 0.0},
+        },
         "Wavelength": 1.0,
-        "Masks": [{"Name": "m", "MaskFile": None, "Oversampling": 1, "PixelPerRadialElement": 1.0, "qStart": 0.0, "qStop": 5.0}],
+        "Masks": [
+            {
+                "Name": "m",
+                "MaskFile": None,
+                "Oversampling": 1,
+                "PixelPerRadialElement": 1.0,
+                "qStart": 0.0,
+                "qStop": 5.0,
+            }
+        ],
     }
     cal.update(extra)
     path = tmp_path / "cal.json"
@@ -84,13 +98,26 @@ def test_unwritable_output_is_a_named_failure(tmp_path):
 
 
 def test_empty_bins_are_nan_not_zero(tmp_path):
-    cal = write_calibration(tmp_path, Masks=[{"Name": "m", "MaskFile": "mask.npy", "Oversampling": 1,
-                                              "PixelPerRadialElement": 1.0, "qStart": 0.0, "qStop": 5.0}])
+    cal = write_calibration(
+        tmp_path,
+        Masks=[
+            {
+                "Name": "m",
+                "MaskFile": "mask.npy",
+                "Oversampling": 1,
+                "PixelPerRadialElement": 1.0,
+                "qStart": 0.0,
+                "qStop": 5.0,
+            }
+        ],
+    )
     mask = np.zeros(SHAPE, bool)
     mask[:, :40] = True  # everything left of the beam is masked
     np.save(tmp_path / "mask.npy", mask)
     fabio.edfimage.EdfImage(data=np.full(SHAPE, 7, np.int32)).write(str(tmp_path / "a.edf"))
-    SaxsReducer(load_calibration(cal), tmp_path / "out", input_root=str(tmp_path)).reduce([FrameRef(str(tmp_path / "a.edf"))])
+    SaxsReducer(load_calibration(cal), tmp_path / "out", input_root=str(tmp_path)).reduce(
+        [FrameRef(str(tmp_path / "a.edf"))]
+    )
     q, i, s, _ = read_chi(tmp_path / "out" / "chi" / "a_m.chi")
     assert np.isnan(i).any() and not (i == 0).any()
     assert np.allclose(i[np.isfinite(i)], 7.0)

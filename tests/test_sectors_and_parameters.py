@@ -23,8 +23,16 @@ def test_sector_matches_pyfai_azimuth_range(shared_data, sector):
     ai = pyFAI.load(str(poni))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = ai.integrate1d(image, 400, unit="q_nm^-1", radial_range=(2.0, 50.0), azimuth_range=sector,
-                             method=("no", "histogram", "numpy"), mask=mask, correctSolidAngle=False)
+        ref = ai.integrate1d(
+            image,
+            400,
+            unit="q_nm^-1",
+            radial_range=(2.0, 50.0),
+            azimuth_range=sector,
+            method=("no", "histogram", "numpy"),
+            mask=mask,
+            correctSolidAngle=False,
+        )
     i = ours.intensity[0]
     ok = np.isfinite(i) & (ref.intensity != 0)
     assert ok.sum() > 300
@@ -35,7 +43,9 @@ def test_sector_matches_pyfai_azimuth_range(shared_data, sector):
 
 
 def test_wrapping_sector_is_the_complement():
-    g = Geometry(shape=(80, 90), pixel1_um=172, pixel2_um=172, dist_mm=200, poni1_mm=6.0, poni2_mm=7.0, wavelength_A=1.0)
+    g = Geometry(
+        shape=(80, 90), pixel1_um=172, pixel2_um=172, dist_mm=200, poni1_mm=6.0, poni2_mm=7.0, wavelength_A=1.0
+    )
     bins = RadialBins.linear(0.0, 4.0, 40)
     a = build_integrator(g, bins, split=False, sector_deg=(90.0, 270.0)).matrix
     b = build_integrator(g, bins, split=False, sector_deg=(-90.0, 90.0)).matrix

@@ -17,8 +17,14 @@ from photonflow.sfx import resolution_estimate
 from photonflow.simulate.sfx import read_sfx_truth, write_sfx_dataset
 
 GEOMETRY = "config/geometry/sim256.geom"
-PF8 = {"adc_threshold": 100, "minimum_snr": 5, "min_pixel_count": 2, "max_pixel_count": 40,
-       "local_bg_radius": 3, "max_res": 2000}
+PF8 = {
+    "adc_threshold": 100,
+    "minimum_snr": 5,
+    "min_pixel_count": 2,
+    "max_pixel_count": 40,
+    "local_bg_radius": 3,
+    "max_res": 2000,
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +47,22 @@ def dataset(tmp_path_factory):
 def run(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     root = dataset["root"]
-    inputs = [str(p) for p in dataset["ds"].cxi_files] + [str(root / "nan.cxi"), str(root / "wrong_shape.cxi"),
-                                                          str(root / "no_data.cxi")]
+    inputs = [str(p) for p in dataset["ds"].cxi_files] + [
+        str(root / "nan.cxi"),
+        str(root / "wrong_shape.cxi"),
+        str(root / "no_data.cxi"),
+    ]
     flow = sfx_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
-    state = flow(geometry=str(dataset["ds"].geometry_path), inputs=inputs, output_dir=str(out), batch_size=7,
-                 min_peaks=10, max_peaks=1000, peakfinder8=PF8, return_state=True)
+    state = flow(
+        geometry=str(dataset["ds"].geometry_path),
+        inputs=inputs,
+        output_dir=str(out),
+        batch_size=7,
+        min_peaks=10,
+        max_peaks=1000,
+        peakfinder8=PF8,
+        return_state=True,
+    )
     return out, state.result(), state
 
 
@@ -61,8 +78,9 @@ def test_good_frames_done_bad_ones_named(run):
 def test_peak_lists_are_peakfinder8_on_each_frame(run, dataset):
     out, summary, _ = run
     geom = load_geometry(dataset["ds"].geometry_path)
-    finder = Peakfinder8(geom.radius_map(), AsicGrid.from_layout(geom.asic_layout()), geom.good_pixel_mask(),
-                         Peakfinder8Params(**PF8))
+    finder = Peakfinder8(
+        geom.radius_map(), AsicGrid.from_layout(geom.asic_layout()), geom.good_pixel_mask(), Peakfinder8Params(**PF8)
+    )
     found = {}
     for path in summary["peak_files"]:
         for (src, event), peaks in zip(read_cxi_sources(path), read_cxi_peaks(path)):
@@ -147,8 +165,9 @@ def test_outputs_plots_and_artifacts(run):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
     assert {"progress", "table", "markdown"} <= {a.type for a in artifacts}
     md = [a for a in artifacts if a.type == "markdown"][0].data
     assert f"| 25 | {summary['failed']} | {summary['hits']} |" in md  # done, failed, hits
@@ -156,8 +175,10 @@ def test_outputs_plots_and_artifacts(run):
 
 def test_bad_geometry_fails_before_any_work(dataset, tmp_path):
     bad = tmp_path / "bad.geom"
-    bad.write_text("res = 13333.3\nclen = 0.05\np0/min_fs = 0\np0/max_fs = 255\np0/min_ss = 0\np0/max_ss = 255\n"
-                   "p0/corner_x = -128\np0/corner_y = -128\np0/fs = 1x+\np0/ss = +1y\n")
+    bad.write_text(
+        "res = 13333.3\nclen = 0.05\np0/min_fs = 0\np0/max_fs = 255\np0/min_ss = 0\np0/max_ss = 255\n"
+        "p0/corner_x = -128\np0/corner_y = -128\np0/fs = 1x+\np0/ss = +1y\n"
+    )
     flow = sfx_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
     with pytest.raises(Exception, match=r"bad.geom line 9"):
         flow(geometry=str(bad), inputs=[str(dataset["ds"].cxi_files[0])], output_dir=str(tmp_path / "out"))
@@ -167,11 +188,19 @@ def test_bad_geometry_fails_before_any_work(dataset, tmp_path):
 def test_event_range_on_the_default_dask_cluster(dataset, tmp_path):
     """A CXI event range on the embedded default (a local Dask cluster), torch backend."""
     cxi = dataset["ds"].cxi_files[1]
-    summary = sfx_flow(geometry=str(dataset["ds"].geometry_path), inputs=[f"{cxi}:2-7"], output_dir=str(tmp_path),
-                       batch_size=3, peakfinder8=PF8, backend="torch", device="cpu")
+    summary = sfx_flow(
+        geometry=str(dataset["ds"].geometry_path),
+        inputs=[f"{cxi}:2-7"],
+        output_dir=str(tmp_path),
+        batch_size=3,
+        peakfinder8=PF8,
+        backend="torch",
+        device="cpu",
+    )
     assert summary["done"] == 5 and summary["failed"] == 0
-    assert sorted(e for _, e in read_cxi_sources(summary["peak_files"][0]) + read_cxi_sources(summary["peak_files"][1])) \
-        == [2, 3, 4, 5, 6]
+    assert sorted(
+        e for _, e in read_cxi_sources(summary["peak_files"][0]) + read_cxi_sources(summary["peak_files"][1])
+    ) == [2, 3, 4, 5, 6]
 
 
 def test_command_line_with_a_run_config_and_overrides(dataset, tmp_path, capsys):
@@ -179,10 +208,19 @@ def test_command_line_with_a_run_config_and_overrides(dataset, tmp_path, capsys)
     from photonflow.deployments.cli import main
 
     config = tmp_path / "run.json"
-    config.write_text(json.dumps({
-        "geometry": str(dataset["ds"].geometry_path), "inputs": [f"{dataset['ds'].cxi_files[0]}:0-6"],
-        "output_dir": "out", "peakfinder8": PF8, "min_peaks": 10, "max_peaks": 1000, "batch_size": 3,
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "geometry": str(dataset["ds"].geometry_path),
+                "inputs": [f"{dataset['ds'].cxi_files[0]}:0-6"],
+                "output_dir": "out",
+                "peakfinder8": PF8,
+                "min_peaks": 10,
+                "max_peaks": 1000,
+                "batch_size": 3,
+            }
+        )
+    )
     code = main(["sfx", "--config", str(config), "--cluster", "threads", "--min-peaks", "5"])
     printed = capsys.readouterr().out
     assert code == 0, printed
@@ -197,14 +235,36 @@ def test_command_line_config_errors_name_the_field(dataset, tmp_path, capsys):
     from photonflow.deployments.cli import main
 
     config = tmp_path / "run.json"
-    config.write_text(json.dumps({"geometry": str(dataset["ds"].geometry_path), "inputs": ["x.cxi"],
-                                  "output_dir": "out", "peakfinder8": {"minimum_snr": -1, "bogus": 3}}))
+    config.write_text(
+        json.dumps(
+            {
+                "geometry": str(dataset["ds"].geometry_path),
+                "inputs": ["x.cxi"],
+                "output_dir": "out",
+                "peakfinder8": {"minimum_snr": -1, "bogus": 3},
+            }
+        )
+    )
     assert main(["sfx", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "peakfinder8.minimum_snr" in err and "bogus" in err
     assert main(["validate", str(config)]) == 2  # the schema is guessed from the keys
-    assert main(["sfx", str(dataset["ds"].geometry_path), str(dataset["ds"].cxi_files[0]), "--out",
-                 str(tmp_path / "o"), "--min-peaks", "9", "--max-peaks", "3"]) == 2
+    assert (
+        main(
+            [
+                "sfx",
+                str(dataset["ds"].geometry_path),
+                str(dataset["ds"].cxi_files[0]),
+                "--out",
+                str(tmp_path / "o"),
+                "--min-peaks",
+                "9",
+                "--max-peaks",
+                "3",
+            ]
+        )
+        == 2
+    )
     assert "min_peaks" in capsys.readouterr().err
 
 
@@ -212,8 +272,15 @@ def test_command_line_config_errors_name_the_field(dataset, tmp_path, capsys):
 def network_run(dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("out-net")
     flow = sfx_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=1))
-    summary = flow(geometry=str(dataset["ds"].geometry_path), inputs=[str(p) for p in dataset["ds"].cxi_files],
-                   output_dir=str(out), batch_size=12, finder="peaknet", min_peaks=10, device="cpu")
+    summary = flow(
+        geometry=str(dataset["ds"].geometry_path),
+        inputs=[str(p) for p in dataset["ds"].cxi_files],
+        output_dir=str(out),
+        batch_size=12,
+        finder="peaknet",
+        min_peaks=10,
+        device="cpu",
+    )
     return out, summary
 
 
@@ -282,18 +349,56 @@ def test_train_command_writes_a_checkpoint_the_flow_uses(dataset, tmp_path, caps
     from photonflow.peaks.peaknet import load_checkpoint
 
     model = tmp_path / "tiny.pt"
-    code = main(["sfx-train", "--out", str(model), "--geometry", GEOMETRY, "--frames", "4", "--val-frames", "2",
-                 "--test-frames", "2", "--epochs", "1", "--steps-per-epoch", "2", "--base-channels", "4",
-                 "--depth", "2", "--crop", "64", "--device", "cpu"])
+    code = main(
+        [
+            "sfx-train",
+            "--out",
+            str(model),
+            "--geometry",
+            GEOMETRY,
+            "--frames",
+            "4",
+            "--val-frames",
+            "2",
+            "--test-frames",
+            "2",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--base-channels",
+            "4",
+            "--depth",
+            "2",
+            "--crop",
+            "64",
+            "--device",
+            "cpu",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "peak_recall" in printed and "artifact_pixel_recall" in printed
     net, meta = load_checkpoint(model, device="cpu")
     assert meta["architecture"]["base_channels"] == 4 and "validation" in meta
     assert json.loads(model.with_suffix(".json").read_text())["architecture"]["depth"] == 2
-    code = main(["sfx", str(dataset["ds"].geometry_path), f"{dataset['ds'].cxi_files[0]}:0-3", "--out",
-                 str(tmp_path / "run"), "--finder", "peaknet", "--checkpoint", str(model), "--cluster", "threads",
-                 "--device", "cpu"])
+    code = main(
+        [
+            "sfx",
+            str(dataset["ds"].geometry_path),
+            f"{dataset['ds'].cxi_files[0]}:0-3",
+            "--out",
+            str(tmp_path / "run"),
+            "--finder",
+            "peaknet",
+            "--checkpoint",
+            str(model),
+            "--cluster",
+            "threads",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().out
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["done"] == 3 and summary["parameters"]["checkpoint"] == str(model)

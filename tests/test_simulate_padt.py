@@ -139,8 +139,9 @@ def test_gain_switch_step(geom):
         ring[target] = f.expected[target] >= 1.5 * THRESHOLD
         _assert_ratio(f, ring, 1.0)
     # noise free: exactly g × photons on the switched pixels of the target panel, photons elsewhere
-    exact = PadtConfig(poisson=False, read_noise_adu=0.0, low_gain_noise_adu=0.0, gain_error=(0.8, 0.8),
-                       gain_error_up_probability=0.0)
+    exact = PadtConfig(
+        poisson=False, read_noise_adu=0.0, low_gain_noise_adu=0.0, gain_error=(0.8, 0.8), gain_error_up_probability=0.0
+    )
     f = simulate_padt_frame(geom, 5, exact, reason="gain_switch", return_maps=True)
     want = f.expected * ADU
     sw = np.zeros(f.expected.shape, bool)
@@ -249,9 +250,15 @@ def test_config_checks(geom):
     c = PadtConfig(bad_fraction=0.2, ring_photons=(1.0, 100.0))
     assert PadtConfig.from_dict(c.to_dict()) == c
     assert sum(c.artefact_probabilities.values()) == pytest.approx(1.0)
-    for bad in (dict(bad_fraction=1.5), dict(ring_photons=(1.0, 20.0)), dict(gain_switch_margin=0.5),
-                dict(shadow_fraction=(0.0, 0.5)), dict(artefact_mix=(1.0, 0.0)), dict(low_gain_noise_adu=1.0),
-                dict(window_transmission=(0.0, 1.0))):
+    for bad in (
+        dict(bad_fraction=1.5),
+        dict(ring_photons=(1.0, 20.0)),
+        dict(gain_switch_margin=0.5),
+        dict(shadow_fraction=(0.0, 0.5)),
+        dict(artefact_mix=(1.0, 0.0)),
+        dict(low_gain_noise_adu=1.0),
+        dict(window_transmission=(0.0, 1.0)),
+    ):
         with pytest.raises(ValueError):
             PadtConfig(**bad)
     with pytest.raises(ValueError):

@@ -32,8 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _small_geometry(y_origin="bottom", distance_mm=1000.0, shape=(160, 200)):
     return Geometry.from_fit2d(
-        distance_mm, center_x=70.3, center_y=60.8, tilt_deg=2.0, tilt_plane_rotation_deg=35.0,
-        shape=shape, wavelength_A=1.0, y_origin=y_origin,
+        distance_mm,
+        center_x=70.3,
+        center_y=60.8,
+        tilt_deg=2.0,
+        tilt_plane_rotation_deg=35.0,
+        shape=shape,
+        wavelength_A=1.0,
+        y_origin=y_origin,
     )
 
 
@@ -104,7 +110,8 @@ def test_expected_value_is_the_pixel_area_average():
     fn = partial(guinier_porod, i0=1.0e4, rg_nm=3.0, porod_exponent=4.0)
     e5 = pixel_average(g, fn, 5)
     e15 = pixel_average(g, fn, 15)
-    for (i, j) in [(60, 75), (20, 10), (100, 150), (159, 199), (70, 60)]:
+    for i, j in [(60, 75), (20, 10), (100, 150), (159, 199), (70, 60)]:
+
         def f(c, r):
             tth = g.two_theta_chi(r, c)[0]
             return float(fn(q_from_two_theta(tth, g.wavelength_A)))
@@ -119,8 +126,9 @@ def test_expected_value_is_the_pixel_area_average():
 def test_polarisation_and_solid_angle_factors():
     g = _small_geometry(distance_mm=200.0)
     base = simulate_image(g, GP, oversampling=2, poisson=False, dtype=np.float64).expected
-    sim = simulate_image(g, GP, oversampling=2, poisson=False, dtype=np.float64,
-                         polarization_factor=0.95, solid_angle=True)
+    sim = simulate_image(
+        g, GP, oversampling=2, poisson=False, dtype=np.float64, polarization_factor=0.95, solid_angle=True
+    )
     np.testing.assert_allclose(sim.expected, base * g.polarization_array(0.95) * g.solid_angle_array(), rtol=1e-14)
 
 
@@ -188,8 +196,9 @@ def test_ground_truth_curve_of_a_constant_and_areas():
     mask = np.zeros(g.shape, bool)
     mask[:, :13] = True
     edges = np.linspace(0.0, g.q_array().max() * 1.01, 40)
-    gt = ground_truth_curve(g, lambda q: np.full_like(q, 3.5), edges, oversampling=4, mask=mask,
-                            polarization_factor=0.9, solid_angle=True)
+    gt = ground_truth_curve(
+        g, lambda q: np.full_like(q, 3.5), edges, oversampling=4, mask=mask, polarization_factor=0.9, solid_angle=True
+    )
     filled = gt.area_px > 0
     np.testing.assert_allclose(gt.intensity[filled], 3.5, rtol=1e-13)
     assert np.isnan(gt.intensity[~filled]).all()
@@ -301,9 +310,16 @@ def test_series_with_constant_parameters_and_callables(tmp_path):
     import tifffile
 
     g = _small_geometry(shape=(30, 40))
-    s = write_series(tmp_path, 3, g, powder_rings,
-                     {"q_peaks": [0.3], "widths": [0.02], "heights": [100.0], "background": 10.0},
-                     varying=lambda i, t: {"background": 10.0 + t}, frame_time_s=2.0, poisson=False)
+    s = write_series(
+        tmp_path,
+        3,
+        g,
+        powder_rings,
+        {"q_peaks": [0.3], "widths": [0.02], "heights": [100.0], "background": 10.0},
+        varying=lambda i, t: {"background": 10.0 + t},
+        frame_time_s=2.0,
+        poisson=False,
+    )
     assert [p["background"] for p in s.params] == [10.0, 12.0, 14.0]
     imgs = [tifffile.imread(p) for p in s.paths]
     assert imgs[1].min() >= 12 and imgs[2].min() >= 14

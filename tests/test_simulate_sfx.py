@@ -26,8 +26,15 @@ GEOMETRY_DIR = Path(__file__).resolve().parents[1] / "config" / "geometry"
 
 # noise-free, nothing but Bragg spots
 SPOTS_ONLY = dict(
-    poisson=False, read_noise_adu=0.0, background_photons=0.0, diffuse_photons=0.0, water_photons=0.0,
-    ring_probability=0.0, streak_probability=0.0, hot_pixel_fraction=0.0, dead_pixel_fraction=0.0,
+    poisson=False,
+    read_noise_adu=0.0,
+    background_photons=0.0,
+    diffuse_photons=0.0,
+    water_photons=0.0,
+    ring_probability=0.0,
+    streak_probability=0.0,
+    hot_pixel_fraction=0.0,
+    dead_pixel_fraction=0.0,
 )
 
 
@@ -45,11 +52,13 @@ def _d_from_cell(cell, hkl):
     """d-spacing from the cell metric (independent of cell_reciprocal_basis)."""
     a, b, c = cell[:3]
     al, be, ga = np.radians(cell[3:])
-    G = np.array([
-        [a * a, a * b * np.cos(ga), a * c * np.cos(be)],
-        [a * b * np.cos(ga), b * b, b * c * np.cos(al)],
-        [a * c * np.cos(be), b * c * np.cos(al), c * c],
-    ])
+    G = np.array(
+        [
+            [a * a, a * b * np.cos(ga), a * c * np.cos(be)],
+            [a * b * np.cos(ga), b * b, b * c * np.cos(al)],
+            [a * c * np.cos(be), b * c * np.cos(al), c * c],
+        ]
+    )
     h = np.asarray(hkl, float)
     return 1.0 / np.sqrt(np.einsum("ni,ij,nj->n", h, np.linalg.inv(G), h))
 
@@ -60,8 +69,9 @@ def test_crystallography_helpers():
         B = cell_reciprocal_basis(cell)
         hkl = rng.integers(-20, 21, (50, 3))
         hkl = hkl[np.any(hkl != 0, axis=1)]
-        np.testing.assert_allclose(1.0 / np.linalg.norm(hkl @ B.T, axis=1), _d_from_cell(np.array(cell), hkl),
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            1.0 / np.linalg.norm(hkl @ B.T, axis=1), _d_from_cell(np.array(cell), hkl), rtol=1e-12
+        )
     # uniform on SO(3): proper rotations, mean of R over many draws ≈ 0
     Rs = np.array([random_rotation(rng) for _ in range(4000)])
     np.testing.assert_allclose(np.einsum("nij,nkj->nik", Rs, Rs), np.broadcast_to(np.eye(3), Rs.shape), atol=1e-12)
@@ -93,7 +103,7 @@ def test_spot_centroids_and_integrals_are_exact(geom256):
                 continue
             h = int(np.ceil(5 * max(t.sigma_fs[i], t.sigma_ss[i]))) + 2
             c0, r0 = int(round(t.fs_bragg[i])), int(round(t.ss_bragg[i]))
-            ss, fs = np.mgrid[max(r0 - h, 0):r0 + h + 1, max(c0 - h, 0):c0 + h + 1]
+            ss, fs = np.mgrid[max(r0 - h, 0) : r0 + h + 1, max(c0 - h, 0) : c0 + h + 1]
             ok = (ss < 256) & (fs < 256)
             ss, fs = ss[ok], fs[ok]
             w = fr.expected[ss, fs].astype(np.float64)
@@ -103,8 +113,9 @@ def test_spot_centroids_and_integrals_are_exact(geom256):
             assert abs((w * fs).sum() / w.sum() - t.fs[i]) < 1e-3
             assert abs((w * ss).sum() / w.sum() - t.ss[i]) < 1e-3
             b = geom256.panels[t.panel[i]]
-            if min(t.fs_bragg[i] - b.min_fs, b.max_fs - t.fs_bragg[i],
-                   t.ss_bragg[i] - b.min_ss, b.max_ss - t.ss_bragg[i]) < 2 * max(t.sigma_fs[i], t.sigma_ss[i]):
+            if min(
+                t.fs_bragg[i] - b.min_fs, b.max_fs - t.fs_bragg[i], t.ss_bragg[i] - b.min_ss, b.max_ss - t.ss_bragg[i]
+            ) < 2 * max(t.sigma_fs[i], t.sigma_ss[i]):
                 edge += 1
             checked += 1
     assert checked >= 20
@@ -151,8 +162,13 @@ def test_reflections_lie_on_the_ewald_sphere(geom1920):
 
 
 def test_label_map(geom256):
-    cfg = SfxConfig(ring_probability=1.0, streak_probability=1.0, hit_fraction=0.5, hot_pixel_fraction=3e-3,
-                    dead_pixel_fraction=5e-3)
+    cfg = SfxConfig(
+        ring_probability=1.0,
+        streak_probability=1.0,
+        hit_fraction=0.5,
+        hot_pixel_fraction=3e-3,
+        dead_pixel_fraction=5e-3,
+    )
     frames = simulate_sfx_frames(geom256, 8, seed=3, config=cfg)
     q = geom256.q_map()
     x, y, _ = geom256.lab_maps_m()
@@ -197,14 +213,22 @@ def test_label_map(geom256):
                 n_streak += 1
     assert n_strong > 50 and n_weak > 20 and n_streak > 2  # strong and many weak spots; streaks seen
     # water ring and smooth background carry no label
-    quiet = simulate_sfx_frame(geom256, 0, SfxConfig(ring_probability=0, streak_probability=0,
-                                                       hot_pixel_fraction=0), hit=False)
+    quiet = simulate_sfx_frame(
+        geom256, 0, SfxConfig(ring_probability=0, streak_probability=0, hot_pixel_fraction=0), hit=False
+    )
     assert not quiet.labels.any()
 
 
 def test_noise_statistics_and_determinism(geom256):
-    cfg = SfxConfig(adu_per_photon=10.0, read_noise_adu=3.0, hot_pixel_fraction=0, dead_pixel_fraction=0,
-                    ring_probability=0, streak_probability=0, water_photons=4.0)
+    cfg = SfxConfig(
+        adu_per_photon=10.0,
+        read_noise_adu=3.0,
+        hot_pixel_fraction=0,
+        dead_pixel_fraction=0,
+        ring_probability=0,
+        streak_probability=0,
+        water_photons=4.0,
+    )
     fr = simulate_sfx_frame(geom256, 11, cfg, hit=False, return_expected=True)
     resid = fr.image.astype(np.float64) - 10.0 * fr.expected
     var = 100.0 * fr.expected + 9.0

@@ -74,8 +74,9 @@ def test_shepp_logan_central_slice_values():
 
 
 def test_scan_artefacts_are_where_the_truth_says():
-    scan = simulate_scan(4, 96, 60, dead_columns=(10,), hot_columns=(40,), zinger_probability=2e-3,
-                         i0_drop_fraction=0.1, seed=5)
+    scan = simulate_scan(
+        4, 96, 60, dead_columns=(10,), hot_columns=(40,), zinger_probability=2e-3, i0_drop_fraction=0.1, seed=5
+    )
     assert scan.data.dtype == np.uint16 and scan.data.shape == (60, 4, 96)
     assert scan.flats.shape == (20, 4, 96) and scan.darks.shape == (10, 4, 96)
     # darks at the dark level
@@ -143,14 +144,14 @@ def test_half_acquisition_and_overlapping_scans():
 def test_phase_contrast_fringes_and_contact_limit():
     theta = [0.0]
     sphere = [Ellipsoid(1.0, 0.6, 0.6, 0.6)]
-    contact, t_um = phase_contrast_projections((1, 128), theta, sphere, distance_mm=1e-6, pixel_um=1.0,
-                                               delta=1e-6, beta=1e-8)
+    contact, t_um = phase_contrast_projections(
+        (1, 128), theta, sphere, distance_mm=1e-6, pixel_um=1.0, delta=1e-6, beta=1e-8
+    )
     k = 2 * np.pi / (12.398419843320026 / 20.0 * 1e-4)
     np.testing.assert_allclose(contact, np.exp(-2 * k * 1e-8 * t_um), rtol=1e-4)
-    far, _ = phase_contrast_projections((1, 128), theta, sphere, distance_mm=200.0, pixel_um=1.0,
-                                        delta=1e-6, beta=1e-8)
+    far, _ = phase_contrast_projections((1, 128), theta, sphere, distance_mm=200.0, pixel_um=1.0, delta=1e-6, beta=1e-8)
     edge = int(np.argmax(t_um[0, 0] > 0))
-    assert far[0, 0, edge - 3:edge + 3].max() > 1.02  # an edge fringe above the flat level
+    assert far[0, 0, edge - 3 : edge + 3].max() > 1.02  # an edge fringe above the flat level
     assert far[0, 0].mean() == pytest.approx(contact[0, 0].mean(), rel=0.02)  # flux conserved
 
 
@@ -158,8 +159,16 @@ def test_phase_contrast_fringes_and_contact_limit():
 @pytest.mark.parametrize("external", [False, True])
 def test_dxchange_round_trip(tmp_path, compression, external):
     scan = simulate_scan(2, 48, 12, n_flats_before=2, n_flats_after=2, n_darks=3, seed=1)
-    path = write_dxchange(tmp_path / "scan.h5", scan.data, scan.flats, scan.darks, scan.theta_deg,
-                          compression=compression, monitor=scan.monitor, external_links=external)
+    path = write_dxchange(
+        tmp_path / "scan.h5",
+        scan.data,
+        scan.flats,
+        scan.darks,
+        scan.theta_deg,
+        compression=compression,
+        monitor=scan.monitor,
+        external_links=external,
+    )
     back = read_dxchange(path)
     np.testing.assert_array_equal(back.data, scan.data)
     np.testing.assert_array_equal(back.flats, scan.flats)

@@ -22,8 +22,13 @@ def test_q_components_match_pyfai_grazing_units(tilt):
 
     g = geometry(tilt)
     ai = AzimuthalIntegrator(
-        dist=g.dist_mm * 1e-3, poni1=g.poni1_mm * 1e-3, poni2=g.poni2_mm * 1e-3,
-        rot1=g.rot1, rot2=g.rot2, rot3=g.rot3, wavelength=g.wavelength_A * 1e-10,
+        dist=g.dist_mm * 1e-3,
+        poni1=g.poni1_mm * 1e-3,
+        poni2=g.poni2_mm * 1e-3,
+        rot1=g.rot1,
+        rot2=g.rot2,
+        rot3=g.rot3,
+        wavelength=g.wavelength_A * 1e-10,
     )
     ai.detector = pyFAI.detectors.Detector(172e-6, 172e-6, max_shape=SHAPE)
     r, c = g.pixel_centres(1)
@@ -44,7 +49,15 @@ def test_q_vertical_with_incidence_matches_pyfai_fibre_units_on_flipped_image(in
     ai = AzimuthalIntegrator(wavelength=g.wavelength_A * 1e-10)
     ai.detector = pyFAI.detectors.Detector(172e-6, 172e-6, max_shape=SHAPE)
     # the same detector seen upside down: y from the other edge, tilt-plane rotation mirrored
-    ai.setFit2D(f["distance_mm"], f["center_x"], SHAPE[0] - f["center_y"], f["tilt_deg"], -f["tilt_plane_rotation_deg"], 172, 172)
+    ai.setFit2D(
+        f["distance_mm"],
+        f["center_x"],
+        SHAPE[0] - f["center_y"],
+        f["tilt_deg"],
+        -f["tilt_plane_rotation_deg"],
+        172,
+        172,
+    )
     unit = units.get_unit_fiber("qoop_nm^-1", incident_angle=np.radians(incident_deg))
     qoop_flipped = ai.array_from_unit(SHAPE, unit=unit, typ="center")
     r, c = g.pixel_centres(1)

@@ -26,8 +26,10 @@ pytestmark = pytest.mark.slurm
 
 def _slurm_problem() -> str | None:
     if shutil.which("sinfo") is None:
-        return ("SLURM is not installed here (no sinfo); .ci/run installs slurm-wlm and munge and starts "
-                "deployments/slurm/single_node.sh")
+        return (
+            "SLURM is not installed here (no sinfo); .ci/run installs slurm-wlm and munge and starts "
+            "deployments/slurm/single_node.sh"
+        )
     try:
         out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -43,10 +45,22 @@ def slurm_profile(tmp_path_factory):
     if problem:
         pytest.skip(problem)
     root = tmp_path_factory.mktemp("slurm")
-    partition = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout.split()[0].rstrip("*")
-    profile = {"kind": "slurm", "cores": 1, "processes": 1, "memory": "2GiB", "walltime": "00:20:00",
-               "queue": partition, "jobs": 2, "interface": "lo", "local_directory": str(root / "work"),
-               "log_directory": str(root / "logs"), "python": sys.executable}
+    partition = (
+        subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout.split()[0].rstrip("*")
+    )
+    profile = {
+        "kind": "slurm",
+        "cores": 1,
+        "processes": 1,
+        "memory": "2GiB",
+        "walltime": "00:20:00",
+        "queue": partition,
+        "jobs": 2,
+        "interface": "lo",
+        "local_directory": str(root / "work"),
+        "log_directory": str(root / "logs"),
+        "python": sys.executable,
+    }
     path = root / "slurm_test.json"
     path.write_text(json.dumps(profile))
     return load_cluster_profile(path)
@@ -67,8 +81,13 @@ def test_saxs_flow_on_slurm_matches_the_thread_pool(slurm_profile, tmp_path):
     data = write_demo_dataset(tmp_path / "data", n_frames=12)
     outputs = {}
     for name, profile in (("threads", load_cluster_profile("threads")), ("slurm", slurm_profile)):
-        run = {"calibration": data["calibration"], "inputs": data["inputs"], "output_dir": str(tmp_path / name),
-               "cluster": "threads", "batch_size": 4}
+        run = {
+            "calibration": data["calibration"],
+            "inputs": data["inputs"],
+            "output_dir": str(tmp_path / name),
+            "cluster": "threads",
+            "batch_size": 4,
+        }
         kwargs, _ = _prepare_saxs(run, "test")
         t = time.perf_counter()
         summary = run_on_profile(saxs_flow, kwargs, profile)
@@ -96,9 +115,15 @@ def test_tomo_flow_on_slurm_matches_the_thread_pool(slurm_profile, tmp_path):
     path = write_tomo_scan(tmp_path / "scan.h5", scan)
     volumes = {}
     for name, profile in (("threads", load_cluster_profile("threads")), ("slurm", slurm_profile)):
-        kwargs = {"inputs": [str(path)], "output_dir": str(tmp_path / name), "report": False,
-                  "preprocess": {"zingers": {"threshold": 0.3}}, "sinogram": {"stripes": {"method": "sorting", "size": 11}},
-                  "output": {"dtype": "float32"}, "chunks": {"projections": 40, "rows": 3}}
+        kwargs = {
+            "inputs": [str(path)],
+            "output_dir": str(tmp_path / name),
+            "report": False,
+            "preprocess": {"zingers": {"threshold": 0.3}},
+            "sinogram": {"stripes": {"method": "sorting", "size": 11}},
+            "output": {"dtype": "float32"},
+            "chunks": {"projections": 40, "rows": 3},
+        }
         summary = run_on_profile(tomo_flow, kwargs, profile)
         assert len(summary["pass1_chunk_s"]) == 3 and len(summary["pass2_chunk_s"]) == 3
         with h5py.File(summary["outputs"]["volume"], "r") as f:
@@ -109,11 +134,13 @@ def test_tomo_flow_on_slurm_matches_the_thread_pool(slurm_profile, tmp_path):
 def test_a_job_that_cannot_start_fails_clearly(slurm_profile, tmp_path):
     """A partition that does not exist, or more memory than any node has: SLURM's refusal is the
     error, before the run starts (not a run waiting for workers that never come)."""
-    from photonflow.deployments.cli import main
     from photonflow.config import ConfigError
+    from photonflow.deployments.cli import main
 
-    for change, words in (({"queue": "no-such-partition"}, "invalid partition"),
-                          ({"memory": "100000GiB"}, "node configuration is not available")):
+    for change, words in (
+        ({"queue": "no-such-partition"}, "invalid partition"),
+        ({"memory": "100000GiB"}, "node configuration is not available"),
+    ):
         bad = {k: v for k, v in slurm_profile.items() if not k.startswith("_")}
         bad.update(change)
         path = tmp_path / "bad.json"
@@ -139,8 +166,13 @@ def test_a_job_cancelled_mid_run_does_not_change_the_result(slurm_profile, tmp_p
 
     scan = simulate_scan(n_rows=16, n_cols=128, n_angles=360, photons=20000, seed=6)
     path = write_tomo_scan(tmp_path / "scan.h5", scan)
-    kwargs = {"inputs": [str(path)], "report": False, "output": {"dtype": "float32"},
-              "preprocess": {"zingers": {"threshold": 0.3}}, "chunks": {"projections": 24, "rows": 2}}
+    kwargs = {
+        "inputs": [str(path)],
+        "report": False,
+        "output": {"dtype": "float32"},
+        "preprocess": {"zingers": {"threshold": 0.3}},
+        "chunks": {"projections": 24, "rows": 2},
+    }
     cancelled = []
 
     def cancel_one_job():
@@ -159,9 +191,12 @@ def test_a_job_cancelled_mid_run_does_not_change_the_result(slurm_profile, tmp_p
     summary = run_on_profile(tomo_flow, {**kwargs, "output_dir": str(tmp_path / "slurm")}, slurm_profile)
     killer.join()
     assert cancelled, "no job was cancelled: the run ended before both workers were up"
-    reference = run_on_profile(tomo_flow, {**kwargs, "output_dir": str(tmp_path / "threads")},
-                               load_cluster_profile("threads"))
+    reference = run_on_profile(
+        tomo_flow, {**kwargs, "output_dir": str(tmp_path / "threads")}, load_cluster_profile("threads")
+    )
     with h5py.File(summary["outputs"]["volume"], "r") as f, h5py.File(reference["outputs"]["volume"], "r") as g:
         assert np.array_equal(f["volume"][()], g["volume"][()])
-    print(f"cancelled job {cancelled[0]}; pass-1 chunks {len(summary['pass1_chunk_s'])}, "
-          f"pass-2 chunks {len(summary['pass2_chunk_s'])}, elapsed {summary['elapsed_s']:.1f} s")
+    print(
+        f"cancelled job {cancelled[0]}; pass-1 chunks {len(summary['pass1_chunk_s'])}, "
+        f"pass-2 chunks {len(summary['pass2_chunk_s'])}, elapsed {summary['elapsed_s']:.1f} s"
+    )

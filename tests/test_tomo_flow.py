@@ -37,20 +37,31 @@ def _write(path, s, flats_end=True, theta=None):
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     root = tmp_path_factory.mktemp("tomoflow")
-    s = simulate_scan(n_rows=12, n_cols=128, n_angles=180, photons=20000, seed=1, dead_columns=(40,),
-                      hot_columns=(70,), zinger_probability=1e-4)
+    s = simulate_scan(
+        n_rows=12,
+        n_cols=128,
+        n_angles=180,
+        photons=20000,
+        seed=1,
+        dead_columns=(40,),
+        hot_columns=(70,),
+        zinger_probability=1e-4,
+    )
     return root, _write(root / "scan.h5", s), s
 
 
-RUN = {"preprocess": {"i0": {"monitor": "/exchange/monitor"}, "zingers": {"threshold": 0.3}},
-       "sinogram": {"stripes": {"method": "all", "snr": 3, "la_size": 31, "sm_size": 21}}}
+RUN = {
+    "preprocess": {"i0": {"monitor": "/exchange/monitor"}, "zingers": {"threshold": 0.3}},
+    "sinogram": {"stripes": {"method": "all", "snr": 3, "la_size": 31, "sm_size": 21}},
+}
 
 
 @pytest.fixture(scope="module")
 def run(scan):
     root, path, s = scan
-    summary = _threads(tomo_flow)(inputs=[str(path)], output_dir=str(root / "out"),
-                                  chunks={"projections": 64, "rows": 5}, **RUN)
+    summary = _threads(tomo_flow)(
+        inputs=[str(path)], output_dir=str(root / "out"), chunks={"projections": 64, "rows": 5}, **RUN
+    )
     return root / "out", summary
 
 
@@ -95,10 +106,22 @@ def test_stripe_removal_reduces_rings(scan, run):
     root, path, s = scan
     from photonflow.tomo.sino import ring_metric
 
-    plain = _threads(tomo_flow)(inputs=[str(path)], output_dir=str(root / "plain"), output={"dtype": "float32"},
-                                preprocess=RUN["preprocess"], reconstruction={"center": s.center_px}, report=False)
-    cleaned = _threads(tomo_flow)(inputs=[str(path)], output_dir=str(root / "cleaned"), output={"dtype": "float32"},
-                                  reconstruction={"center": s.center_px}, report=False, **RUN)
+    plain = _threads(tomo_flow)(
+        inputs=[str(path)],
+        output_dir=str(root / "plain"),
+        output={"dtype": "float32"},
+        preprocess=RUN["preprocess"],
+        reconstruction={"center": s.center_px},
+        report=False,
+    )
+    cleaned = _threads(tomo_flow)(
+        inputs=[str(path)],
+        output_dir=str(root / "cleaned"),
+        output={"dtype": "float32"},
+        reconstruction={"center": s.center_px},
+        report=False,
+        **RUN,
+    )
     with h5py.File(plain["outputs"]["volume"], "r") as f, h5py.File(cleaned["outputs"]["volume"], "r") as g:
         before = np.mean([ring_metric(x) for x in f["volume"][()]])
         after = np.mean([ring_metric(x) for x in g["volume"][()]])
@@ -123,9 +146,14 @@ def test_stitched_scans_reconstruct_like_one_wide_scan(tmp_path):
             ex["data_dark"] = dark.astype(np.float32)
             ex["theta"] = theta
         paths.append(str(tmp_path / f"part{k}.h5"))
-    summary = _threads(tomo_flow)(inputs=paths, output_dir=str(tmp_path / "out"), output={"dtype": "float32"},
-                                  stitch={"motor_positions_mm": [0.0, 0.4], "pixel_size_um": 6.5},  # guess 61.5 px
-                                  reconstruction={"center": 79.5}, report=False)
+    summary = _threads(tomo_flow)(
+        inputs=paths,
+        output_dir=str(tmp_path / "out"),
+        output={"dtype": "float32"},
+        stitch={"motor_positions_mm": [0.0, 0.4], "pixel_size_um": 6.5},  # guess 61.5 px
+        reconstruction={"center": 79.5},
+        report=False,
+    )
     assert summary["stitch_offsets_px"] == [70.0]
     with h5py.File(summary["outputs"]["volume"], "r") as f:
         vol = f["volume"][()]
@@ -171,8 +199,13 @@ def test_a_failing_chunk_is_retried_then_reported_without_a_volume(scan, tmp_pat
 
     monkeypatch.setattr(passes, "pass2_chunk", flaky)
     with pytest.raises(RuntimeError, match="pass 2 failed, no volume written.*disk went away"):
-        _threads(tomo_flow)(inputs=[str(path)], output_dir=str(tmp_path / "o"), chunks={"rows": 5},
-                            reconstruction={"center": s.center_px}, report=False)
+        _threads(tomo_flow)(
+            inputs=[str(path)],
+            output_dir=str(tmp_path / "o"),
+            chunks={"rows": 5},
+            reconstruction={"center": s.center_px},
+            report=False,
+        )
     assert calls.count(0) == 3  # the first try and two retries
     assert not (tmp_path / "o" / "volume.h5").exists()
 
@@ -183,8 +216,16 @@ def test_cli_dry_run_and_config_errors(scan, tmp_path, capsys):
     plan = json.loads(capsys.readouterr().out.split("outputs go to:")[1].split("\n", 1)[1])
     assert plan["shape"] == [180, 12, 128] and plan["pass1"]["chunks"][-1][1] == 180
     cfg = tmp_path / "run.json"
-    cfg.write_text(json.dumps({"inputs": [str(path)], "output_dir": "o", "output": {"dtype": "int7"},
-                               "preprocess": {"paganin": {"delta_beta": 100}}}))
+    cfg.write_text(
+        json.dumps(
+            {
+                "inputs": [str(path)],
+                "output_dir": "o",
+                "output": {"dtype": "int7"},
+                "preprocess": {"paganin": {"delta_beta": 100}},
+            }
+        )
+    )
     assert main(["tomo", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "output.dtype" in err and "paganin" in err and "energy_kev" in err

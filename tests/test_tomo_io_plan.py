@@ -45,12 +45,15 @@ def test_read_compressed_and_externally_linked(tmp_path):
         open_scan(tmp_path / "master.h5")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(flats=0), "data_white: not found"),
-    (dict(darks=0), "data_dark: not found"),
-    (dict(theta=np.arange(7.0)), "7 angles for 10 projections"),
-    (dict(theta=np.r_[np.arange(9.0), np.nan]), "non-finite angles"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(flats=0), "data_white: not found"),
+        (dict(darks=0), "data_dark: not found"),
+        (dict(theta=np.arange(7.0)), "7 angles for 10 projections"),
+        (dict(theta=np.r_[np.arange(9.0), np.nan]), "non-finite angles"),
+    ],
+)
 def test_bad_files_are_named_before_work(tmp_path, kwargs, message):
     _write(tmp_path / "bad.h5", **kwargs)
     with pytest.raises(DxchangeError, match=message) as err:
@@ -91,7 +94,9 @@ def test_non_finite_values_are_named(tmp_path):
         del f["exchange/data"]
         f["exchange/data"] = data
     scan = open_scan(tmp_path / "a.h5")  # projection 7 is not among the sampled ones
-    with pytest.raises(DxchangeError, match=r"a.h5: /exchange/data: projection 7 has NaN or inf \(row 0 \+ 2, column 3"):
+    with pytest.raises(
+        DxchangeError, match=r"a.h5: /exchange/data: projection 7 has NaN or inf \(row 0 \+ 2, column 3"
+    ):
         read_projections(scan, 5, 10)
     with h5py.File(tmp_path / "a.h5", "a") as f:
         f["exchange/data"][5, 0, 0] = np.inf

@@ -79,8 +79,11 @@ def test_pass2_chunks_make_the_volume(scan):
     steps2 = {"backend": "gridrec", "filter": "shepp", "circle_mask": True}
     files, ranges = [], [(0, 4), (4, 10)]
     for k, (a, b) in enumerate(ranges):
-        files.append(pass2_chunk(joined, a, b, s.theta_deg, s.center_px, steps2, {"dtype": "float32"},
-                                 root / f"slices_{k}.h5")["file"])
+        files.append(
+            pass2_chunk(joined, a, b, s.theta_deg, s.center_px, steps2, {"dtype": "float32"}, root / f"slices_{k}.h5")[
+                "file"
+            ]
+        )
     vol_path = join(files, ranges, 0, root / "volume.h5", dataset="volume")
     with h5py.File(vol_path, "r") as f:
         vol = f["volume"][()]
@@ -98,8 +101,9 @@ def test_pass2_chunks_make_the_volume(scan):
     with h5py.File(vol_path, "r") as f:
         assert np.isclose(f["pyramid/level_1"][0, 0, 0], vol[:2, :2, :2].mean(), atol=1e-6)
     # uint16 output with a fixed range
-    out = pass2_chunk(joined, 0, 4, s.theta_deg, s.center_px, steps2, {"dtype": "uint16", "range": [0.0, 0.05]},
-                      root / "u16.h5")
+    out = pass2_chunk(
+        joined, 0, 4, s.theta_deg, s.center_px, steps2, {"dtype": "uint16", "range": [0.0, 0.05]}, root / "u16.h5"
+    )
     with h5py.File(out["file"], "r") as f:
         u = f["data"][()]
     assert u.dtype == np.uint16 and u.max() <= 65535

@@ -155,7 +155,7 @@ def test_paganin_recovers_the_attenuation_image_analytically():
     c = z_mm * 1e-3 * wavelength_m(e_kev) * db / (4 * np.pi)
     fy = np.fft.fftfreq(rows, d=px_um * 1e-6)
     fx = np.fft.fftfreq(cols, d=px_um * 1e-6)
-    lap = -(2 * np.pi) ** 2 * (fy[:, None] ** 2 + fx[None, :] ** 2)
+    lap = -((2 * np.pi) ** 2) * (fy[:, None] ** 2 + fx[None, :] ** 2)
     intensity = att - c * np.real(np.fft.ifft2(lap * np.fft.fft2(att)))
     assert np.abs(intensity - att).max() > 0.01  # the fringes are there
     out = paganin_filter(intensity.astype(np.float64), px_um, z_mm, e_kev, db, pad=0)
@@ -173,8 +173,9 @@ def test_paganin_on_a_fresnel_propagated_phase_object():
     from photonflow.simulate.tomo import phase_contrast_projections, wavelength_um
 
     e_kev, z_mm, px_um, delta, beta = 20.0, 100.0, 1.0, 1e-6, 1e-9
-    intensity, t_um = phase_contrast_projections((64, 256), [0.0], None, energy_kev=e_kev, distance_mm=z_mm,
-                                                 pixel_um=px_um, delta=delta, beta=beta)
+    intensity, t_um = phase_contrast_projections(
+        (64, 256), [0.0], None, energy_kev=e_kev, distance_mm=z_mm, pixel_um=px_um, delta=delta, beta=beta
+    )
     att = np.exp(-2 * (2 * np.pi / wavelength_um(e_kev)) * beta * t_um[0])
     raw_err = np.abs(intensity[0] - att).max()
     out = paganin_filter(intensity[0], px_um, z_mm, e_kev, delta / beta)

@@ -105,8 +105,9 @@ def _transmission(scan):
 def test_center_vo_finds_a_shifted_axis_and_agrees_with_algotom():
     n = 256
     for true_center in (127.5 + 7.3, 127.5 - 10.6, 131.0):
-        scan = simulate_scan(1, n, 360, center_px=true_center, object_width_px=n - 2 * int(abs(true_center - 127.5)) - 4,
-                             seed=1)
+        scan = simulate_scan(
+            1, n, 360, center_px=true_center, object_width_px=n - 2 * int(abs(true_center - 127.5)) - 4, seed=1
+        )
         tr = _transmission(scan)
         sino = minus_log(tr)[:, 0]
         found = find_center_vo(sino)
@@ -182,7 +183,7 @@ def test_pad_sinogram():
     padded, left = pad_sinogram(s, 11)
     assert padded.shape == (2, 11) and left == 2
     np.testing.assert_array_equal(padded[:, :2], s[:, :1].repeat(2, axis=1))
-    np.testing.assert_array_equal(padded[:, left:left + 6], s)
+    np.testing.assert_array_equal(padded[:, left : left + 6], s)
 
 
 def test_clear_errors():

@@ -16,7 +16,7 @@ def _wide(n=12, rows=16, width=330, seed=0):
 def _cut(wide, start: float, cols: int):
     """Columns start .. start + cols − 1 of the wide projections (sub-pixel by cubic splines)."""
     if float(start).is_integer():
-        return wide[..., int(start):int(start) + cols].copy()
+        return wide[..., int(start) : int(start) + cols].copy()
     shifted = ndimage.shift(wide, (0, 0, -start), order=3, mode="nearest")
     return shifted[..., :cols]
 

@@ -13,7 +13,6 @@ imports them; nothing imports :mod:`.main` back.
 """
 
 from photonflow.config import DATA_ENV, shared_data_dir
-
 from photonflow.deployments.cli.main import build_parser, main
 
 __all__ = ["main", "build_parser", "shared_data_dir", "DATA_ENV"]

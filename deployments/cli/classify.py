@@ -11,7 +11,6 @@ import argparse
 import textwrap
 from pathlib import Path
 
-
 from photonflow.config import validate_config
 from photonflow.deployments.cli.common import print_run_summary
 from photonflow.deployments.cli.options import add_schema_options, flow_kwargs, run_from_args
@@ -33,23 +32,32 @@ def add_parsers(sub) -> None:
     )
     csub = p.add_subparsers(dest="classify_command", metavar="ACTION", title="actions")
 
-    t = csub.add_parser("train", help="train and evaluate classifiers",
-                        description="Train good/bad classifiers on labelled frames; writes model_<name>.joblib, "
-                        "evaluation_<name>.json/.txt/.png (confusion matrix, classification report, accuracy) and "
-                        "training_summary.json.")
+    t = csub.add_parser(
+        "train",
+        help="train and evaluate classifiers",
+        description="Train good/bad classifiers on labelled frames; writes model_<name>.joblib, "
+        "evaluation_<name>.json/.txt/.png (confusion matrix, classification report, accuracy) and "
+        "training_summary.json.",
+    )
     t.set_defaults(func=cmd_train, option_specs=add_schema_options(t, "classify_train_run"))
 
-    s = csub.add_parser("sort", help="sort frames with a trained model",
-                        description="Sort frames into good.lst and bad.lst (CrystFEL lists) with a model from "
-                        "'photonflow classify train'; also frames.csv and per_file.csv (good/bad per file). Frames "
-                        "whose shape or ROI does not fit the model are refused, naming the file.")
+    s = csub.add_parser(
+        "sort",
+        help="sort frames with a trained model",
+        description="Sort frames into good.lst and bad.lst (CrystFEL lists) with a model from "
+        "'photonflow classify train'; also frames.csv and per_file.csv (good/bad per file). Frames "
+        "whose shape or ROI does not fit the model are refused, naming the file.",
+    )
     s.set_defaults(func=cmd_sort, option_specs=add_schema_options(s, "classify_sort_run"))
 
-    h = csub.add_parser("sheet", help="contact sheets to check labels by eye",
-                        description="PNG contact sheets: numbered thumbnails of frames (log scale) with the ROI box "
-                        "and the ROI's column profile with its polynomial fit; coloured by label when lists are "
-                        "given (green good, red bad). ids.lst beside the sheets maps each number to its event, for "
-                        "'photonflow classify ids'.")
+    h = csub.add_parser(
+        "sheet",
+        help="contact sheets to check labels by eye",
+        description="PNG contact sheets: numbered thumbnails of frames (log scale) with the ROI box "
+        "and the ROI's column profile with its polynomial fit; coloured by label when lists are "
+        "given (green good, red bad). ids.lst beside the sheets maps each number to its event, for "
+        "'photonflow classify ids'.",
+    )
     h.add_argument("inputs", nargs="+", metavar="INPUT", help="files, directories or file.cxi:START-STOP")
     _add_roi_options(h)
     h.add_argument("--good", action="append", default=[], metavar="LIST", help="good list to colour by")
@@ -59,11 +67,16 @@ def add_parsers(sub) -> None:
     h.add_argument("--out", required=True, metavar="DIR", help="output directory")
     h.set_defaults(func=cmd_sheet)
 
-    i = csub.add_parser("ids", help="write a label list from ids read off a contact sheet",
-                        description="Write a label list (path //event per line) from the ids shown on contact sheets "
-                        "(numbers into ids.lst), or from 'path //event' strings.")
+    i = csub.add_parser(
+        "ids",
+        help="write a label list from ids read off a contact sheet",
+        description="Write a label list (path //event per line) from the ids shown on contact sheets "
+        "(numbers into ids.lst), or from 'path //event' strings.",
+    )
     i.add_argument("ids", nargs="+", metavar="ID", help="ids (e.g. 3 17 42, or 3,17,42, or ranges 10-20)")
-    i.add_argument("--from", dest="candidates", required=True, metavar="IDS.lst", help="ids.lst written by 'classify sheet'")
+    i.add_argument(
+        "--from", dest="candidates", required=True, metavar="IDS.lst", help="ids.lst written by 'classify sheet'"
+    )
     i.add_argument("--out", required=True, metavar="LIST", help="label list to write")
     i.add_argument("--append", action="store_true", help="add to an existing list instead of replacing it")
     i.set_defaults(func=cmd_ids)
@@ -73,8 +86,13 @@ def add_parsers(sub) -> None:
 def _add_roi_options(p) -> None:
     p.add_argument("--geometry", metavar="GEOM", help="CrystFEL geometry naming the ROI panel")
     p.add_argument("--panel", metavar="NAME", help="ROI: this panel of --geometry")
-    p.add_argument("--box", type=int, nargs=4, metavar=("SS0", "SS1", "FS0", "FS1"),
-                   help="ROI: slab pixel box, half-open [SS0, SS1) x [FS0, FS1)")
+    p.add_argument(
+        "--box",
+        type=int,
+        nargs=4,
+        metavar=("SS0", "SS1", "FS0", "FS1"),
+        help="ROI: slab pixel box, half-open [SS0, SS1) x [FS0, FS1)",
+    )
 
 
 def _check_roi(run: dict) -> None:
@@ -102,9 +120,9 @@ def _print_failures(failures) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from photonflow.classify.models import MODELS, parse_split
     from photonflow.deployments.cli.common import UsageError
     from photonflow.flows.classify import classify_train_flow
-    from photonflow.classify.models import MODELS, parse_split
 
     run, source = run_from_args("classify train", "classify_train_run", args, args.option_specs)
     run = validate_config(run, "classify_train_run", source=source)
@@ -125,14 +143,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     unknown = [m for m in models if m not in MODELS and m != "all"]
     if unknown:
         raise UsageError(f"--model {unknown[0]}: unknown model; choose from {', '.join([*MODELS, 'all'])}")
-    kwargs = flow_kwargs(get_operation("classify-train"), run, models="all" if "all" in models else models,
-                         auto_label_inputs=[str(Path(p).resolve()) for p in auto] if auto else None)
+    kwargs = flow_kwargs(
+        get_operation("classify-train"),
+        run,
+        models="all" if "all" in models else models,
+        auto_label_inputs=[str(Path(p).resolve()) for p in auto] if auto else None,
+    )
     summary = _run(classify_train_flow, kwargs, run["cluster"])
-    print(f"\n{summary['events_with_features']} frames ({summary['good']} good, {summary['bad']} bad), split "
-          f"{summary['split']}:")
+    print(
+        f"\n{summary['events_with_features']} frames ({summary['good']} good, {summary['bad']} bad), split "
+        f"{summary['split']}:"
+    )
     for name, r in summary["models"].items():
-        print(f"  {name:24s} accuracy {r['accuracy']:.3f}  good kept {r['good_kept']:.3f}  bad rejected "
-              f"{r['bad_rejected']:.3f}  ({r['n_test']} test frames)  model: {r['model']}")
+        print(
+            f"  {name:24s} accuracy {r['accuracy']:.3f}  good kept {r['good_kept']:.3f}  bad rejected "
+            f"{r['bad_rejected']:.3f}  ({r['n_test']} test frames)  model: {r['model']}"
+        )
     print_run_summary(summary)
     return 1 if summary["failures"] else 0
 
@@ -150,13 +176,13 @@ def cmd_sort(args: argparse.Namespace) -> int:
 
 
 def cmd_sheet(args: argparse.Namespace) -> int:
-    from photonflow.flows.classify import make_recipe
+    import numpy as np
+
     from photonflow.classify.autolabel import column_profile, fit_profiles
     from photonflow.classify.features import read_roi
     from photonflow.classify.labels import load_labels, write_label_list
     from photonflow.classify.sheets import contact_sheet
-    import numpy as np
-
+    from photonflow.flows.classify import make_recipe
     from photonflow.io import iter_frame_refs, read_frame
 
     _check_roi(vars(args))
@@ -174,8 +200,9 @@ def cmd_sheet(args: argparse.Namespace) -> int:
         known = {r: int(lab) for r, lab in zip(ls.refs, ls.labels)}
         labels = [known.get(r) for r in refs]
     fits = fit_profiles(column_profile(np.stack(rois)), order=args.order)
-    paths = contact_sheet(np.stack(frames), out / "sheet.png", roi=recipe.roi, labels=labels, fits=fits,
-                          ids=list(range(len(refs))))
+    paths = contact_sheet(
+        np.stack(frames), out / "sheet.png", roi=recipe.roi, labels=labels, fits=fits, ids=list(range(len(refs)))
+    )
     write_label_list(out / "ids.lst", refs)
     for p in paths if isinstance(paths, list) else [paths]:
         print(p)
@@ -184,8 +211,8 @@ def cmd_sheet(args: argparse.Namespace) -> int:
 
 
 def cmd_ids(args: argparse.Namespace) -> int:
-    from photonflow.deployments.cli.common import UsageError
     from photonflow.classify.labels import labels_from_ids, read_label_list, write_label_list
+    from photonflow.deployments.cli.common import UsageError
 
     ids: list = []
     for item in args.ids:

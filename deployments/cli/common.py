@@ -18,11 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from photonflow.config import ConfigError, load_json
-
 from photonflow.deployments.clusters import prefect_api_for, task_runner_for
 
-__all__ = ["UsageError", "load_run_file", "resolve_paths", "expand_inputs", "run_on_profile", "describe_runner",
-           "print_failures", "print_run_summary", "quiet_dask_logs"]
+__all__ = [
+    "UsageError",
+    "load_run_file",
+    "resolve_paths",
+    "expand_inputs",
+    "run_on_profile",
+    "describe_runner",
+    "print_failures",
+    "print_run_summary",
+    "quiet_dask_logs",
+]
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _EVENT_RANGE = re.compile(r"^(?P<path>.+?):(?P<start>\d+)(?:-(?P<stop>\d+))?$")
@@ -69,7 +77,7 @@ def _absolute(path: str, base: Path) -> Path:
 def _absolute_input(item: str, base: Path) -> str:
     m = _EVENT_RANGE.match(item)
     if m and not Path(item).expanduser().exists() and not (base / item).exists():
-        suffix = item[len(m.group("path")):]
+        suffix = item[len(m.group("path")) :]
         return str(_absolute(m.group("path"), base)) + suffix
     return str(_absolute(item, base))
 
@@ -85,7 +93,9 @@ def expand_inputs(inputs: list[str]) -> list[str]:
         if m and Path(m.group("path")).is_file():
             start, stop = int(m.group("start")), m.group("stop")
             if stop is not None and int(stop) <= start:
-                raise ConfigError("inputs", [(f"inputs[{i}]", f"{item}: event range {start}-{stop} is empty (STOP is excluded)")])
+                raise ConfigError(
+                    "inputs", [(f"inputs[{i}]", f"{item}: event range {start}-{stop} is empty (STOP is excluded)")]
+                )
             out.append(item)
             continue
         if _GLOB_CHARS.search(item):

@@ -1,6 +1,6 @@
 """The Laue microdiffraction commands of ``photonflow``: ``laue`` and ``demo laue``.
 
-Kept apart from :mod:`photonflow.deployments.cli` (which registers them) so each file stays readable.
+Registered by the operation registry's ``cli`` entry for laue (:mod:`photonflow.deployments.cli.main`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import textwrap
 from pathlib import Path
 
 from photonflow.config import ConfigError, validate_config
-
-
 from photonflow.deployments.cli.common import print_run_summary
 from photonflow.deployments.cli.options import add_schema_options, flow_kwargs, run_from_args
 
@@ -51,10 +49,19 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
         if run.get(key) and not Path(run[key]).is_file():
             raise FileNotFoundError(f"{run[key]}: {key} file not found")
     if run["rotated"] and run["pixel_integrated"]:
-        raise ConfigError(source, [("pixel_integrated", "the pixel-integrated model is axis-aligned only; "
-                                                        "it cannot be combined with rotated")])
+        raise ConfigError(
+            source,
+            [
+                (
+                    "pixel_integrated",
+                    "the pixel-integrated model is axis-aligned only; it cannot be combined with rotated",
+                )
+            ],
+        )
     if run["rotated"] and run["backend"] == "torch":
-        raise ConfigError(source, [("backend", "the torch fit is axis-aligned only; it cannot be combined with rotated")])
+        raise ConfigError(
+            source, [("backend", "the torch fit is axis-aligned only; it cannot be combined with rotated")]
+        )
     inputs = expand_inputs(run["inputs"])
     profile = load_cluster_profile(run["cluster"])
     from photonflow.operations import get as get_operation
@@ -91,13 +98,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(os.path.abspath(Path(args.out).expanduser()))
     n = args.frames or 12
-    rows = max(1, int(round(n ** 0.5)))
+    rows = max(1, int(round(n**0.5)))
     cols = -(-n // rows)
     print(f"demo laue: simulating a {rows} x {cols} raster of 2018 x 2016 images in {out / 'demo-data'}", flush=True)
     scan = write_laue_scan(out / "demo-data", rows, cols, n_images=n, seed=2026)
-    run = {"inputs": [str(p) for p in scan["images"]], "output_dir": str(out / "run"), "positions": str(scan["positions"]),
-           "cluster": args.cluster or "local", "method": getattr(args, "method", None) or "fit",
-           "batch_size": args.batch_size or 4}
+    run = {
+        "inputs": [str(p) for p in scan["images"]],
+        "output_dir": str(out / "run"),
+        "positions": str(scan["positions"]),
+        "cluster": args.cluster or "local",
+        "method": getattr(args, "method", None) or "fit",
+        "batch_size": args.batch_size or 4,
+    }
     kwargs, profile = prepare(run, "demo laue")
     code = run_flow(kwargs, profile, title="demo laue")
     print(f"\ndemo laue done: outputs in {out / 'run'} (truth: {scan['truth']})")

@@ -23,23 +23,11 @@ from photonflow.config import (
     DATA_ENV,
     ConfigError,
     available_schemas,
-    shared_data_dir,
     guess_schema,
     load_json,
+    shared_data_dir,
     validate_config,
 )
-
-from photonflow.deployments.clusters import (
-    available_profiles,
-    load_cluster_profile,
-    slurm_job_script,
-    task_runner_spec,
-)
-
-from photonflow.errors import InputError, exit_code_for
-from photonflow.operations import OPERATIONS, get as get_operation, live_names, load_object
-from photonflow.deployments.cli.options import add_operation_command
-from photonflow.deployments.cli.saxs import add_run_options
 from photonflow.deployments.cli.common import (  # noqa: F401 - re-exported for the subcommand modules
     UsageError,
     describe_runner,
@@ -51,10 +39,22 @@ from photonflow.deployments.cli.common import (  # noqa: F401 - re-exported for 
     resolve_paths,
     run_on_profile,
 )
+from photonflow.deployments.cli.options import add_operation_command
+from photonflow.deployments.cli.saxs import add_run_options
+from photonflow.deployments.clusters import (
+    available_profiles,
+    load_cluster_profile,
+    slurm_job_script,
+    task_runner_spec,
+)
+from photonflow.errors import InputError, exit_code_for
+from photonflow.operations import OPERATIONS, live_names, load_object
+from photonflow.operations import get as get_operation
 
 __all__ = ["main", "build_parser", "shared_data_dir"]
 
 # --------------------------------------------------------------------------- parser
+
 
 def _operations_text() -> str:
     """The 'operations' section of ``photonflow --help``, from the registry."""
@@ -64,18 +64,26 @@ def _operations_text() -> str:
         text = textwrap.wrap(op.summary, 70)
         lines.append(f"  {command:15s} {text[0]}")
         lines += [f"  {'':15s} {line}" for line in text[1:]]
-    lines.append("  demo NAME       An operation end to end with nothing to configure: "
-                 + ", ".join(op.name for op in OPERATIONS.values() if op.demo) + ".")
+    lines.append(
+        "  demo NAME       An operation end to end with nothing to configure: "
+        + ", ".join(op.name for op in OPERATIONS.values() if op.demo)
+        + "."
+    )
     return "\n".join(lines) + "\n\n"
 
 
-_DESCRIPTION = """\
+_DESCRIPTION = (
+    """\
 photonflow: X-ray data reduction as Prefect flows whose tasks run on Dask workers,
 on this machine (the default: nothing to start) or on a SLURM cluster.
 
-""" + _operations_text() + """\
+"""
+    + _operations_text()
+    + """\
 real time:
-  watch     Reduce frames as they arrive (""" + ", ".join(live_names()) + """): watches directories (and/or listens to
+  watch     Reduce frames as they arrive ("""
+    + ", ".join(live_names())
+    + """): watches directories (and/or listens to
             SAXSDOG's ZMQ detector feeder), hands over only complete files, batches
             arrivals, and records every item in a ledger so a restart misses nothing
             and does nothing twice; emits a Prefect event per interval.
@@ -93,6 +101,7 @@ tools:
   validate  Check a configuration file (SAXSDOG calibration, SAXS run, cluster profile)
             against its JSON Schema and name every wrong field.
 """
+)
 
 _EPILOG = """\
 examples:
@@ -156,15 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demos = [op for op in OPERATIONS.values() if op.demo]
-    p.add_argument("which", nargs="?", choices=[op.name for op in demos], default="saxs",
-                   help="which operation: " + "; ".join(f"{op.name}: {op.demo_help}" for op in demos))
+    p.add_argument(
+        "which",
+        nargs="?",
+        choices=[op.name for op in demos],
+        default="saxs",
+        help="which operation: " + "; ".join(f"{op.name}: {op.demo_help}" for op in demos),
+    )
     p.add_argument("--out", default="demo-output", metavar="DIR", help="output directory (default: demo-output)")
     p.add_argument(
-        "--frames", type=int, metavar="N",
+        "--frames",
+        type=int,
+        metavar="N",
         help="frames to process: at most N of the real frames, or N generated frames (default 100; sfx: 60; "
         "laue: 12 images; tomo: detector rows, 32)",
     )
-    p.add_argument("--finder", choices=["peakfinder8", "peaknet"], help="demo sfx: the peak finder (default peakfinder8)")
+    p.add_argument(
+        "--finder", choices=["peakfinder8", "peaknet"], help="demo sfx: the peak finder (default peakfinder8)"
+    )
     p.add_argument("--method", choices=["fit", "cnn"], help="demo laue: spot descriptors (default fit)")
     p.add_argument("--synthetic", action="store_true", help="use generated data even where the real images are present")
     add_run_options(p, overwrite_default=True)
@@ -202,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     # -- serve
     p = sub.add_parser(
         "serve",
-        description="Serve the deployments " + ", ".join(f"'{op.name}/{op.name}'" for op in OPERATIONS.values())
+        description="Serve the deployments "
+        + ", ".join(f"'{op.name}/{op.name}'" for op in OPERATIONS.values())
         + " and 'live/live' (the watch) against the Prefect server in PREFECT_API_URL (start one with 'prefect "
         "server start'), with the default parameters, cron schedules and file-event triggers of CONFIG "
         "(config/schemas/serve.schema.json: a section per operation with its run-file fields). Runs until "
@@ -214,8 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     # -- submit / status
     p = sub.add_parser("submit", description="Start a run of a served deployment and print its flow run id.")
     p.add_argument("flow", metavar="FLOW", help=", ".join(OPERATIONS) + ", live, or FLOW/DEPLOYMENT")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="a flow parameter; VALUE is read as JSON when it parses, else as a string")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a flow parameter; VALUE is read as JSON when it parses, else as a string",
+    )
     p.add_argument("--wait", action="store_true", help="wait until the run is final and exit 0 only if it completed")
     p.set_defaults(func=_cmd_submit)
     p = sub.add_parser("status", description="Print the state of a flow run.")
@@ -227,11 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
         "validate",
         description="Check a JSON configuration file against its schema in config/schemas. Prints OK, or every "
         "wrong field (file: field: reason) and exits with code 2. Without --schema the schema is "
-        "taken from the file's \"$schema\" or guessed from its keys.",
+        'taken from the file\'s "$schema" or guessed from its keys.',
     )
     p.add_argument("config", metavar="CONFIG", help="the JSON file to check")
-    p.add_argument("--schema", choices=available_schemas(), metavar="NAME",
-                   help=f"schema to check against: {', '.join(available_schemas())}")
+    p.add_argument(
+        "--schema",
+        choices=available_schemas(),
+        metavar="NAME",
+        help=f"schema to check against: {', '.join(available_schemas())}",
+    )
     p.set_defaults(func=_cmd_validate)
     return parser
 
@@ -275,6 +303,7 @@ def _file_error(exc: FileNotFoundError) -> str:
 
 # --------------------------------------------------------------------------- demo
 
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise UsageError("--frames must be at least 1")
@@ -310,8 +339,10 @@ def _cmd_cluster_show(args: argparse.Namespace) -> int:
     print(f"\n# task runner\n{name}({call})")
     if profile["kind"] == "slurm":
         script = slurm_job_script(profile)
-        print("\n# batch script of each SLURM job (nothing was submitted; the scheduler address is "
-              "that of a throw-away scheduler, a real run uses its own)")
+        print(
+            "\n# batch script of each SLURM job (nothing was submitted; the scheduler address is "
+            "that of a throw-away scheduler, a real run uses its own)"
+        )
         print(script)
     return 0
 
@@ -335,30 +366,34 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-
 # --------------------------------------------------------------------------- real time
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    from photonflow.flows.live import load_watch_config, saxs_live_flow
-
     from photonflow.deployments.local_api import local_api
+    from photonflow.flows.live import load_watch_config, saxs_live_flow
 
     cfg = load_watch_config(args.config)  # validate first: a wrong field is one line, exit 2
     if not (cfg["directories"] or args.directories or cfg.get("feeder")):
-        raise UsageError(f"{args.config}: nothing to watch: give directories (in the config or on the command "
-                         "line) or a 'feeder'")
+        raise UsageError(
+            f"{args.config}: nothing to watch: give directories (in the config or on the command line) or a 'feeder'"
+        )
     for d in args.directories:
         if not Path(d).is_dir():
             raise FileNotFoundError(f"{d}: directory to watch not found")
     quiet_dask_logs()
     with local_api():  # its server survives the Ctrl-C that ends the watch, to record the final state
-        summary = saxs_live_flow(config=str(Path(args.config).resolve()),
-                                 directories=[str(Path(d).resolve()) for d in args.directories],
-                                 duration_s=args.duration, idle_timeout_s=args.idle_timeout,
-                                 max_frames=args.max_frames)
-    print(f"\nframes arrived: {summary['arrived']}, done: {summary['done']}, failed: {summary['failed']} "
-          f"in {summary['elapsed_s']:.1f} s ({summary['frames_per_s']:.1f} frames/s)")
+        summary = saxs_live_flow(
+            config=str(Path(args.config).resolve()),
+            directories=[str(Path(d).resolve()) for d in args.directories],
+            duration_s=args.duration,
+            idle_timeout_s=args.idle_timeout,
+            max_frames=args.max_frames,
+        )
+    print(
+        f"\nframes arrived: {summary['arrived']}, done: {summary['done']}, failed: {summary['failed']} "
+        f"in {summary['elapsed_s']:.1f} s ({summary['frames_per_s']:.1f} frames/s)"
+    )
     print(f"outputs and ledger: {summary['output_dir']}")
     return 1 if summary["failed"] else 0
 
@@ -366,13 +401,15 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from photonflow.deployments.serve import load_serve_config, serve
-
     from prefect.settings import PREFECT_API_URL
 
+    from photonflow.deployments.serve import load_serve_config, serve
+
     if not (os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()):
-        raise UsageError("photonflow serve needs a running Prefect server: start 'prefect server start' and set "
-                         "PREFECT_API_URL=http://127.0.0.1:4200/api")
+        raise UsageError(
+            "photonflow serve needs a running Prefect server: start 'prefect server start' and set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+        )
     cfg = load_serve_config(args.config) if args.config else {}
     serve(cfg)
     return 0
@@ -395,8 +432,10 @@ def _need_api(command: str) -> None:
     from prefect.settings import PREFECT_API_URL
 
     if not (os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()):
-        raise UsageError(f"photonflow {command} talks to the Prefect server that serves the deployments: set "
-                         "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")
+        raise UsageError(
+            f"photonflow {command} talks to the Prefect server that serves the deployments: set "
+            "PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
+        )
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -426,5 +465,3 @@ def _cmd_status(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read flow run {args.run_id!r}: {type(exc).__name__}: {exc}") from None
     print(json.dumps(state, indent=2))
     return 0
-
-

@@ -30,8 +30,11 @@ def add_parsers(sub) -> None:
     p.add_argument("roots", nargs="+", metavar="ROOT", help="output directories to watch (runs anywhere below)")
     p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
-    p.add_argument("--token", help="access token (required from clients; default: none on loopback, generated "
-                   "and printed for any other --host)")
+    p.add_argument(
+        "--token",
+        help="access token (required from clients; default: none on loopback, generated "
+        "and printed for any other --host)",
+    )
     p.add_argument("--interval", type=float, default=2.0, metavar="S", help="page refresh interval in s (default 2)")
     p.set_defaults(func=cmd_monitor)
 
@@ -47,10 +50,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from photonflow.deployments.cli.common import UsageError
-
     import uvicorn
 
+    from photonflow.deployments.cli.common import UsageError
     from photonflow.monitor.app import LOOPBACK_HOSTS, create_app
     from photonflow.monitor.runs import MonitorError
 
@@ -82,8 +84,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     url = f"http://{shown}:{port}/" + (f"?token={quote(token, safe='')}" if token else "")
     print(f"photonflow monitor: {', '.join(app.store.roots)}\n  open {url}", flush=True)
     if token and not args.token:
-        print("  (a token was generated because the monitor is reachable from other machines; pass --token to "
-              "choose one)", flush=True)
+        print(
+            "  (a token was generated because the monitor is reachable from other machines; pass --token to "
+            "choose one)",
+            flush=True,
+        )
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     try:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from photonflow.config import load_schema
-
 from photonflow.deployments.cli.common import UsageError, load_run_file
 
 __all__ = ["OptionSpec", "add_schema_options", "run_from_args", "resolve_schema_paths", "flow_kwargs"]
@@ -117,8 +116,9 @@ def add_schema_options(parser: argparse.ArgumentParser, schema_name: str) -> lis
     schema = load_schema(schema_name)
     props = {k: v for k, v in schema.get("properties", {}).items() if k != "$schema" and isinstance(v, dict)}
     specs: list[OptionSpec] = []
-    ordered = sorted(props.items(), key=lambda kv: not (isinstance(kv[1].get("x-cli"), dict)
-                                                      and kv[1]["x-cli"].get("positional")))
+    ordered = sorted(
+        props.items(), key=lambda kv: not (isinstance(kv[1].get("x-cli"), dict) and kv[1]["x-cli"].get("positional"))
+    )
     for name, prop in ordered:
         cli = prop.get("x-cli", {})
         if cli is False:
@@ -132,9 +132,12 @@ def add_schema_options(parser: argparse.ArgumentParser, schema_name: str) -> lis
                 spec = _add(parser, sub, (name, sub), sub_prop, sub_cli)
                 if spec is not None:
                     specs.append(spec)
-    parser.add_argument("--config", metavar="RUN.json",
-                        help=f"run file ({schema_name} schema, config/schemas/{schema_name}.schema.json); the "
-                             "options given here override its fields")
+    parser.add_argument(
+        "--config",
+        metavar="RUN.json",
+        help=f"run file ({schema_name} schema, config/schemas/{schema_name}.schema.json); the "
+        "options given here override its fields",
+    )
     return specs
 
 
@@ -163,7 +166,7 @@ def _absolute(path: str, base: Path) -> str:
 def _absolute_input(item: str, base: Path) -> str:
     m = _EVENT_RANGE.match(item)
     if m and not Path(item).expanduser().exists() and not (base / item).exists():
-        return _absolute(m.group("path"), base) + item[len(m.group("path")):]
+        return _absolute(m.group("path"), base) + item[len(m.group("path")) :]
     return _absolute(item, base)
 
 
@@ -213,13 +216,15 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def run_from_args(command: str, schema_name: str, args: argparse.Namespace, specs: list[OptionSpec],
-                  extra: dict | None = None) -> tuple[dict, str]:
+def run_from_args(
+    command: str, schema_name: str, args: argparse.Namespace, specs: list[OptionSpec], extra: dict | None = None
+) -> tuple[dict, str]:
     """Merge ``--config RUN.json`` (paths relative to the file) with the command line (paths
     relative to the working directory; it wins). ``extra``: fields the command sets itself.
     Returns (run dict, source name for error messages); a UsageError names what is missing."""
-    run, source = load_run_file(getattr(args, "config", None),
-                                lambda data, base: resolve_schema_paths(data, base, schema_name))
+    run, source = load_run_file(
+        getattr(args, "config", None), lambda data, base: resolve_schema_paths(data, base, schema_name)
+    )
     given = _merge(cli_values(args, specs), extra or {})
     if getattr(args, "config", None) and given:
         source = f"{args.config} + command line"
@@ -228,8 +233,10 @@ def run_from_args(command: str, schema_name: str, args: argparse.Namespace, spec
     by_path = {spec.path: spec for spec in specs}
     missing = [by_path[(key,)].shown if (key,) in by_path else key for key in required if not _get(run, (key,))]
     if missing:
-        raise UsageError(f"{command} needs {', '.join(missing)} (on the command line or in --config RUN.json); "
-                         f"see 'photonflow {command} --help'")
+        raise UsageError(
+            f"{command} needs {', '.join(missing)} (on the command line or in --config RUN.json); "
+            f"see 'photonflow {command} --help'"
+        )
     return run, source
 
 
@@ -249,9 +256,15 @@ def add_operation_command(sub, op) -> argparse.ArgumentParser:
     its run-file fields, and it runs its flow on a cluster profile and prints the run summary."""
     import textwrap
 
-    p = sub.add_parser(op.name, description="\n".join(textwrap.wrap(op.summary, 88)) + (
-        f"\n\nEvery option is a field of the run file (config/schemas/{op.schema}.schema.json); given here, it "
-        "overrides the same field of --config RUN.json."), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        op.name,
+        description="\n".join(textwrap.wrap(op.summary, 88))
+        + (
+            f"\n\nEvery option is a field of the run file (config/schemas/{op.schema}.schema.json); given here, it "
+            "overrides the same field of --config RUN.json."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(func=lambda args: run_operation_command(op, args), option_specs=add_schema_options(p, op.schema))
     return p
 
@@ -259,7 +272,6 @@ def add_operation_command(sub, op) -> argparse.ArgumentParser:
 def run_operation_command(op, args: argparse.Namespace) -> int:
     """Merge, validate, run on the profile, print: the whole command of a registry operation."""
     from photonflow.config import validate_config
-
     from photonflow.deployments.cli.common import expand_inputs, print_run_summary, run_on_profile
     from photonflow.deployments.clusters import load_cluster_profile
 

@@ -10,7 +10,6 @@ import textwrap
 from pathlib import Path
 
 from photonflow.config import DATA_ENV, ConfigError, load_json_config, shared_data_dir, validate_config
-
 from photonflow.deployments.cli.common import (
     UsageError,
     describe_runner,
@@ -44,22 +43,24 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_saxs, option_specs=add_schema_options(p, "saxs_run"))
 
 
-
 def add_run_options(p: argparse.ArgumentParser, overwrite_default: bool | None = None) -> None:
     p.add_argument("--batch-size", type=int, metavar="N", help="frames per task (default 200)")
     p.add_argument(
-        "--cluster", metavar="PROFILE",
+        "--cluster",
+        metavar="PROFILE",
         help=f"cluster profile: {', '.join(available_profiles())} or a profile JSON path (default local)",
     )
     p.add_argument(
-        "--overwrite", action=argparse.BooleanOptionalAction, default=overwrite_default,
+        "--overwrite",
+        action=argparse.BooleanOptionalAction,
+        default=overwrite_default,
         help="recompute existing outputs (default: the calibration's OverwriteFiles)"
-        if overwrite_default is None else "recompute existing outputs (default: yes)",
+        if overwrite_default is None
+        else "recompute existing outputs (default: yes)",
     )
 
 
 # --------------------------------------------------------------------------- saxs
-
 
 
 def cmd_saxs(args: argparse.Namespace) -> int:
@@ -81,7 +82,9 @@ def _prepare_saxs(run: dict, source: str) -> tuple[dict, dict]:
     elif suffix == ".poni":
         calibration_overwrite = False  # a .poni has no such setting; parsed by photonflow.calibration
     else:
-        raise ConfigError(source, [("calibration", f"{calibration.name}: expected a SAXSDOG calibration .json or a pyFAI .poni file")])
+        raise ConfigError(
+            source, [("calibration", f"{calibration.name}: expected a SAXSDOG calibration .json or a pyFAI .poni file")]
+        )
     if run.get("mask") and not Path(run["mask"]).is_file():
         raise FileNotFoundError(f"{run['mask']}: mask file not found")
     inputs = expand_inputs(run["inputs"])

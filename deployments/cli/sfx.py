@@ -1,6 +1,6 @@
 """The serial-crystallography commands of ``photonflow``: ``sfx``, ``sfx-train`` and ``demo sfx``.
 
-Kept apart from :mod:`photonflow.deployments.cli` (which registers them) so each file stays readable.
+Registered by the operation registry's ``cli`` entry for sfx (:mod:`photonflow.deployments.cli.main`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,19 @@ import textwrap
 from pathlib import Path
 
 from photonflow.config import ConfigError, validate_config
-
-#: peakfinder8 parameters that suit the simulated detectors (10 ADU per photon, 75 µm pixels).
-SIMULATED_DETECTOR_PF8 = {"adc_threshold": 100, "minimum_snr": 5, "min_pixel_count": 2, "max_pixel_count": 40,
-                          "local_bg_radius": 3, "min_res": 0, "max_res": 2000}
-
 from photonflow.deployments.cli.common import print_run_summary
 from photonflow.deployments.cli.options import add_schema_options, flow_kwargs, run_from_args
+
+#: peakfinder8 parameters that suit the simulated detectors (10 ADU per photon, 75 µm pixels).
+SIMULATED_DETECTOR_PF8 = {
+    "adc_threshold": 100,
+    "minimum_snr": 5,
+    "min_pixel_count": 2,
+    "max_pixel_count": 40,
+    "local_bg_radius": 3,
+    "min_res": 0,
+    "max_res": 2000,
+}
 
 
 def add_parsers(sub) -> None:
@@ -57,14 +63,20 @@ def add_parsers(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", required=True, metavar="MODEL.pt", help="checkpoint to write (metadata beside it as .json)")
-    p.add_argument("--geometry", action="append", metavar="GEOM",
-                   help="geometry to simulate through; repeat for several (default: config/geometry/sim256.geom "
-                   "and sim1920.geom, as the shipped model)")
+    p.add_argument(
+        "--geometry",
+        action="append",
+        metavar="GEOM",
+        help="geometry to simulate through; repeat for several (default: config/geometry/sim256.geom "
+        "and sim1920.geom, as the shipped model)",
+    )
     p.add_argument("--frames", type=int, nargs="+", metavar="N", help="training frames per geometry (default 160 24)")
     p.add_argument("--val-frames", type=int, nargs="+", metavar="N", help="validation frames per geometry")
     p.add_argument("--test-frames", type=int, nargs="+", metavar="N", help="held-out test frames per geometry")
     p.add_argument("--epochs", type=int, default=25, metavar="N", help="epochs of --steps-per-epoch steps (default 25)")
-    p.add_argument("--steps-per-epoch", type=int, default=100, metavar="N", help="optimiser steps per epoch (default 100)")
+    p.add_argument(
+        "--steps-per-epoch", type=int, default=100, metavar="N", help="optimiser steps per epoch (default 100)"
+    )
     p.add_argument("--crop", type=int, default=128, metavar="PX", help="training crop size, pixels (default 128)")
     p.add_argument("--base-channels", type=int, default=8, metavar="N", help="U-Net width (default 8)")
     p.add_argument("--depth", type=int, default=3, metavar="N", help="U-Net depth (default 3)")
@@ -75,6 +87,7 @@ def add_parsers(sub) -> None:
 
 
 # --------------------------------------------------------------------------- sfx
+
 
 def prepare(run: dict, source: str) -> tuple[dict, dict]:
     """Validate a merged run (schema, files exist, geometry parses) -> (flow kwargs, profile)."""
@@ -92,15 +105,24 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
         raise ConfigError(source, [("geometry", str(exc))]) from None
     if run["min_peaks"] > run["max_peaks"]:
         raise ConfigError(source, [("min_peaks", f"{run['min_peaks']} is above max_peaks {run['max_peaks']}")])
-    for path, field in ((run.get("mask"), "mask"), ((run.get("peaknet") or {}).get("checkpoint"), "peaknet.checkpoint")):
+    for path, field in (
+        (run.get("mask"), "mask"),
+        ((run.get("peaknet") or {}).get("checkpoint"), "peaknet.checkpoint"),
+    ):
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"{path}: {field} file not found")
     inputs = expand_inputs(run["inputs"])
     profile = load_cluster_profile(run["cluster"])
     from photonflow.operations import get as get_operation
 
-    kwargs = flow_kwargs(get_operation("sfx"), run, geometry=str(geometry), inputs=inputs,
-                         peakfinder8=run.get("peakfinder8") or {}, peaknet=run.get("peaknet") or {})
+    kwargs = flow_kwargs(
+        get_operation("sfx"),
+        run,
+        geometry=str(geometry),
+        inputs=inputs,
+        peakfinder8=run.get("peakfinder8") or {},
+        peaknet=run.get("peaknet") or {},
+    )
     return kwargs, profile
 
 
@@ -129,6 +151,7 @@ def cmd_sfx(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- demo sfx
 
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Simulate serial-crystallography frames through config/geometry/sim1920.geom and run the
     sfx flow on them (peakfinder8 with parameters for the simulated detector, or the network)."""
@@ -144,9 +167,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  {dataset.n_hits} of them hits (truth in {dataset.truth_path})")
     finder = getattr(args, "finder", None) or "peakfinder8"
     run = {
-        "geometry": str(dataset.geometry_path), "inputs": [str(p) for p in dataset.cxi_files],
-        "output_dir": str(out / "run"), "cluster": args.cluster or "local", "finder": finder,
-        "peakfinder8": dict(SIMULATED_DETECTOR_PF8), "batch_size": args.batch_size or 20,
+        "geometry": str(dataset.geometry_path),
+        "inputs": [str(p) for p in dataset.cxi_files],
+        "output_dir": str(out / "run"),
+        "cluster": args.cluster or "local",
+        "finder": finder,
+        "peakfinder8": dict(SIMULATED_DETECTOR_PF8),
+        "batch_size": args.batch_size or 20,
     }
     kwargs, profile = prepare(run, "demo sfx")
     code = run_flow(kwargs, profile, title="demo sfx")
@@ -155,6 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- sfx-train
+
 
 def cmd_sfx_train(args: argparse.Namespace) -> int:
     from photonflow.config import resource_path
@@ -180,19 +208,36 @@ def cmd_sfx_train(args: argparse.Namespace) -> int:
                 raise UsageError(f"{args.labelled}: no /{' or /'.join(missing)} dataset (expected /images and /labels)")
             user_images, user_labels = f["images"][()], f["labels"][()]
         if user_images.shape != user_labels.shape or user_images.ndim != 3:
-            raise UsageError(f"{args.labelled}: /images {user_images.shape} and /labels {user_labels.shape} "
-                             "must both be (n, ss, fs)")
+            raise UsageError(
+                f"{args.labelled}: /images {user_images.shape} and /labels {user_labels.shape} must both be (n, ss, fs)"
+            )
     metadata = train_on_simulated(
-        args.out, geometry=geometries, n_train=args.frames, n_val=args.val_frames, n_test=args.test_frames,
-        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed, user_images=user_images,
-        user_labels=user_labels, crop=args.crop, base_channels=args.base_channels, depth=args.depth,
+        args.out,
+        geometry=geometries,
+        n_train=args.frames,
+        n_val=args.val_frames,
+        n_test=args.test_frames,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        seed=args.seed,
+        user_images=user_images,
+        user_labels=user_labels,
+        crop=args.crop,
+        base_channels=args.base_channels,
+        depth=args.depth,
         device=args.device,
     )
     metrics = metadata.get("validation", {})
     print(f"\ncheckpoint: {args.out}")
     print("held-out simulated frames:")
-    for key in ("peak_precision", "peak_recall", "peak_f1", "artifact_pixel_recall", "artifact_mask_recall",
-                "peak_median_offset"):
+    for key in (
+        "peak_precision",
+        "peak_recall",
+        "peak_f1",
+        "artifact_pixel_recall",
+        "artifact_mask_recall",
+        "peak_median_offset",
+    ):
         if isinstance(metrics.get(key), float):
             print(f"  {key}: {metrics[key]:.4f}")
     return 0

@@ -9,9 +9,6 @@ import textwrap
 from pathlib import Path
 
 from photonflow.config import ConfigError, validate_config
-
-
-
 from photonflow.deployments.cli.options import add_schema_options, flow_kwargs, run_from_args
 
 
@@ -54,13 +51,17 @@ def cmd_tomo(args: argparse.Namespace) -> int:
     profile = load_cluster_profile(run["cluster"])
     from photonflow.operations import get as get_operation
 
-    kwargs = flow_kwargs(get_operation("tomo"), run, inputs=[os.path.abspath(p) for p in run["inputs"]],
-                         dry_run=args.dry_run)
+    kwargs = flow_kwargs(
+        get_operation("tomo"), run, inputs=[os.path.abspath(p) for p in run["inputs"]], dry_run=args.dry_run
+    )
     if args.dry_run:  # the plan needs no workers: run the flow in-process on the thread pool
         profile = load_cluster_profile("threads")
     runner_name, runner_kwargs = task_runner_spec(profile)
-    print(f"photonflow tomo: {len(kwargs['inputs'])} scan(s)\n  tasks run on: "
-          f"{describe_runner(profile, runner_name, runner_kwargs)}\n  outputs go to: {kwargs['output_dir']}", flush=True)
+    print(
+        f"photonflow tomo: {len(kwargs['inputs'])} scan(s)\n  tasks run on: "
+        f"{describe_runner(profile, runner_name, runner_kwargs)}\n  outputs go to: {kwargs['output_dir']}",
+        flush=True,
+    )
     try:
         summary = run_on_profile(tomo_flow, kwargs, profile)
     except (DxchangeError, TomoInputError) as exc:
@@ -68,8 +69,10 @@ def cmd_tomo(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(json.dumps(summary["plan"], indent=2))
         return 0
-    print(f"\nvolume: {summary['outputs']['volume']} {summary['shape']} {summary['dtype']}, range "
-          f"{summary['range_1_per_px']} 1/px")
+    print(
+        f"\nvolume: {summary['outputs']['volume']} {summary['shape']} {summary['dtype']}, range "
+        f"{summary['range_1_per_px']} 1/px"
+    )
     print(f"centre of rotation: {summary['center_px']:.2f} px ({summary['center_from']})")
     print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings_s"].items()))
     if summary["outputs"].get("report"):
@@ -88,15 +91,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(os.path.abspath(Path(args.out).expanduser()))
     rows = args.frames or 32
     print(f"demo tomo: simulating 360 projections of {rows} x 256 px in {out / 'demo-data'}", flush=True)
-    scan = simulate_scan(n_rows=rows, n_cols=256, n_angles=360, photons=20000, dead_columns=(60,), hot_columns=(150,),
-                         zinger_probability=1e-4, seed=2026)
+    scan = simulate_scan(
+        n_rows=rows,
+        n_cols=256,
+        n_angles=360,
+        photons=20000,
+        dead_columns=(60,),
+        hot_columns=(150,),
+        zinger_probability=1e-4,
+        seed=2026,
+    )
     (out / "demo-data").mkdir(parents=True, exist_ok=True)
     path = write_tomo_scan(out / "demo-data" / "scan.h5", scan)
     profile = load_cluster_profile(args.cluster or "local")
-    kwargs = {"inputs": [str(path)], "output_dir": str(out / "run"), "memory_per_worker_gib": 0.25,
-              "preprocess": {"i0": {"monitor": "/exchange/monitor"}, "zingers": {"threshold": 0.3}},
-              "sinogram": {"stripes": {"method": "all", "snr": 3, "la_size": 31, "sm_size": 21}},
-              "chunks": {"projections": 120, "rows": 8}}
+    kwargs = {
+        "inputs": [str(path)],
+        "output_dir": str(out / "run"),
+        "memory_per_worker_gib": 0.25,
+        "preprocess": {"i0": {"monitor": "/exchange/monitor"}, "zingers": {"threshold": 0.3}},
+        "sinogram": {"stripes": {"method": "all", "snr": 3, "la_size": 31, "sm_size": 21}},
+        "chunks": {"projections": 120, "rows": 8},
+    }
     runner_name, runner_kwargs = task_runner_spec(profile)
     print(f"  tasks run on: {describe_runner(profile, runner_name, runner_kwargs)}", flush=True)
     summary = run_on_profile(tomo_flow, kwargs, profile)

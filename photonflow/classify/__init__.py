@@ -18,18 +18,53 @@ import importlib
 # Every name is loaded from its submodule on first use (PEP 562), so importing the package is cheap
 # and ``python -m photonflow.classify.labels`` runs without the package having imported it first.
 _EXPORTS = {
-    "autolabel": ("AutoLabels", "auto_label", "column_profile", "evaluate_fits", "fit_profiles",
-                  "inflection_points", "tukey_fences"),
-    "features": ("MAX_BUFFER_BYTES", "SUMMARY_NAMES", "FeatureError", "FeatureRecipe", "FeatureSet", "ReadFailures",
-                 "Roi", "extract_features", "features_from_roi", "iter_roi_batches", "read_roi", "roi_from_box",
-                 "roi_from_panel"),
-    "labels": ("EventRef", "LabelError", "LabelSet", "format_event", "labels_from_ids", "load_labels", "parse_event",
-               "read_label_list", "write_label_list"),
+    "autolabel": (
+        "AutoLabels",
+        "auto_label",
+        "column_profile",
+        "evaluate_fits",
+        "fit_profiles",
+        "inflection_points",
+        "tukey_fences",
+    ),
+    "features": (
+        "MAX_BUFFER_BYTES",
+        "SUMMARY_NAMES",
+        "FeatureError",
+        "FeatureRecipe",
+        "FeatureSet",
+        "ReadFailures",
+        "Roi",
+        "extract_features",
+        "features_from_roi",
+        "iter_roi_batches",
+        "read_roi",
+        "roi_from_box",
+        "roi_from_panel",
+    ),
+    "labels": (
+        "EventRef",
+        "LabelError",
+        "LabelSet",
+        "format_event",
+        "labels_from_ids",
+        "load_labels",
+        "parse_event",
+        "read_label_list",
+        "write_label_list",
+    ),
     "sheets": ("contact_sheet", "sheet_size"),
     # models.py belongs to the classifier work: add its public names here to re-export them, e.g.
     # "models": ("train_classifier", "load_classifier"),
-    "models": ("MODELS", "ModelMismatch", "check_compatible", "compare_models", "load_classifier", "save_classifier",
-               "train_classifier"),
+    "models": (
+        "MODELS",
+        "ModelMismatch",
+        "check_compatible",
+        "compare_models",
+        "load_classifier",
+        "save_classifier",
+        "train_classifier",
+    ),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

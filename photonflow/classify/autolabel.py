@@ -45,7 +45,7 @@ import numpy as np
 from numpy.polynomial import polynomial as P
 
 from ..io.images import iter_frame_refs
-from .features import DEFAULT_BATCH, FeatureRecipe, Roi, ReadFailures, iter_roi_batches
+from .features import DEFAULT_BATCH, FeatureRecipe, ReadFailures, Roi, iter_roi_batches
 from .labels import EventRef, write_label_list
 
 __all__ = [
@@ -197,15 +197,21 @@ class AutoLabels:
     def counts(self) -> dict[str, int]:
         decided = self.decided
         n_good = int(np.count_nonzero(self.good & decided))
-        return {"good": n_good, "bad": int(np.count_nonzero(decided)) - n_good,
-                "undecided": int(np.count_nonzero(~decided)), "failed": len(self.failed), "total": len(self.refs)}
+        return {
+            "good": n_good,
+            "bad": int(np.count_nonzero(decided)) - n_good,
+            "undecided": int(np.count_nonzero(~decided)),
+            "failed": len(self.failed),
+            "total": len(self.refs),
+        }
 
     def fitted_profiles(self) -> np.ndarray:
         """The polynomial fits evaluated at the ROI's columns, ``(n, w)``."""
         return evaluate_fits(self.coefficients, self.profiles.shape[1])
 
-    def write_lists(self, good_path: str | os.PathLike, bad_path: str | os.PathLike,
-                    relative: bool = False) -> tuple[Path, Path]:
+    def write_lists(
+        self, good_path: str | os.PathLike, bad_path: str | os.PathLike, relative: bool = False
+    ) -> tuple[Path, Path]:
         """Write the decided frames as PADT/CrystFEL good and bad lists (atomically)."""
         good = [r for r, g, d in zip(self.refs, self.good, self.decided) if d and g]
         bad = [r for r, g, d in zip(self.refs, self.good, self.decided) if d and not g]
@@ -232,9 +238,15 @@ def _fmt(x: float) -> str:
     return f"{x:.1f}"
 
 
-def auto_label(inputs: Sequence[EventRef] | Sequence[str | os.PathLike] | str | os.PathLike,
-               roi: Roi | FeatureRecipe, order: int = 4, dataset: str | None = None, k: float = 1.5,
-               min_frames: int = 5, batch: int = DEFAULT_BATCH) -> AutoLabels:
+def auto_label(
+    inputs: Sequence[EventRef] | Sequence[str | os.PathLike] | str | os.PathLike,
+    roi: Roi | FeatureRecipe,
+    order: int = 4,
+    dataset: str | None = None,
+    k: float = 1.5,
+    min_frames: int = 5,
+    batch: int = DEFAULT_BATCH,
+) -> AutoLabels:
     """Label frames good or bad from the inflection points of their column profiles (module doc).
 
     ``inputs``: refs ``(path, event)`` and/or file paths (all frames of the file). ``roi``: a Roi or
@@ -283,8 +295,10 @@ def auto_label(inputs: Sequence[EventRef] | Sequence[str | os.PathLike] | str | 
         if len(same) < min_frames:
             for i in rows:
                 decided[i] = False
-                reasons[i] = (f"undecided: only {len(same)} frame(s) of this file have its usual {m} inflection "
-                              f"point(s); Tukey fences need at least {min_frames}")
+                reasons[i] = (
+                    f"undecided: only {len(same)} frame(s) of this file have its usual {m} inflection "
+                    f"point(s); Tukey fences need at least {min_frames}"
+                )
             continue
         pts = np.array([points[i] for i in same]).reshape(len(same), m)
         lo = np.empty(m)
@@ -303,14 +317,29 @@ def auto_label(inputs: Sequence[EventRef] | Sequence[str | os.PathLike] | str | 
                 if out:
                     reasons[i] = "bad: " + "; ".join(
                         f"inflection point {j + 1} of {m} at {_fmt(p[j])} px outside [{_fmt(lo[j])}, {_fmt(hi[j])}]"
-                        for j in out)
+                        for j in out
+                    )
                 else:
                     good[i] = True
-                    reasons[i] = ("good: inflection points " + ", ".join(_fmt(v) for v in p) + " px inside the fences"
-                                  if m else "good: no inflection point, as most frames of this file")
+                    reasons[i] = (
+                        "good: inflection points " + ", ".join(_fmt(v) for v in p) + " px inside the fences"
+                        if m
+                        else "good: no inflection point, as most frames of this file"
+                    )
     return AutoLabels(
-        refs=refs_ok, good=good, decided=decided, inflections=points, coefficients=coef,
-        profiles=profiles.astype(np.float32), x_range=x_range, fences=fences, modes=modes, reasons=reasons,
-        failures=failures.messages(), failed=[item[1] for item in failures.items], order=int(order), k=float(k),
+        refs=refs_ok,
+        good=good,
+        decided=decided,
+        inflections=points,
+        coefficients=coef,
+        profiles=profiles.astype(np.float32),
+        x_range=x_range,
+        fences=fences,
+        modes=modes,
+        reasons=reasons,
+        failures=failures.messages(),
+        failed=[item[1] for item in failures.items],
+        order=int(order),
+        k=float(k),
         roi=roi,
     )

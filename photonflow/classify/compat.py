@@ -4,10 +4,11 @@ those of the frames and raises :class:`ModelMismatch` naming each difference."""
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
+
+from photonflow.errors import InputError
 
 from .evaluation import _jsonable
 

@@ -19,8 +19,11 @@ PARAM_GRIDS: dict[str, dict[str, list]] = {
     "knn": {"n_neighbors": [3, 5, 11, 21], "weights": ["uniform", "distance"]},
     "decision_tree": {"max_depth": [None, 5, 10, 20], "min_samples_leaf": [1, 2, 5]},
     "random_forest": {"n_estimators": [100, 300], "max_depth": [None, 10, 20], "max_features": ["sqrt", 0.3]},
-    "hist_gradient_boosting": {"learning_rate": [0.05, 0.1, 0.2], "max_leaf_nodes": [15, 31, 63],
-                               "l2_regularization": [0.0, 1.0]},
+    "hist_gradient_boosting": {
+        "learning_rate": [0.05, 0.1, 0.2],
+        "max_leaf_nodes": [15, 31, 63],
+        "l2_regularization": [0.0, 1.0],
+    },
 }
 
 _PIPELINE_STEP = "clf"  # name of the classifier step in the scaled pipelines (LR, kNN)
@@ -78,7 +81,7 @@ def _estimator_params(model, params: Mapping[str, Any]) -> dict[str, Any]:
 
 def _plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
     prefix = f"{_PIPELINE_STEP}__"
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in params.items()}
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in params.items()}
 
 
 def _final_estimator(model):

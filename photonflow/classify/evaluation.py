@@ -76,8 +76,10 @@ class Evaluation:
         return {
             "confusion": [[int(v) for v in row] for row in np.asarray(self.confusion)],
             "confusion_layout": "rows: true class [bad, good]; columns: predicted class [bad, good]",
-            "report": {k: {m: (int(x) if m == "support" else _nan_to_none(x)) for m, x in v.items()}
-                       for k, v in self.report.items()},
+            "report": {
+                k: {m: (int(x) if m == "support" else _nan_to_none(x)) for m, x in v.items()}
+                for k, v in self.report.items()
+            },
             "accuracy": _nan_to_none(self.accuracy),
             "misclassification_rate": _nan_to_none(self.misclassification_rate),
             "good_kept": _nan_to_none(self.good_kept),
@@ -92,9 +94,15 @@ class Evaluation:
             return float("nan") if v is None else float(v)
 
         report = {k: {m: (int(x) if m == "support" else f(x)) for m, x in v.items()} for k, v in d["report"].items()}
-        return cls(confusion=np.asarray(d["confusion"], dtype=np.int64).reshape(2, 2), report=report,
-                   accuracy=f(d["accuracy"]), misclassification_rate=f(d["misclassification_rate"]),
-                   good_kept=f(d["good_kept"]), bad_rejected=f(d["bad_rejected"]), n_test=int(d["n_test"]))
+        return cls(
+            confusion=np.asarray(d["confusion"], dtype=np.int64).reshape(2, 2),
+            report=report,
+            accuracy=f(d["accuracy"]),
+            misclassification_rate=f(d["misclassification_rate"]),
+            good_kept=f(d["good_kept"]),
+            bad_rejected=f(d["bad_rejected"]),
+            n_test=int(d["n_test"]),
+        )
 
     def to_markdown(self, title: str | None = None) -> str:
         """Markdown tables (rates, confusion matrix, classification report) for a Prefect
@@ -134,8 +142,9 @@ class Evaluation:
             "|---|---|---|---|---|",
         ]
         for key, row in self.report.items():
-            lines.append(f"| {key} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1-score']:.4f} | "
-                         f"{row['support']} |")
+            lines.append(
+                f"| {key} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1-score']:.4f} | {row['support']} |"
+            )
         return "\n".join(lines) + "\n"
 
     def to_text(self, digits: int = 4) -> str:
@@ -203,12 +212,20 @@ def evaluate(y_true, y_pred) -> Evaluation:
     prec, rec, f1, sup = precision_recall_fscore_support(t, p, labels=list(_LABELS), zero_division=0.0)
     report = {}
     for i, label in enumerate(_LABELS):
-        report[LABEL_NAMES[label]] = {"precision": float(prec[i]), "recall": float(rec[i]),
-                                      "f1-score": float(f1[i]), "support": int(sup[i])}
+        report[LABEL_NAMES[label]] = {
+            "precision": float(prec[i]),
+            "recall": float(rec[i]),
+            "f1-score": float(f1[i]),
+            "support": int(sup[i]),
+        }
     for avg in ("macro", "weighted"):
         a_p, a_r, a_f, _ = precision_recall_fscore_support(t, p, labels=list(_LABELS), average=avg, zero_division=0.0)
-        report[f"{avg} avg"] = {"precision": float(a_p), "recall": float(a_r), "f1-score": float(a_f),
-                                "support": int(len(t))}
+        report[f"{avg} avg"] = {
+            "precision": float(a_p),
+            "recall": float(a_r),
+            "f1-score": float(a_f),
+            "support": int(len(t)),
+        }
     n = int(cm.sum())
     wrong = int(cm[0, 1] + cm[1, 0])
     n_bad, n_good = int(cm[0].sum()), int(cm[1].sum())
@@ -269,20 +286,31 @@ def plot_confusion_matrix(evaluation: Evaluation, path, title: str = "Confusion 
     ax.set_ylabel("true class")
     for i in range(2):
         for j in range(2):
-            ax.text(j, i, f"{cm[i, j]}\n{pct[i, j]:.1f} %", ha="center", va="center", fontsize=12,
-                    color="white" if pct[i, j] > 60 else "black")
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}\n{pct[i, j]:.1f} %",
+                ha="center",
+                va="center",
+                fontsize=12,
+                color="white" if pct[i, j] > 60 else "black",
+            )
 
     def p(v):
         return "–" if not math.isfinite(v) else f"{100 * v:.1f} %"
 
-    ax.set_title(f"{title}\n{evaluation.n_test} test frames, accuracy {p(evaluation.accuracy)}\n"
-                 f"good kept {p(evaluation.good_kept)}, bad rejected {p(evaluation.bad_rejected)}", fontsize="medium")
+    ax.set_title(
+        f"{title}\n{evaluation.n_test} test frames, accuracy {p(evaluation.accuracy)}\n"
+        f"good kept {p(evaluation.good_kept)}, bad rejected {p(evaluation.bad_rejected)}",
+        fontsize="medium",
+    )
     fig.tight_layout()
     return _save(fig, path)
 
 
-def write_evaluation(evaluation: Evaluation, directory, stem: str, extra: Mapping | None = None,
-                     title: str | None = None) -> dict[str, str]:
+def write_evaluation(
+    evaluation: Evaluation, directory, stem: str, extra: Mapping | None = None, title: str | None = None
+) -> dict[str, str]:
     """Write ``{stem}_evaluation.json`` (the numbers, plus ``extra`` when given),
     ``{stem}_report.txt`` (:meth:`Evaluation.to_text`) and ``{stem}_confusion.png`` in
     ``directory``, atomically; ``{"json", "txt", "png"}`` → path."""

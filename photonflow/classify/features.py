@@ -52,7 +52,6 @@ Failures (:func:`extract_features`)
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -60,6 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from photonflow.errors import InputError
 
 from ..io.geom import DetectorGeometry, load_geometry
 from ..io.images import HDF5_SUFFIXES, FrameReadError, find_image_dataset, frame_count, open_hdf5, read_frame
@@ -116,8 +117,10 @@ class Roi:
                     raise FeatureError(f"ROI {key} must be an integer pixel index, got {value!r}")
             object.__setattr__(self, key, int(value))
         if not (0 <= self.ss0 < self.ss1 and 0 <= self.fs0 < self.fs1):
-            raise FeatureError(f"ROI ss {self.ss0}:{self.ss1}, fs {self.fs0}:{self.fs1} is empty or negative "
-                               "(need 0 <= ss0 < ss1 and 0 <= fs0 < fs1, half-open)")
+            raise FeatureError(
+                f"ROI ss {self.ss0}:{self.ss1}, fs {self.fs0}:{self.fs1} is empty or negative "
+                "(need 0 <= ss0 < ss1 and 0 <= fs0 < fs1, half-open)"
+            )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -164,8 +167,9 @@ def roi_from_panel(geometry_or_path: DetectorGeometry | str | os.PathLike, panel
     raise FeatureError(f"{source}no panel named {panel_name!r}; the {len(names)} panels are: {', '.join(names)}")
 
 
-def roi_from_box(ss0: int, ss1: int, fs0: int, fs1: int, frame_shape: Sequence[int] | None = None,
-                 panel: str | None = None) -> Roi:
+def roi_from_box(
+    ss0: int, ss1: int, fs0: int, fs1: int, frame_shape: Sequence[int] | None = None, panel: str | None = None
+) -> Roi:
     """A ROI ``data[ss0:ss1, fs0:fs1]`` (half-open, pixels), checked against ``frame_shape`` when given."""
     roi = Roi(ss0, ss1, fs0, fs1, panel)
     if frame_shape is not None and not roi.fits(frame_shape):
@@ -223,15 +227,25 @@ class FeatureRecipe:
         return names + (list(SUMMARY_NAMES) if self.summary else [])
 
     def to_dict(self) -> dict:
-        return {"roi": self.roi.to_dict(), "binning": self.binning, "summary": self.summary, "log": self.log,
-                "saturation": self.saturation}
+        return {
+            "roi": self.roi.to_dict(),
+            "binning": self.binning,
+            "summary": self.summary,
+            "log": self.log,
+            "saturation": self.saturation,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureRecipe:
         if "roi" not in d:
             raise FeatureError(f"feature recipe dict lacks 'roi': {d!r}")
-        return cls(Roi.from_dict(d["roi"]), int(d.get("binning", 1)), bool(d.get("summary", False)),
-                   bool(d.get("log", False)), d.get("saturation"))
+        return cls(
+            Roi.from_dict(d["roi"]),
+            int(d.get("binning", 1)),
+            bool(d.get("summary", False)),
+            bool(d.get("log", False)),
+            d.get("saturation"),
+        )
 
 
 def _as_recipe(recipe_or_roi: FeatureRecipe | Roi) -> FeatureRecipe:
@@ -249,8 +263,10 @@ def features_from_roi(stack: np.ndarray, recipe: FeatureRecipe | Roi, out: np.nd
     if stack.ndim == 2:
         stack = stack[None]
     if stack.ndim != 3 or stack.shape[1:] != recipe.roi.shape:
-        raise FeatureError(f"stack has shape {stack.shape}, expected (n, {recipe.roi.shape[0]}, "
-                           f"{recipe.roi.shape[1]}) for the {recipe.roi}")
+        raise FeatureError(
+            f"stack has shape {stack.shape}, expected (n, {recipe.roi.shape[0]}, "
+            f"{recipe.roi.shape[1]}) for the {recipe.roi}"
+        )
     n, h, w = stack.shape
     if out is None:
         out = np.empty((n, recipe.n_features), np.float32)
@@ -348,9 +364,13 @@ class ReadFailures:
         return out
 
 
-def iter_roi_batches(refs: Sequence[tuple[str, int | None]], roi: Roi, dataset: str | None = None,
-                     batch: int = DEFAULT_BATCH, failures: ReadFailures | None = None
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_roi_batches(
+    refs: Sequence[tuple[str, int | None]],
+    roi: Roi,
+    dataset: str | None = None,
+    batch: int = DEFAULT_BATCH,
+    failures: ReadFailures | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Read the ROI of every ref, yielding ``(positions, stack)`` batches of up to ``batch`` frames.
 
     ``batch`` is capped so that the buffer stays under :data:`MAX_BUFFER_BYTES` (64 MiB).
@@ -386,9 +406,9 @@ def iter_roi_batches(refs: Sequence[tuple[str, int | None]], roi: Roi, dataset: 
                 if fill:
                     yield pos_buf[:fill].copy(), buf[:fill]
                     fill = 0
-            done = reader(buf[fill:fill + m])  # frames that failed are left out, the rest packed
+            done = reader(buf[fill : fill + m])  # frames that failed are left out, the rest packed
             k = len(done)
-            pos_buf[fill:fill + k] = done
+            pos_buf[fill : fill + k] = done
             fill += k
     if fill:
         yield pos_buf[:fill].copy(), buf[:fill]
@@ -416,8 +436,12 @@ def _hdf5_frames(path, positions, events, roi, dataset, failures, step):
         n = ds.shape[0] if ds.ndim == 3 else 1
         frame_shape = ds.shape[-2:]
         if not roi.fits(frame_shape):
-            failures.add_file(positions, path, events,
-                              f"{roi} lies outside the frame ({frame_shape[0]} x {frame_shape[1]} pixels, ss x fs)")
+            failures.add_file(
+                positions,
+                path,
+                events,
+                f"{roi} lies outside the frame ({frame_shape[0]} x {frame_shape[1]} pixels, ss x fs)",
+            )
             return
         good: list[tuple[int, int]] = []  # (event index, position)
         for pos, event in zip(positions, events):
@@ -445,7 +469,7 @@ def _hdf5_frames(path, positions, events, roi, dataset, failures, step):
                             ds.read_direct(dest, np.s_[ss, fs], np.s_[k])
                     else:
                         for k, e0, m in _runs(idx):
-                            ds.read_direct(dest, np.s_[e0:e0 + m, ss, fs], np.s_[k:k + m])
+                            ds.read_direct(dest, np.s_[e0 : e0 + m, ss, fs], np.s_[k : k + m])
                     return [p for _, p in items]
                 except Exception:
                     return _one_by_one(items, dest)
@@ -464,13 +488,14 @@ def _hdf5_frames(path, positions, events, roi, dataset, failures, step):
             return reader
 
         for k in range(0, len(good), step):
-            items = good[k:k + step]
+            items = good[k : k + step]
             yield [p for _, p in items], make_reader(items)
 
 
 def _other_frames(path, positions, events, roi, dataset, failures):
     """Chunks for a non-HDF5 file: one frame at a time through photonflow.io.read_frame."""
     for pos, event in zip(positions, events):
+
         def reader(dest, pos=pos, event=event):
             try:
                 frame = read_frame(path, event, dataset)
@@ -478,8 +503,12 @@ def _other_frames(path, positions, events, roi, dataset, failures):
                 failures.add(pos, path, event, exc.reason)
                 return []
             if not roi.fits(frame.shape):
-                failures.add(pos, path, event, f"{roi} lies outside the frame "
-                                               f"({frame.shape[0]} x {frame.shape[1]} pixels, ss x fs)")
+                failures.add(
+                    pos,
+                    path,
+                    event,
+                    f"{roi} lies outside the frame ({frame.shape[0]} x {frame.shape[1]} pixels, ss x fs)",
+                )
                 return []
             dest[0] = frame[roi.slices]
             return [pos]
@@ -487,8 +516,14 @@ def _other_frames(path, positions, events, roi, dataset, failures):
         yield [pos], reader
 
 
-def read_roi(path: str | os.PathLike, events: int | Sequence[int] | None, roi: Roi, dataset: str | None = None,
-             *, out: np.ndarray | None = None) -> np.ndarray:
+def read_roi(
+    path: str | os.PathLike,
+    events: int | Sequence[int] | None,
+    roi: Roi,
+    dataset: str | None = None,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """The ROI of frames of one file as float32 ``(n, h, w)``, in the order of ``events``.
 
     ``events``: frame indices (an int, a sequence, a range), or None for all frames of the file (a
@@ -554,8 +589,12 @@ class FeatureSet:
         return len(self.refs) / self.elapsed_s if self.elapsed_s > 0 else float("nan")
 
 
-def extract_features(refs: Sequence[tuple[str, int | None]], recipe: FeatureRecipe | Roi, dataset: str | None = None,
-                     batch: int = DEFAULT_BATCH) -> FeatureSet:
+def extract_features(
+    refs: Sequence[tuple[str, int | None]],
+    recipe: FeatureRecipe | Roi,
+    dataset: str | None = None,
+    batch: int = DEFAULT_BATCH,
+) -> FeatureSet:
     """Read the ROI of every ref and turn it into features (:func:`features_from_roi`).
 
     Refs are ``(path, event)`` (EventRef or FrameRef). Rows come in the order of ``refs``, without
@@ -573,7 +612,7 @@ def extract_features(refs: Sequence[tuple[str, int | None]], recipe: FeatureReci
         m = len(positions)
         p0 = int(positions[0])
         if positions[-1] - p0 == m - 1 and np.all(np.diff(positions) == 1):  # in order: straight into X
-            features_from_roi(stack, recipe, out=X[p0:p0 + m])
+            features_from_roi(stack, recipe, out=X[p0 : p0 + m])
         else:
             if tmp is None or len(tmp) < m:
                 tmp = np.empty((m, recipe.n_features), np.float32)

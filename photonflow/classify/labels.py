@@ -128,11 +128,14 @@ class LabelSet:
             "missing_events": len(self.missing_refs),
         }
 
-    def write(self, good_path: str | os.PathLike, bad_path: str | os.PathLike,
-              relative: bool = False) -> tuple[Path, Path]:
+    def write(
+        self, good_path: str | os.PathLike, bad_path: str | os.PathLike, relative: bool = False
+    ) -> tuple[Path, Path]:
         """Write the good and the bad events back as two list files (atomically)."""
-        return (write_label_list(good_path, self.good, relative=relative),
-                write_label_list(bad_path, self.bad, relative=relative))
+        return (
+            write_label_list(good_path, self.good, relative=relative),
+            write_label_list(bad_path, self.bad, relative=relative),
+        )
 
 
 def _as_list(paths) -> list:
@@ -143,9 +146,12 @@ def _as_list(paths) -> list:
     return list(paths)
 
 
-def load_labels(good_lists: Sequence[str | os.PathLike] | str | os.PathLike,
-                bad_lists: Sequence[str | os.PathLike] | str | os.PathLike,
-                on_conflict: str = "error", check_files: bool = True) -> LabelSet:
+def load_labels(
+    good_lists: Sequence[str | os.PathLike] | str | os.PathLike,
+    bad_lists: Sequence[str | os.PathLike] | str | os.PathLike,
+    on_conflict: str = "error",
+    check_files: bool = True,
+) -> LabelSet:
     """Concatenate good and bad list files into one :class:`LabelSet`.
 
     Duplicates within a class collapse to one event (counted in ``duplicates``). An event in both
@@ -178,8 +184,9 @@ def load_labels(good_lists: Sequence[str | os.PathLike] | str | os.PathLike,
                 else:
                     first = entry["labels"][GOOD if label == BAD else BAD]
                     if on_conflict == "error":
-                        raise LabelError(f"event {format_event(ref)} is labelled both good and bad "
-                                         f"({first} and {where})")
+                        raise LabelError(
+                            f"event {format_event(ref)} is labelled both good and bad ({first} and {where})"
+                        )
                     entry["labels"][label] = where
     conflicts = []
     keep: list[EventRef] = []
@@ -281,8 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m photonflow.classify.labels CANDIDATES.lst OUT.lst ID [ID ...]``: write the events
     that the ids name (indices into the candidate list a contact sheet wrote, ranges ``a-b``, or
     ``path //N``) to OUT.lst; ``--append`` adds them to an existing OUT.lst (repeats collapse)."""
-    parser = argparse.ArgumentParser(prog="python -m photonflow.classify.labels",
-                                     description="Write a good/bad label list from contact-sheet ids.")
+    parser = argparse.ArgumentParser(
+        prog="python -m photonflow.classify.labels", description="Write a good/bad label list from contact-sheet ids."
+    )
     parser.add_argument("candidates", help="candidate list written beside the contact sheet (ids index into it)")
     parser.add_argument("output", help="label list to write (e.g. bad.lst)")
     parser.add_argument("ids", nargs="+", help="ids (5, 5-9) or events ('path //N')")

@@ -3,11 +3,12 @@ JSON sidecar (:func:`metadata_path`). Loading runs pickle: load only classifier 
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import json
 import os
 import warnings
 from pathlib import Path
+
+from photonflow.errors import InputError
 
 from .compat import _shape
 from .evaluation import Evaluation
@@ -60,13 +61,16 @@ def load_classifier(path: str | os.PathLike) -> TrainedClassifier:
     try:
         payload = joblib.load(path)
     except Exception as exc:  # noqa: BLE001 - pickle/zlib/joblib raise many kinds
-        raise ClassifierFileError(f"{path} is not a readable photonflow classifier file "
-                                  f"({type(exc).__name__}: {exc})") from exc
+        raise ClassifierFileError(
+            f"{path} is not a readable photonflow classifier file ({type(exc).__name__}: {exc})"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
         raise ClassifierFileError(f"{path} is not a photonflow classifier file (saved by something else)")
     if int(payload.get("format_version", 0)) > FILE_FORMAT_VERSION:
-        raise ClassifierFileError(f"{path} has classifier file format version {payload.get('format_version')}; "
-                                  f"this photonflow reads up to {FILE_FORMAT_VERSION}")
+        raise ClassifierFileError(
+            f"{path} has classifier file format version {payload.get('format_version')}; "
+            f"this photonflow reads up to {FILE_FORMAT_VERSION}"
+        )
     try:
         meta = payload["metadata"]
         model = payload["model"]
@@ -89,6 +93,10 @@ def load_classifier(path: str | os.PathLike) -> TrainedClassifier:
 
     saved = versions.get("scikit-learn")
     if saved and saved != sklearn.__version__:
-        warnings.warn(f"classifier {path} was saved with scikit-learn {saved}; running {sklearn.__version__} "
-                      "(predictions may differ; retrain if in doubt)", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"classifier {path} was saved with scikit-learn {saved}; running {sklearn.__version__} "
+            "(predictions may differ; retrain if in doubt)",
+            UserWarning,
+            stacklevel=2,
+        )
     return clf

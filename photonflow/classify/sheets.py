@@ -157,8 +157,12 @@ def contact_sheet(
     refs = None
     if isinstance(frames, np.ndarray) and frames.ndim == 3:
         images = list(frames)
-    elif len(frames) and isinstance(frames[0], (tuple, list)) and len(frames[0]) == 2 \
-            and isinstance(frames[0][0], (str, os.PathLike)):  # refs (path, event)
+    elif (
+        len(frames)
+        and isinstance(frames[0], (tuple, list))
+        and len(frames[0]) == 2
+        and isinstance(frames[0][0], (str, os.PathLike))
+    ):  # refs (path, event)
         refs = [(os.fspath(r[0]), r[1]) for r in frames]
         images = _load(refs, roi, whole, dataset)
     else:
@@ -213,10 +217,23 @@ def contact_sheet(
         sel = range(page * per_page, min(n, (page + 1) * per_page))
         out = path if n_pages == 1 else path.with_name(f"{path.stem}_p{page + 1:02d}{path.suffix or '.png'}")
         head = title or "Contact sheet"
-        head = f"{head}: frames {ids[sel[0]] if len(sel) else ''}–{ids[sel[-1]] if len(sel) else ''}" \
-               f" ({n} in all, page {page + 1}/{n_pages}) · border: green good, red bad, grey unlabelled"
-        _draw_page(out, [images[i] for i in sel], [profiles[i] for i in sel], [curves[i] for i in sel],
-                   [points[i] for i in sel], lab[list(sel)], [ids[i] for i in sel], roi, columns, thumb, head)
+        head = (
+            f"{head}: frames {ids[sel[0]] if len(sel) else ''}–{ids[sel[-1]] if len(sel) else ''}"
+            f" ({n} in all, page {page + 1}/{n_pages}) · border: green good, red bad, grey unlabelled"
+        )
+        _draw_page(
+            out,
+            [images[i] for i in sel],
+            [profiles[i] for i in sel],
+            [curves[i] for i in sel],
+            [points[i] for i in sel],
+            lab[list(sel)],
+            [ids[i] for i in sel],
+            roi,
+            columns,
+            thumb,
+            head,
+        )
         outputs.append(str(out))
     if refs is not None and candidates_path is not False:
         cand = path.with_suffix(".lst") if candidates_path in (None, True) else Path(candidates_path)
@@ -236,9 +253,9 @@ def _draw_page(path, images, profiles, curves, points, labels, ids, roi, columns
     for k, img in enumerate(images):
         r, c = divmod(k, columns)
         x0, y0 = c * thumb, HEADER + r * (thumb + strip)
-        canvas[y0:y0 + thumb + strip, x0:x0 + thumb] = _COLOURS[int(labels[k])]
-        canvas[y0 + _BORDER:y0 + thumb - _BORDER, x0 + _BORDER:x0 + thumb - _BORDER] = 0.0
-        canvas[y0 + thumb:y0 + thumb + strip - _BORDER, x0 + _BORDER:x0 + thumb - _BORDER] = _STRIP
+        canvas[y0 : y0 + thumb + strip, x0 : x0 + thumb] = _COLOURS[int(labels[k])]
+        canvas[y0 + _BORDER : y0 + thumb - _BORDER, x0 + _BORDER : x0 + thumb - _BORDER] = 0.0
+        canvas[y0 + thumb : y0 + thumb + strip - _BORDER, x0 + _BORDER : x0 + thumb - _BORDER] = _STRIP
         texts.append((x0 + _BORDER + 2, y0 + _BORDER + 1, str(ids[k])))
         if isinstance(img, str):
             texts.append((x0 + _BORDER + 2, y0 + thumb // 2, img[:40]))
@@ -247,7 +264,7 @@ def _draw_page(path, images, profiles, curves, points, labels, ids, roi, columns
         th, tw = t.shape
         ox = x0 + _BORDER + (inner - tw) // 2
         oy = y0 + _BORDER + (inner - th) // 2
-        canvas[oy:oy + th, ox:ox + tw] = t[:, :, None]
+        canvas[oy : oy + th, ox : ox + tw] = t[:, :, None]
         if roi is not None and img.shape != roi.shape:  # a whole frame: draw the ROI box
             bx0, bx1 = ox + roi.fs0 * scale, ox + roi.fs1 * scale
             by0, by1 = oy + roi.ss0 * scale, oy + roi.ss1 * scale
@@ -290,8 +307,16 @@ def _draw_page(path, images, profiles, curves, points, labels, ids, roi, columns
     if ticks:
         ax.add_collection(LineCollection(ticks, colors="magenta", linewidths=0.8))
     for x, y, s in texts:
-        ax.text(x, y, s, color="white", fontsize=7, va="top", ha="left",
-                bbox={"boxstyle": "square,pad=0.1", "fc": "black", "ec": "none", "alpha": 0.6})
+        ax.text(
+            x,
+            y,
+            s,
+            color="white",
+            fontsize=7,
+            va="top",
+            ha="left",
+            bbox={"boxstyle": "square,pad=0.1", "fc": "black", "ec": "none", "alpha": 0.6},
+        )
     ax.text(4, HEADER / 2, head, color="white", fontsize=8, va="center", ha="left")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")

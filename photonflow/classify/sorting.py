@@ -44,8 +44,14 @@ class SortProcessor:
             classes = list(clf.classes)
             p_good = proba[:, classes.index(GOOD)] if GOOD in classes else np.zeros(len(labels))
             for (path, event), label, pg in zip(features.refs, labels, p_good):
-                result.rows.append({"path": path, "event": -1 if event is None else int(event),
-                                    "label": "good" if int(label) == GOOD else "bad", "p_good": float(pg)})
+                result.rows.append(
+                    {
+                        "path": path,
+                        "event": -1 if event is None else int(event),
+                        "label": "good" if int(label) == GOOD else "bad",
+                        "p_good": float(pg),
+                    }
+                )
         sorted_keys = {str(FrameRef(p, e)) for p, e in features.refs}
         for path, event in items:
             key = str(FrameRef(path, event))

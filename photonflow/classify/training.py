@@ -84,13 +84,16 @@ def parse_split(split: str | Sequence[float] | float | None) -> tuple[float, flo
     if not all(math.isfinite(p) for p in parts):
         raise ValueError(f"train/test split {shown}: parts must be finite numbers")
     if any(p <= 0 for p in parts):
-        raise ValueError(f"train/test split {shown}: both parts must be greater than 0 "
-                         "(frames are needed to train and to test)")
+        raise ValueError(
+            f"train/test split {shown}: both parts must be greater than 0 (frames are needed to train and to test)"
+        )
     total = parts[0] + parts[1]
     if max(parts) <= 1.0:  # fractions
         if abs(total - 1.0) > 1e-9:
-            raise ValueError(f"train/test split {shown} adds up to {_fmt_number(total)}, not 1 "
-                             "(give percentages adding up to 100, e.g. 70/30)")
+            raise ValueError(
+                f"train/test split {shown} adds up to {_fmt_number(total)}, not 1 "
+                "(give percentages adding up to 100, e.g. 70/30)"
+            )
         return (parts[0] * 100.0, parts[1] * 100.0)
     if abs(total - 100.0) > 1e-6:
         raise ValueError(f"train/test split {shown} adds up to {_fmt_number(total)}, not 100")
@@ -161,8 +164,10 @@ class TrainedClassifier:
             raise ModelMismatch(f"features must be a 2-D array (frames × features), got shape {X.shape}")
         n = self.n_features
         if n is not None and X.shape[1] != n:
-            raise ModelMismatch(f"{self._what()} expects {n} features per frame, got {X.shape[1]}",
-                                differences=[f"number of features: model {n}, frames {X.shape[1]}"])
+            raise ModelMismatch(
+                f"{self._what()} expects {n} features per frame, got {X.shape[1]}",
+                differences=[f"number of features: model {n}, frames {X.shape[1]}"],
+            )
         return X
 
     def _what(self) -> str:
@@ -185,8 +190,11 @@ class TrainedClassifier:
         """Held-out frames sorted wrongly: ``{"ref", "true", "predicted"}`` each (refs as given in
         memory; as JSON after loading). Empty when no refs were given at training."""
         if self.test_refs is not None and self.test_labels is not None and self.test_predictions is not None:
-            return [{"ref": r, "true": int(t), "predicted": int(p)}
-                    for r, t, p in zip(self.test_refs, self.test_labels, self.test_predictions) if t != p]
+            return [
+                {"ref": r, "true": int(t), "predicted": int(p)}
+                for r, t, p in zip(self.test_refs, self.test_labels, self.test_predictions)
+                if t != p
+            ]
         return list(self.training_summary.get("misclassified", []))
 
     def metadata(self) -> dict:
@@ -223,8 +231,10 @@ def _prepare(X, y, refs):
     counts = {label: int((y == label).sum()) for label in _LABELS}
     for label, n in counts.items():
         if n < 2:
-            raise ValueError(f"training needs at least 2 {LABEL_NAMES[label]} frames (label {label}) for a "
-                             f"stratified train/test split; got {n} (of {len(y)} labelled frames)")
+            raise ValueError(
+                f"training needs at least 2 {LABEL_NAMES[label]} frames (label {label}) for a "
+                f"stratified train/test split; got {n} (of {len(y)} labelled frames)"
+            )
     return X, y, refs, counts
 
 
@@ -232,8 +242,9 @@ def _cv_folds(y_train: np.ndarray, cv: int) -> int:
     smallest = min(int((y_train == label).sum()) for label in _LABELS)
     folds = min(int(cv), smallest)
     if folds < 2:
-        raise ValueError(f"grid search needs at least 2 frames of each class in the training part; "
-                         f"the smallest class has {smallest}")
+        raise ValueError(
+            f"grid search needs at least 2 frames of each class in the training part; the smallest class has {smallest}"
+        )
     return folds
 
 
@@ -280,8 +291,10 @@ def train_classifier(
     try:
         i_train, i_test = train_test_split(idx, test_size=test_pct / 100.0, stratify=y, random_state=seed)
     except ValueError as exc:
-        raise ValueError(f"cannot split {len(y)} frames ({counts[GOOD]} good, {counts[BAD]} bad) "
-                         f"{_fmt_number(train_pct)}/{_fmt_number(test_pct)} stratified: {exc}") from exc
+        raise ValueError(
+            f"cannot split {len(y)} frames ({counts[GOOD]} good, {counts[BAD]} bad) "
+            f"{_fmt_number(train_pct)}/{_fmt_number(test_pct)} stratified: {exc}"
+        ) from exc
     i_train, i_test = np.sort(i_train), np.sort(i_test)
     X_train, y_train, X_test, y_test = X[i_train], y[i_train], X[i_test], y[i_test]
 
@@ -292,13 +305,24 @@ def train_classifier(
     if grid_search:
         grid = dict(PARAM_GRIDS[name] if grid_search is True else grid_search)
         folds = _cv_folds(y_train, cv)
-        search = GridSearchCV(model, _estimator_params(model, grid), scoring=scoring, refit=True, n_jobs=1,
-                              cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed))
+        search = GridSearchCV(
+            model,
+            _estimator_params(model, grid),
+            scoring=scoring,
+            refit=True,
+            n_jobs=1,
+            cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed),
+        )
         search.fit(X_train, y_train)
         model = search.best_estimator_
-        search_info = {"grid": grid, "best_params": _plain_params(search.best_params_),
-                       "cv_score": float(search.best_score_), "cv_folds": folds, "scoring": scoring,
-                       "n_candidates": int(len(search.cv_results_["params"]))}
+        search_info = {
+            "grid": grid,
+            "best_params": _plain_params(search.best_params_),
+            "cv_score": float(search.best_score_),
+            "cv_folds": folds,
+            "scoring": scoring,
+            "n_candidates": int(len(search.cv_results_["params"])),
+        }
     else:
         model.fit(X_train, y_train)
     threshold = None
@@ -329,16 +353,23 @@ def train_classifier(
         "params": _jsonable(params),
         "grid_search": _jsonable(search_info),
         "training_seconds": round(float(seconds), 4),
-        "operating_point": None if threshold is None else {
-            "threshold_p_good": threshold, "bad_rejected_target": float(bad_rejected_target),
-            "chosen_on": f"out-of-fold probabilities of the training part ({_cv_folds(y_train, cv)}-fold)"},
+        "operating_point": None
+        if threshold is None
+        else {
+            "threshold_p_good": threshold,
+            "bad_rejected_target": float(bad_rejected_target),
+            "chosen_on": f"out-of-fold probabilities of the training part ({_cv_folds(y_train, cv)}-fold)",
+        },
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     test_refs = None
     if refs is not None:
         test_refs = [refs[i] for i in i_test]
-        summary["misclassified"] = [{"ref": _jsonable(r), "true": int(t), "predicted": int(p)}
-                                    for r, t, p in zip(test_refs, y_test, y_pred) if t != p]
+        summary["misclassified"] = [
+            {"ref": _jsonable(r), "true": int(t), "predicted": int(p)}
+            for r, t, p in zip(test_refs, y_test, y_pred)
+            if t != p
+        ]
     return TrainedClassifier(
         model=model,
         name=name,
@@ -364,8 +395,13 @@ def _operating_point(model, X_train, y_train, target: float, cv: int, seed: int)
     if not 0.0 < target <= 1.0:
         raise ValueError(f"bad_rejected_target must be in (0, 1], got {target}")
     folds = _cv_folds(y_train, cv)
-    proba = cross_val_predict(clone(model), X_train, y_train, method="predict_proba",
-                              cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed))
+    proba = cross_val_predict(
+        clone(model),
+        X_train,
+        y_train,
+        method="predict_proba",
+        cv=StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed),
+    )
     p_good = proba[:, list(np.unique(y_train)).index(GOOD)]
     bad = np.sort(p_good[y_train == BAD])
     k = int(np.ceil(target * bad.size))  # this many bad frames must fall below the threshold
@@ -392,21 +428,38 @@ def compare_models(
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise _unknown_model(unknown[0])
-    return {name: train_classifier(X, y, name, split=split, seed=seed, grid_search=grid_search, recipe=recipe,
-                                   frame_shape=frame_shape, refs=refs, n_jobs=n_jobs,
-                                   bad_rejected_target=bad_rejected_target)
-            for name in names}
+    return {
+        name: train_classifier(
+            X,
+            y,
+            name,
+            split=split,
+            seed=seed,
+            grid_search=grid_search,
+            recipe=recipe,
+            frame_shape=frame_shape,
+            refs=refs,
+            n_jobs=n_jobs,
+            bad_rejected_target=bad_rejected_target,
+        )
+        for name in names
+    }
 
 
 def comparison_markdown(results: Mapping[str, TrainedClassifier], title: str | None = "Classifier comparison") -> str:
     """One Markdown table row per model: accuracy, good kept, bad rejected, F1s, training time."""
     lines = [f"## {title}", ""] if title else []
-    lines += ["| model | accuracy | misclassified | good kept | bad rejected | F1 good | F1 bad | PADT rates | "
-              "training (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| model | accuracy | misclassified | good kept | bad rejected | F1 good | F1 bad | PADT rates | "
+        "training (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, clf in results.items():
         e = clf.evaluation
-        lines.append(f"| {name} | {100 * e.accuracy:.2f} % | {100 * e.misclassification_rate:.2f} % | "
-                     f"{100 * e.good_kept:.2f} % | {100 * e.bad_rejected:.2f} % | {e.report['good']['f1-score']:.4f} | "
-                     f"{e.report['bad']['f1-score']:.4f} | {'yes' if e.meets_padt() else 'no'} | "
-                     f"{clf.training_summary.get('training_seconds', float('nan')):.2f} |")
+        lines.append(
+            f"| {name} | {100 * e.accuracy:.2f} % | {100 * e.misclassification_rate:.2f} % | "
+            f"{100 * e.good_kept:.2f} % | {100 * e.bad_rejected:.2f} % | {e.report['good']['f1-score']:.4f} | "
+            f"{e.report['bad']['f1-score']:.4f} | {'yes' if e.meets_padt() else 'no'} | "
+            f"{clf.training_summary.get('training_seconds', float('nan')):.2f} |"
+        )
     return "\n".join(lines) + "\n"

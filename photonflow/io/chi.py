@@ -40,8 +40,9 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def format_chi(q, intensity, sigma, config: dict, integral_params: dict, column_labels=DEFAULT_COLUMN_LABELS,
-               digits: int = 19) -> str:
+def format_chi(
+    q, intensity, sigma, config: dict, integral_params: dict, column_labels=DEFAULT_COLUMN_LABELS, digits: int = 19
+) -> str:
     """The text of a SAXSDOG ``.chi`` file (see module doc).
 
     ``digits``: significant digits per number; 19 (``%.18e``) gives SAXSDOG's bytes exactly, 10

@@ -29,7 +29,6 @@ of a multi-event file, or ``file`` alone for a single-frame file.
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -38,6 +37,8 @@ from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
+
+from photonflow.errors import InputError
 
 from .atomic import atomic_path
 from .compression import dataset_compression
@@ -133,13 +134,16 @@ def write_cxi_peaks(
         with h5py.File(tmp, "w") as f:
             f.create_dataset("cxi_version", data=np.int32(150))
             if frames is not None and n:
-                f.create_dataset("/entry_1/data_1/data", data=frames, chunks=(1, *frames.shape[1:]),
-                                 **dataset_compression("bitshuffle"))
+                f.create_dataset(
+                    "/entry_1/data_1/data",
+                    data=frames,
+                    chunks=(1, *frames.shape[1:]),
+                    **dataset_compression("bitshuffle"),
+                )
             group = f.require_group(CXI_PEAK_GROUP)
             group.create_dataset("nPeaks", data=kept)
             for name, _ in _PER_PEAK:
-                group.create_dataset(name, data=arrays[name], chunks=(min(max(n, 1), 64), max_peaks)
-                                     if n else None)
+                group.create_dataset(name, data=arrays[name], chunks=(min(max(n, 1), 64), max_peaks) if n else None)
             strings = h5py.string_dtype("utf-8")
             if sources is not None:
                 group.create_dataset("sourceFile", data=[str(s) for s in sources], dtype=strings)
@@ -199,10 +203,16 @@ def read_cxi_sources(path: str | os.PathLike) -> list[tuple[str | None, int | st
     with h5py.File(path, "r") as f:
         group = _open_group(f, path)
         n = len(group["nPeaks"])
-        files = [s.decode() if isinstance(s, bytes) else s for s in group["sourceFile"][()]] \
-            if "sourceFile" in group else [None] * n
-        events = [_event_value(s.decode() if isinstance(s, bytes) else s) for s in group["sourceEvent"][()]] \
-            if "sourceEvent" in group else [None] * n
+        files = (
+            [s.decode() if isinstance(s, bytes) else s for s in group["sourceFile"][()]]
+            if "sourceFile" in group
+            else [None] * n
+        )
+        events = (
+            [_event_value(s.decode() if isinstance(s, bytes) else s) for s in group["sourceEvent"][()]]
+            if "sourceEvent" in group
+            else [None] * n
+        )
     return list(zip(files, events))
 
 
@@ -243,7 +253,8 @@ def write_cxi_frames(
         f.attrs["cxi_version"] = 160
         entry = f.create_group("entry_1")
         ds = entry.create_group("data_1").create_dataset(
-            "data", shape=(n, *shape), dtype=dtype, chunks=(1, *shape), **comp)
+            "data", shape=(n, *shape), dtype=dtype, chunks=(1, *shape), **comp
+        )
         det = entry.create_group("instrument_1").create_group("detector_1")
         det["data"] = ds
         det["distance"] = distance_m
@@ -252,7 +263,7 @@ def write_cxi_frames(
         for j, frame in enumerate(frames):
             if j >= n:
                 raise ValueError(f"{path}: more than the {n} frames announced")
-            ds.write_direct(np.ascontiguousarray(np.asarray(frame, dtype=ds.dtype)[None]), dest_sel=np.s_[j:j + 1])
+            ds.write_direct(np.ascontiguousarray(np.asarray(frame, dtype=ds.dtype)[None]), dest_sel=np.s_[j : j + 1])
             written = j + 1
         if written != n:
             raise ValueError(f"{path}: {written} frames for the {n} announced")

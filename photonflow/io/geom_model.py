@@ -34,7 +34,6 @@ d-spacing in Å; q in nm⁻¹; angles in radians.
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import copy
 import math
 import os
@@ -43,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from photonflow.errors import InputError
 
 __all__ = ["HC_EV_A", "AsicLayout", "BadRegion", "DetectorGeometry", "GeometryError", "Panel"]
 
@@ -327,8 +328,7 @@ class DetectorGeometry:
     # ---- maps
 
     def _grids(self, p: Panel, centre: bool) -> tuple[np.ndarray, np.ndarray]:
-        ss, fs = np.meshgrid(np.arange(p.height, dtype=np.float64), np.arange(p.width, dtype=np.float64),
-                             indexing="ij")
+        ss, fs = np.meshgrid(np.arange(p.height, dtype=np.float64), np.arange(p.width, dtype=np.float64), indexing="ij")
         if centre:
             ss += 0.5
             fs += 0.5
@@ -417,8 +417,10 @@ class DetectorGeometry:
             elif data_file is not None:
                 path = Path(data_file)
             else:
-                raise GeometryError(f"{self._label}: panel {p.name}: mask {p.mask} is in the data files; "
-                                    "give the data file to read it from")
+                raise GeometryError(
+                    f"{self._label}: panel {p.name}: mask {p.mask} is in the data files; "
+                    "give the data file to read it from"
+                )
             key = (str(path), p.mask)
             if key not in cache:
                 try:
@@ -426,11 +428,14 @@ class DetectorGeometry:
                         ds = f[p.mask]
                         values = ds[()] if ds.ndim == 2 else ds[0 if event is None else int(event)]
                 except (OSError, KeyError, IndexError) as exc:
-                    raise GeometryError(f"{self._label}: panel {p.name}: cannot read mask {p.mask} from {path}: "
-                                        f"{exc}") from None
+                    raise GeometryError(
+                        f"{self._label}: panel {p.name}: cannot read mask {p.mask} from {path}: {exc}"
+                    ) from None
                 if values.shape != tuple(self.slab_shape):
-                    raise GeometryError(f"{self._label}: panel {p.name}: mask {p.mask} in {path} has shape "
-                                        f"{values.shape}, the slab is {tuple(self.slab_shape)}")
+                    raise GeometryError(
+                        f"{self._label}: panel {p.name}: mask {p.mask} in {path} has shape "
+                        f"{values.shape}, the slab is {tuple(self.slab_shape)}"
+                    )
                 cache[key] = np.asarray(values).astype(np.int64)
             block = cache[key][p.slab_slices]
             mask_good = int(p.mask_good if p.mask_good is not None else (self.mask_good or 0))
@@ -618,4 +623,3 @@ class DetectorGeometry:
             f"{where}: frame shape {shape} does not match the detector geometry {self._label} "
             f"(slab {self.slab_shape[0]}x{self.slab_shape[1]} ss x fs)"
         )
-

@@ -22,8 +22,15 @@ _PANEL_FLOATS = {"corner_x", "corner_y", "res", "coffset", "adu_per_eV", "adu_pe
 _PANEL_INTS = {"min_fs", "max_fs", "min_ss", "max_ss"}
 _PANEL_STRINGS = {"data", "mask", "mask_file"}
 _PANEL_EXTRA = {
-    "saturation_map", "saturation_map_file", "badrow_direction", "mask_edge_pixels", "flag_lessthan",
-    "flag_morethan", "flag_equal", "rail_direction", "clen_for_centering",
+    "saturation_map",
+    "saturation_map_file",
+    "badrow_direction",
+    "mask_edge_pixels",
+    "flag_lessthan",
+    "flag_morethan",
+    "flag_equal",
+    "rail_direction",
+    "clen_for_centering",
 }
 _MASK_N = re.compile(r"mask\d+_(data|file|goodbits|badbits)$")
 
@@ -128,8 +135,11 @@ class _Parser:
                 self._toplevel(n, key, value)
         for n, key in self.pending_defaults:
             if key != "clen":
-                self.warn(n, f"'{key}' comes after every panel and applies to none (CrystFEL applies "
-                             "top-level values only to panels first mentioned later)")
+                self.warn(
+                    n,
+                    f"'{key}' comes after every panel and applies to none (CrystFEL applies "
+                    "top-level values only to panels first mentioned later)",
+                )
         return self._build()
 
     def _toplevel(self, n: int, key: str, value: str) -> None:
@@ -261,8 +271,9 @@ class _Parser:
             for key, default in (("fs", (1.0, 0.0, 0.0)), ("ss", (0.0, 1.0, 0.0))):
                 if key not in st:
                     st[key] = default
-                    self.warn(line, f"panel {name}: no {key} direction, assuming {key} = "
-                                    f"{'+x' if key == 'fs' else '+y'}")
+                    self.warn(
+                        line, f"panel {name}: no {key} direction, assuming {key} = {'+x' if key == 'fs' else '+y'}"
+                    )
             dims = st.get("_dims")
             if dims:
                 if sorted(dims) != list(range(len(dims))):
@@ -278,14 +289,30 @@ class _Parser:
                 panels.append(
                     Panel(
                         name=name,
-                        min_fs=st["min_fs"], max_fs=st["max_fs"], min_ss=st["min_ss"], max_ss=st["max_ss"],
-                        corner_x=st["corner_x"], corner_y=st["corner_y"], fs=st["fs"], ss=st["ss"],
-                        res=st["res"], clen=st["clen"], clen_path=st.get("clen_path"),
-                        clen_path_unit=st.get("clen_path_unit", "mm"), coffset=st.get("coffset", 0.0),
-                        adu_per_photon=st.get("adu_per_photon"), adu_per_eV=st.get("adu_per_eV"),
-                        max_adu=st.get("max_adu"), no_index=st.get("no_index", False), data=st.get("data"),
-                        dim_structure=dim_structure, mask=st.get("mask"), mask_file=st.get("mask_file"),
-                        mask_good=st.get("mask_good"), mask_bad=st.get("mask_bad"), extra=st.get("extra", {}),
+                        min_fs=st["min_fs"],
+                        max_fs=st["max_fs"],
+                        min_ss=st["min_ss"],
+                        max_ss=st["max_ss"],
+                        corner_x=st["corner_x"],
+                        corner_y=st["corner_y"],
+                        fs=st["fs"],
+                        ss=st["ss"],
+                        res=st["res"],
+                        clen=st["clen"],
+                        clen_path=st.get("clen_path"),
+                        clen_path_unit=st.get("clen_path_unit", "mm"),
+                        coffset=st.get("coffset", 0.0),
+                        adu_per_photon=st.get("adu_per_photon"),
+                        adu_per_eV=st.get("adu_per_eV"),
+                        max_adu=st.get("max_adu"),
+                        no_index=st.get("no_index", False),
+                        data=st.get("data"),
+                        dim_structure=dim_structure,
+                        mask=st.get("mask"),
+                        mask_file=st.get("mask_file"),
+                        mask_good=st.get("mask_good"),
+                        mask_bad=st.get("mask_bad"),
+                        extra=st.get("extra", {}),
                         line=line,
                     )
                 )
@@ -302,8 +329,7 @@ class _Parser:
                 raise self.error(st["_line"], str(exc)) from None
         top = dict(self.top)
         return DetectorGeometry(
-            panels, bad, top.pop("photon_energy_eV", None), source_path=self.source_path, warnings=self.warnings,
-            **top
+            panels, bad, top.pop("photon_energy_eV", None), source_path=self.source_path, warnings=self.warnings, **top
         )
 
 
@@ -327,5 +353,3 @@ def load_geometry(path: str | os.PathLike) -> DetectorGeometry:
     except (OSError, UnicodeDecodeError) as exc:
         raise GeometryError(f"{path}: cannot read geometry file ({exc})") from None
     return parse_geometry(text, source=str(path))
-
-

@@ -52,10 +52,19 @@ def simulated_detector(
             panels.append(
                 Panel(
                     name=f"p{row * n_asics_fs + col}",
-                    min_fs=col * a, max_fs=col * a + a - 1, min_ss=row * a, max_ss=row * a + a - 1,
-                    corner_x=round((col - col_b) * step - u_b, 9), corner_y=round((row - row_b) * step - v_b, 9),
-                    fs=(1.0, 0.0, 0.0), ss=(0.0, 1.0, 0.0), res=res, clen=clen_mm / 1000.0,
-                    adu_per_photon=adu_per_photon, data=data, dim_structure=tuple(dim_structure),
+                    min_fs=col * a,
+                    max_fs=col * a + a - 1,
+                    min_ss=row * a,
+                    max_ss=row * a + a - 1,
+                    corner_x=round((col - col_b) * step - u_b, 9),
+                    corner_y=round((row - row_b) * step - v_b, 9),
+                    fs=(1.0, 0.0, 0.0),
+                    ss=(0.0, 1.0, 0.0),
+                    res=res,
+                    clen=clen_mm / 1000.0,
+                    adu_per_photon=adu_per_photon,
+                    data=data,
+                    dim_structure=tuple(dim_structure),
                 )
             )
     return DetectorGeometry(panels, bad_regions, photon_energy_eV, peak_list=peak_list)

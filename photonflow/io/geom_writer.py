@@ -14,6 +14,7 @@ from .geom_model import DetectorGeometry, Panel
 
 __all__ = ["write_geometry"]
 
+
 def _num(v: float) -> str:
     """Shortest round-trip decimal without an exponent (CrystFEL's vector parser cannot take one)."""
     v = float(v)
@@ -40,8 +41,10 @@ def _clen_text(p: Panel) -> str:
 
 def _format_geometry(g: DetectorGeometry) -> str:
     """CrystFEL .geom text that CrystFEL, cfelpyutils and OM read back (numbers without units)."""
-    lines = ["; CrystFEL geometry written by photonflow.io.geom.write_geometry",
-             f"; {len(g.panels)} panels, slab {g.slab_shape[0]} (ss) x {g.slab_shape[1]} (fs) pixels"]
+    lines = [
+        "; CrystFEL geometry written by photonflow.io.geom.write_geometry",
+        f"; {len(g.panels)} panels, slab {g.slab_shape[0]} (ss) x {g.slab_shape[1]} (fs) pixels",
+    ]
     if g.photon_energy_eV is not None:
         lines.append(f"photon_energy = {_num(g.photon_energy_eV)}")
     elif g.photon_energy_path is not None:
@@ -71,8 +74,19 @@ def _format_geometry(g: DetectorGeometry) -> str:
             "mask_bad": lambda p: None if p.mask_bad is None else hex(p.mask_bad),
         }[key]
 
-    shared_keys = ["res", "clen", "coffset", "adu_per_photon", "adu_per_eV", "max_adu", "data", "mask",
-                   "mask_file", "mask_good", "mask_bad"]
+    shared_keys = [
+        "res",
+        "clen",
+        "coffset",
+        "adu_per_photon",
+        "adu_per_eV",
+        "max_adu",
+        "data",
+        "mask",
+        "mask_file",
+        "mask_good",
+        "mask_bad",
+    ]
     per_panel = []
     lines.append("")
     for key in shared_keys:
@@ -93,10 +107,16 @@ def _format_geometry(g: DetectorGeometry) -> str:
     for p in g.panels:
         lines.append("")
         n = p.name
-        lines += [f"{n}/min_fs = {p.min_fs}", f"{n}/max_fs = {p.max_fs}",
-                  f"{n}/min_ss = {p.min_ss}", f"{n}/max_ss = {p.max_ss}",
-                  f"{n}/corner_x = {_num(p.corner_x)}", f"{n}/corner_y = {_num(p.corner_y)}",
-                  f"{n}/fs = {_vector(p.fs)}", f"{n}/ss = {_vector(p.ss)}"]
+        lines += [
+            f"{n}/min_fs = {p.min_fs}",
+            f"{n}/max_fs = {p.max_fs}",
+            f"{n}/min_ss = {p.min_ss}",
+            f"{n}/max_ss = {p.max_ss}",
+            f"{n}/corner_x = {_num(p.corner_x)}",
+            f"{n}/corner_y = {_num(p.corner_y)}",
+            f"{n}/fs = {_vector(p.fs)}",
+            f"{n}/ss = {_vector(p.ss)}",
+        ]
         for key in per_panel:
             value = formatter(key)(p)
             if value is not None:

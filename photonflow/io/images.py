@@ -25,7 +25,6 @@ event and the reason; nothing else escapes the readers.
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import fnmatch
 import os
 import re
@@ -38,6 +37,8 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the HDF5 compression filters: bitshuffle, LZ4, …)
 import numpy as np
 import tifffile
+
+from photonflow.errors import InputError
 
 __all__ = [
     "DEFAULT_PATTERNS",
@@ -593,8 +594,13 @@ def read_batch(
     good: list[FrameRef] = []
     failures: list[FrameReadError] = []
     out: np.ndarray | None = None
-    if (buffer is not None and shape is not None and buffer.shape[0] >= len(refs)
-            and tuple(buffer.shape[1:]) == shape and (dtype is None or buffer.dtype == dtype)):
+    if (
+        buffer is not None
+        and shape is not None
+        and buffer.shape[0] >= len(refs)
+        and tuple(buffer.shape[1:]) == shape
+        and (dtype is None or buffer.dtype == dtype)
+    ):
         out = buffer[: len(refs)]
 
     def add(ref: FrameRef, frame: np.ndarray) -> None:

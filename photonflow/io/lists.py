@@ -15,13 +15,14 @@ The hit lists of :mod:`photonflow.io.cxi` and the good/bad label lists of
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from photonflow.errors import InputError
 
 from .atomic import atomic_write_text
 
@@ -53,8 +54,9 @@ def format_event(ref: EventRef) -> str:
     return os.fspath(path) if event is None else f"{os.fspath(path)} //{int(event)}"
 
 
-def parse_event(text: str, base: str | os.PathLike | None = None, where: str = "",
-                error: type[ValueError] = ListFileError) -> EventRef:
+def parse_event(
+    text: str, base: str | os.PathLike | None = None, where: str = "", error: type[ValueError] = ListFileError
+) -> EventRef:
     """Parse one list line (``"path //N"`` or ``"path"``) into an :data:`EventRef`.
 
     ``base``: directory that a relative path is resolved against (None: keep it as written).
@@ -76,16 +78,18 @@ def parse_event(text: str, base: str | os.PathLike | None = None, where: str = "
             raise error(f"{prefix}expected 'file' or 'file //N', got {text.strip()!r} (N a frame index >= 0)")
         event = int(m.group(1))
     elif len(parts) > 2:
-        raise error(f"{prefix}expected 'file' or 'file //N', got {text.strip()!r} "
-                    "(file names with spaces cannot be listed)")
+        raise error(
+            f"{prefix}expected 'file' or 'file //N', got {text.strip()!r} (file names with spaces cannot be listed)"
+        )
     name = parts[0]
     if base is not None and not os.path.isabs(name):
         name = os.path.normpath(os.path.join(os.fspath(base), name))
     return name, event
 
 
-def read_event_list(path: str | os.PathLike, *, resolve: bool = True, error: type[ValueError] = ListFileError,
-                    what: str = "list file") -> list[tuple[EventRef, int]]:
+def read_event_list(
+    path: str | os.PathLike, *, resolve: bool = True, error: type[ValueError] = ListFileError, what: str = "list file"
+) -> list[tuple[EventRef, int]]:
     """``[(event, line number)]`` of a list file, in file order.
 
     ``resolve``: relative file names are resolved against the list file's directory (False: kept
@@ -110,8 +114,13 @@ def read_event_list(path: str | os.PathLike, *, resolve: bool = True, error: typ
     return out
 
 
-def write_event_list(path: str | os.PathLike, refs: Iterable[EventRef], relative: bool = False,
-                     header: str | None = None, item: str = "event") -> Path:
+def write_event_list(
+    path: str | os.PathLike,
+    refs: Iterable[EventRef],
+    relative: bool = False,
+    header: str | None = None,
+    item: str = "event",
+) -> Path:
     """Write events as a list file (atomically), one ``file //N`` (or ``file``) per line; return the path.
 
     ``relative``: write file names relative to the list's directory (the list then moves with its
@@ -126,10 +135,11 @@ def write_event_list(path: str | os.PathLike, refs: Iterable[EventRef], relative
     for i, ref in enumerate(refs):
         name, event = os.fspath(ref[0]), ref[1]
         if not name or any(c.isspace() for c in name):
-            raise ValueError(f"{path}: {item} {i}: file name {name!r} is empty or has whitespace "
-                             "(CrystFEL list files cannot hold it)")
-        if event is not None and (isinstance(event, bool) or not isinstance(event, (int, np.integer))
-                                  or event < 0):
+            raise ValueError(
+                f"{path}: {item} {i}: file name {name!r} is empty or has whitespace "
+                "(CrystFEL list files cannot hold it)"
+            )
+        if event is not None and (isinstance(event, bool) or not isinstance(event, (int, np.integer)) or event < 0):
             raise ValueError(f"{path}: {item} {i} ({name}): event must be a frame index >= 0 or None, got {event!r}")
         if relative:
             name = os.path.relpath(os.path.abspath(name), base)

@@ -172,8 +172,15 @@ class LaueSpotNet(nn.Module):
         layers: list[nn.Module] = []
         c = 1
         for w in widths:
-            layers += [nn.Conv2d(c, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-                       nn.Conv2d(w, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(c, w, 3, padding=1),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(w, w, 3, padding=1),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             c = w
         self.features = nn.Sequential(*layers)
         n = c * (size // 2 ** len(widths)) ** 2
@@ -191,8 +198,9 @@ class LaueSpotNet(nn.Module):
 # ----------------------------------------------------------------------------------------------
 # labels, normalisation, augmentation
 # ----------------------------------------------------------------------------------------------
-def labels_from_descriptors(sim, offset, area, asp, *, pos_scale: float = POS_SCALE,
-                            area_max: float = AREA_MAX) -> np.ndarray:
+def labels_from_descriptors(
+    sim, offset, area, asp, *, pos_scale: float = POS_SCALE, area_max: float = AREA_MAX
+) -> np.ndarray:
     """Network targets ``(n, 5)`` float32 in [0, 1] (:data:`OUTPUTS`) from Sim, ``offset = Pos − s``
     ``(n, 2)`` px, Area px², Asp. Sim = 0 (or NaN) → Pos* = 0.5, Area* = 0 (and Asp NaN → 0)."""
     sim = np.nan_to_num(np.asarray(sim, np.float64), nan=0.0)
@@ -207,8 +215,15 @@ def labels_from_descriptors(sim, offset, area, asp, *, pos_scale: float = POS_SC
     return np.column_stack([np.clip(sim, 0, 1), pos, a, asp]).astype(np.float32)
 
 
-def descriptors_from_outputs(outputs, seeds=None, *, pos_scale: float = POS_SCALE, area_max: float = AREA_MAX,
-                             quality_sim: float = 0.5, quality_dist: float = 0.9) -> dict:
+def descriptors_from_outputs(
+    outputs,
+    seeds=None,
+    *,
+    pos_scale: float = POS_SCALE,
+    area_max: float = AREA_MAX,
+    quality_sim: float = 0.5,
+    quality_dist: float = 0.9,
+) -> dict:
     """Inverse of :func:`labels_from_descriptors`: dict ``Sim``, ``Pos`` (absolute ``[row, col]`` px;
     ``seeds=None``: relative to the seed, i.e. the offset), ``offset`` (px), ``dist`` (px), ``Area``
     (px²), ``Asp``, ``quality`` (Sim > quality_sim and dist ≤ quality_dist)."""
@@ -217,8 +232,15 @@ def descriptors_from_outputs(outputs, seeds=None, *, pos_scale: float = POS_SCAL
     seeds = np.zeros_like(off) if seeds is None else np.asarray(seeds, np.float64).reshape(-1, 2)
     dist = np.hypot(off[:, 0], off[:, 1])
     sim = out[:, 0]
-    return {"Sim": sim, "Pos": seeds + off, "offset": off, "dist": dist, "Area": out[:, 3] * area_max,
-            "Asp": out[:, 4], "quality": (sim > quality_sim) & (dist <= quality_dist)}
+    return {
+        "Sim": sim,
+        "Pos": seeds + off,
+        "offset": off,
+        "dist": dist,
+        "Area": out[:, 3] * area_max,
+        "Asp": out[:, 4],
+        "quality": (sim > quality_sim) & (dist <= quality_dist),
+    }
 
 
 def normalise_cutouts(stack, valid=None) -> np.ndarray:
@@ -254,7 +276,7 @@ def crop(box: np.ndarray, shift=(0, 0), size: int = CUTOUT) -> np.ndarray:
     """The ``size`` × ``size`` window of a context box whose centre pixel is the box centre + ``shift``."""
     h = box.shape[-1] // 2 - size // 2
     r, c = h + int(shift[0]), h + int(shift[1])
-    return box[..., r:r + size, c:c + size]
+    return box[..., r : r + size, c : c + size]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -281,8 +303,9 @@ class SpotSet:
         return len(self.sim)
 
     def labels(self, pos_scale: float = POS_SCALE, area_max: float = AREA_MAX) -> np.ndarray:
-        return labels_from_descriptors(self.sim, self.offset, self.area, self.asp, pos_scale=pos_scale,
-                                       area_max=area_max)
+        return labels_from_descriptors(
+            self.sim, self.offset, self.area, self.asp, pos_scale=pos_scale, area_max=area_max
+        )
 
     def inputs(self) -> np.ndarray:
         """Normalised central 32 × 32 cutouts ``(n, 32, 32)`` float32 (no augmentation)."""
@@ -290,9 +313,20 @@ class SpotSet:
 
     def subset(self, idx) -> SpotSet:
         pick = lambda a: None if a is None else a[idx]  # noqa: E731
-        return SpotSet(self.name, self.context[idx], self.valid[idx], self.sim[idx], self.offset[idx], self.area[idx],
-                       self.asp[idx], self.good[idx], self.kind[idx], pick(self.truth_offset), pick(self.seeds),
-                       dict(self.info))
+        return SpotSet(
+            self.name,
+            self.context[idx],
+            self.valid[idx],
+            self.sim[idx],
+            self.offset[idx],
+            self.area[idx],
+            self.asp[idx],
+            self.good[idx],
+            self.kind[idx],
+            pick(self.truth_offset),
+            pick(self.seeds),
+            dict(self.info),
+        )
 
     @staticmethod
     def concat(sets: Sequence[SpotSet], name: str | None = None) -> SpotSet:
@@ -332,10 +366,20 @@ def spot_set_from_image(image, name: str, params: SearchParams | None = None, ma
     conv = fit["converged"][keep]
     sim = np.where(conv, fit["Sim"][keep], 0.0)
     n = int(keep.sum())
-    return SpotSet(name=name, context=ctx[keep].astype(np.float32), valid=w[keep] > 0, sim=sim,
-                   offset=fit["Pos"][keep] - seeds[keep], area=fit["Area"][keep], asp=fit["Asp"][keep],
-                   good=fit["quality"][keep] & conv, kind=np.full(n, "real"), truth_offset=np.full((n, 2), np.nan),
-                   seeds=seeds[keep], info={"n_seeds": len(seeds)})
+    return SpotSet(
+        name=name,
+        context=ctx[keep].astype(np.float32),
+        valid=w[keep] > 0,
+        sim=sim,
+        offset=fit["Pos"][keep] - seeds[keep],
+        area=fit["Area"][keep],
+        asp=fit["Asp"][keep],
+        good=fit["quality"][keep] & conv,
+        kind=np.full(n, "real"),
+        truth_offset=np.full((n, 2), np.nan),
+        seeds=seeds[keep],
+        info={"n_seeds": len(seeds)},
+    )
 
 
 def real_spot_sets(data_dir=None, datasets=REAL_DATASETS) -> list[SpotSet]:
@@ -366,9 +410,20 @@ def simulated_spot_set(n: int, seed: int = 0, name: str = "simulated", **kwargs)
     sp = simulate_spots(n, seed, size=CONTEXT, **kwargs)
     valid = sp.valid
     sim, off, area, asp, good = _fit_labels(crop(sp.data).astype(np.float64), crop(valid))
-    return SpotSet(name=name, context=sp.data, valid=valid, sim=sim, offset=off, area=area, asp=asp, good=good,
-                   kind=sp.kind, truth_offset=sp.centre - sp.seed_index, seeds=None,
-                   info={"seed": seed, "n": n, "sigma1": sp.sigma1, "sigma2": sp.sigma2, "theta": sp.theta})
+    return SpotSet(
+        name=name,
+        context=sp.data,
+        valid=valid,
+        sim=sim,
+        offset=off,
+        area=area,
+        asp=asp,
+        good=good,
+        kind=sp.kind,
+        truth_offset=sp.centre - sp.seed_index,
+        seeds=None,
+        info={"seed": seed, "n": n, "sigma1": sp.sigma1, "sigma2": sp.sigma2, "theta": sp.theta},
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,8 +443,9 @@ def uniform_resample(sim, rng=None, n_per_bin: int | None = None, bins: int = SI
     return np.concatenate([rng.choice(g, m, replace=True) for g in groups])
 
 
-def augment(spots: SpotSet, idx, rng, max_shift: int = MAX_SHIFT, pos_scale: float = POS_SCALE,
-            area_max: float = AREA_MAX):
+def augment(
+    spots: SpotSet, idx, rng, max_shift: int = MAX_SHIFT, pos_scale: float = POS_SCALE, area_max: float = AREA_MAX
+):
     """Random dihedral op + shift for spots ``idx`` → (inputs ``(b, 1, 32, 32)`` float32, labels ``(b, 5)``)."""
     idx = np.asarray(idx)
     b = len(idx)
@@ -404,14 +460,25 @@ def augment(spots: SpotSet, idx, rng, max_shift: int = MAX_SHIFT, pos_scale: flo
         win = crop(box, shifts[j])
         x[j], v[j] = win[0], win[1] > 0
         off[j] = o - shifts[j]
-    y = labels_from_descriptors(spots.sim[idx], off, spots.area[idx], spots.asp[idx], pos_scale=pos_scale,
-                                area_max=area_max)
+    y = labels_from_descriptors(
+        spots.sim[idx], off, spots.area[idx], spots.asp[idx], pos_scale=pos_scale, area_max=area_max
+    )
     return normalise_cutouts(x, v)[:, None], y
 
 
-def train_cnn(train: SpotSet, *, epochs: int = 10, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-              device="auto", epoch_size: int | None = None, model: LaueSpotNet | None = None, log=None,
-              lr_final: float | None = None):
+def train_cnn(
+    train: SpotSet,
+    *,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device="auto",
+    epoch_size: int | None = None,
+    model: LaueSpotNet | None = None,
+    log=None,
+    lr_final: float | None = None,
+):
     """Train (Adam, L1 loss) with per-epoch uniform Sim resampling and augmentation; an epoch is
     ``epoch_size`` spots (default ``len(train)``) drawn by :func:`uniform_resample`. ``lr_final``:
     if given, the learning rate decays from ``lr`` to it along a cosine over the epochs (default:
@@ -435,7 +502,7 @@ def train_cnn(train: SpotSet, *, epochs: int = 10, batch_size: int = 32, lr: flo
         rng.shuffle(order)
         total, count = 0.0, 0
         for s in range(0, len(order) - 1, batch_size):  # a last batch of 1 would break batch norm
-            xb, yb = augment(train, order[s:s + batch_size], rng)
+            xb, yb = augment(train, order[s : s + batch_size], rng)
             if len(xb) < 2:
                 continue
             xb, yb = torch.from_numpy(xb).to(dev), torch.from_numpy(yb).to(dev)
@@ -445,8 +512,9 @@ def train_cnn(train: SpotSet, *, epochs: int = 10, batch_size: int = 32, lr: flo
             opt.step()
             total += float(loss.detach()) * len(xb)
             count += len(xb)
-        history.append({"epoch": ep + 1, "loss": total / max(count, 1), "n": count,
-                        "seconds": round(time.perf_counter() - t0, 2)})
+        history.append(
+            {"epoch": ep + 1, "loss": total / max(count, 1), "n": count, "seconds": round(time.perf_counter() - t0, 2)}
+        )
         if log:
             log(f"epoch {ep + 1}/{epochs}: L1 {history[-1]['loss']:.4f} ({count} spots, {history[-1]['seconds']} s)")
     model.eval()
@@ -461,8 +529,8 @@ def predict_outputs(model: nn.Module, inputs, batch_size: int = 1024, device=Non
     model.eval()
     with torch.inference_mode():
         for s in range(0, len(x), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(x[s:s + batch_size, None])).to(dev)
-            out[s:s + batch_size] = model(xb).float().cpu().numpy()
+            xb = torch.from_numpy(np.ascontiguousarray(x[s : s + batch_size, None])).to(dev)
+            out[s : s + batch_size] = model(xb).float().cpu().numpy()
     return out
 
 
@@ -486,11 +554,14 @@ def metrics(pred: dict, truth: dict, good=None) -> dict:
     MAE_Sim, R2_Sim, PosErr (mean Euclidean distance, px), R2_Pos (over Pos as given: pass offsets
     from the seed), MAE_Area (px²), R2_Area, MAE_Asp, R2_Asp, n; the same with suffix ``_good`` over
     the spots where ``good`` is True (if given)."""
+
     def one(sel):
         out = {"n": int(sel.sum())}
         if out["n"] == 0:
-            return out | {k: float("nan") for k in ("MAE_Sim", "R2_Sim", "PosErr", "R2_Pos", "MAE_Area", "R2_Area",
-                                                     "MAE_Asp", "R2_Asp")}
+            return out | {
+                k: float("nan")
+                for k in ("MAE_Sim", "R2_Sim", "PosErr", "R2_Pos", "MAE_Area", "R2_Area", "MAE_Asp", "R2_Asp")
+            }
         for key in ("Sim", "Area", "Asp"):
             t, p = np.asarray(truth[key], np.float64)[sel], np.asarray(pred[key], np.float64)[sel]
             out[f"MAE_{key}"] = float(np.mean(np.abs(t - p)))
@@ -507,8 +578,9 @@ def metrics(pred: dict, truth: dict, good=None) -> dict:
     return res
 
 
-def evaluate(model: nn.Module, spots: SpotSet, pos_scale: float = POS_SCALE, area_max: float = AREA_MAX,
-             batch_size: int = 1024) -> dict:
+def evaluate(
+    model: nn.Module, spots: SpotSet, pos_scale: float = POS_SCALE, area_max: float = AREA_MAX, batch_size: int = 1024
+) -> dict:
     """:func:`metrics` of the model on the central cutouts of ``spots`` against their (adjusted)
     fit labels, positions as offsets from the seed; for simulated sets also ``PosErr_truth`` (px,
     mean) and ``PosErr_truth_median`` against the true positions of single spots with Sim > 0.5."""
@@ -528,8 +600,9 @@ def evaluate(model: nn.Module, spots: SpotSet, pos_scale: float = POS_SCALE, are
     return res
 
 
-def cross_validate(sets: Sequence[SpotSet], *, epochs: int = 8, seed: int = 0, device="auto", log=None,
-                   **train_kwargs) -> list[dict]:
+def cross_validate(
+    sets: Sequence[SpotSet], *, epochs: int = 8, seed: int = 0, device="auto", log=None, **train_kwargs
+) -> list[dict]:
     """For each set: train on all the others, evaluate on it. Returns per-fold dicts (held_out,
     n_train, n_test, seconds, and the :func:`evaluate` metrics)."""
     folds = []
@@ -537,8 +610,12 @@ def cross_validate(sets: Sequence[SpotSet], *, epochs: int = 8, seed: int = 0, d
         train = SpotSet.concat([s for j, s in enumerate(sets) if j != i])
         t0 = time.perf_counter()
         model, hist = train_cnn(train, epochs=epochs, seed=seed, device=device, log=log, **train_kwargs)
-        res = {"held_out": test.name, "n_train": len(train), "n_test": len(test),
-               "final_loss": hist[-1]["loss"] if hist else float("nan")}
+        res = {
+            "held_out": test.name,
+            "n_train": len(train),
+            "n_test": len(test),
+            "final_loss": hist[-1]["loss"] if hist else float("nan"),
+        }
         res.update(evaluate(model, test))
         res["seconds"] = round(time.perf_counter() - t0, 1)
         folds.append(res)
@@ -558,8 +635,10 @@ def format_table(folds: Sequence[dict]) -> str:
         for sub, suf in (("all", ""), ("good", "_good")):
             if f"n{suf}" not in f:
                 continue
-            lines.append(f"{f['held_out']:<12}{sub:<6}{f[f'n{suf}']:>6}"
-                         + "".join(f"{f.get(k + suf, float('nan')):>10.3f}" for k in _TABLE))
+            lines.append(
+                f"{f['held_out']:<12}{sub:<6}{f[f'n{suf}']:>6}"
+                + "".join(f"{f.get(k + suf, float('nan')):>10.3f}" for k in _TABLE)
+            )
     return "\n".join(lines)
 
 
@@ -617,8 +696,17 @@ class LaueSpotCNN:
         self.pos_scale = float(self.metadata.get("pos_scale_px", POS_SCALE))
         self.area_max = float(self.metadata.get("area_max_px2", AREA_MAX))
 
-    def predict(self, image_or_stack, seeds=None, *, mask=None, saturation=None, valid=None,
-                quality_sim: float = 0.5, quality_dist: float = 0.9) -> dict:
+    def predict(
+        self,
+        image_or_stack,
+        seeds=None,
+        *,
+        mask=None,
+        saturation=None,
+        valid=None,
+        quality_sim: float = 0.5,
+        quality_dist: float = 0.9,
+    ) -> dict:
         """Descriptors (see :func:`descriptors_from_outputs`) plus ``ok`` (cutout inside the image)
         and ``outputs``. Input: an image (2D array or :class:`LaueImage`) with ``seeds (n, 2)``, or a
         stack ``(n, 32, 32)`` of cutouts (seed at index 16; ``seeds`` then default to (16, 16), i.e.
@@ -636,8 +724,14 @@ class LaueSpotCNN:
             stack, w, _, ok, _ = cutouts(image_or_stack, seeds, size=CUTOUT, mask=mask, saturation=saturation)
             x = normalise_cutouts(stack, w > 0)
         out = predict_outputs(self.model, x, self.batch_size)
-        res = descriptors_from_outputs(out, seeds, pos_scale=self.pos_scale, area_max=self.area_max,
-                                       quality_sim=quality_sim, quality_dist=quality_dist)
+        res = descriptors_from_outputs(
+            out,
+            seeds,
+            pos_scale=self.pos_scale,
+            area_max=self.area_max,
+            quality_sim=quality_sim,
+            quality_dist=quality_dist,
+        )
         res["quality"] &= ok
         res["ok"] = ok
         res["outputs"] = out
@@ -647,8 +741,9 @@ class LaueSpotCNN:
 _CACHE: dict = {}
 
 
-def predict_descriptors(image_or_stack, seeds=None, checkpoint=None, device="auto", batch_size: int = 1024,
-                        **kwargs) -> dict:
+def predict_descriptors(
+    image_or_stack, seeds=None, checkpoint=None, device="auto", batch_size: int = 1024, **kwargs
+) -> dict:
     """:meth:`LaueSpotCNN.predict` with a cached :class:`LaueSpotCNN` per (checkpoint, device)."""
     key = (str(checkpoint), str(resolve_device(device)))
     if key not in _CACHE:
@@ -662,9 +757,13 @@ def predict_descriptors(image_or_stack, seeds=None, checkpoint=None, device="aut
 # command line
 # ----------------------------------------------------------------------------------------------
 def _set_summary(s: SpotSet) -> dict:
-    return {"name": s.name, "n": len(s), "n_good": int(s.good.sum()),
-            "sim_hist_12": np.histogram(s.sim, SIM_BINS, (0, 1))[0].tolist(),
-            **{k: v for k, v in s.info.items() if isinstance(v, (int, float, str, dict))}}
+    return {
+        "name": s.name,
+        "n": len(s),
+        "n_good": int(s.good.sum()),
+        "sim_hist_12": np.histogram(s.sim, SIM_BINS, (0, 1))[0].tolist(),
+        **{k: v for k, v in s.info.items() if isinstance(v, (int, float, str, dict))},
+    }
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
@@ -681,8 +780,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
     cv.add_argument("--n-sim", type=int, default=8000)
     cv.add_argument("--json", default=None, help="also write the folds to this JSON file")
     for p in (tr, cv):
-        p.add_argument("--lr-final", type=float, default=None,
-                       help="cosine learning-rate decay from 1e-3 to this (default: constant 1e-3, as the paper)")
+        p.add_argument(
+            "--lr-final",
+            type=float,
+            default=None,
+            help="cosine learning-rate decay from 1e-3 to this (default: constant 1e-3, as the paper)",
+        )
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--data-dir", default=None, help="real images (default ../shared/data/laue)")
         p.add_argument("--device", default="auto")
@@ -691,12 +794,20 @@ def _main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     real = real_spot_sets(a.data_dir)
     sim = simulated_spot_set(a.n_sim, seed=a.seed)
-    print(f"data: {', '.join(f'{s.name} {len(s)}' for s in real + [sim])} ({time.perf_counter() - t0:.1f} s)",
-          flush=True)
+    print(
+        f"data: {', '.join(f'{s.name} {len(s)}' for s in real + [sim])} ({time.perf_counter() - t0:.1f} s)", flush=True
+    )
     log = lambda m: print(m, flush=True)  # noqa: E731
     if a.cmd == "crossval":
-        folds = cross_validate(real + [sim], epochs=a.epochs, seed=a.seed, device=a.device, log=log,
-                               epoch_size=a.epoch_size, lr_final=a.lr_final)
+        folds = cross_validate(
+            real + [sim],
+            epochs=a.epochs,
+            seed=a.seed,
+            device=a.device,
+            log=log,
+            epoch_size=a.epoch_size,
+            lr_final=a.lr_final,
+        )
         print(format_table(folds))
         print(f"total {time.perf_counter() - t0:.0f} s")
         if a.json:
@@ -707,14 +818,26 @@ def _main(argv: Sequence[str] | None = None) -> int:
     test = simulated_spot_set(a.n_test, seed=a.seed + 1000, name="simulated_test")
     res = {"simulated_test (held out)": evaluate(model, test)}
     res.update({f"{s.name} (training data)": evaluate(model, s) for s in real})
-    meta = {"name": Path(a.out).stem, "description": "Laue spot CNN (Kirstein et al. 2023): Sim, Pos, Area, Asp",
-            "training": {"command": command, "sets": [_set_summary(s) for s in real + [sim]],
-                         "n_train": len(train), "epochs": a.epochs, "batch_size": 32, "lr": 1e-3,
-                         "lr_final": a.lr_final, "loss": "L1 (MAE)",
-                         "seed": a.seed, "resampling": f"uniform over {SIM_BINS} Sim bins, redrawn each epoch",
-                         "augmentation": "8 dihedral ops, shifts up to ±3 px, labels adjusted",
-                         "history": hist, "seconds": round(time.perf_counter() - t0, 1)},
-            "metrics": res}
+    meta = {
+        "name": Path(a.out).stem,
+        "description": "Laue spot CNN (Kirstein et al. 2023): Sim, Pos, Area, Asp",
+        "training": {
+            "command": command,
+            "sets": [_set_summary(s) for s in real + [sim]],
+            "n_train": len(train),
+            "epochs": a.epochs,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "lr_final": a.lr_final,
+            "loss": "L1 (MAE)",
+            "seed": a.seed,
+            "resampling": f"uniform over {SIM_BINS} Sim bins, redrawn each epoch",
+            "augmentation": "8 dihedral ops, shifts up to ±3 px, labels adjusted",
+            "history": hist,
+            "seconds": round(time.perf_counter() - t0, 1),
+        },
+        "metrics": res,
+    }
     save_cnn(a.out, model, meta)
     print(json.dumps(res, indent=2))
     print(f"total {time.perf_counter() - t0:.0f} s")

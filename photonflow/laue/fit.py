@@ -180,7 +180,9 @@ def initial_guess(stack: np.ndarray, weights: np.ndarray, rotated: bool = False)
         nv = np.maximum(vsub[part].sum(axis=1), 1)
         srt = np.sort(np.where(vsub[part], sub[part], np.inf), axis=1)
         beta[part] = srt[np.arange(len(part)), (nv - 1) // 10]
-        beta[part] = np.where(np.isfinite(beta[part]), beta[part], np.nanmin(np.where(valid[part], flat[part], np.nan), axis=1))
+        beta[part] = np.where(
+            np.isfinite(beta[part]), beta[part], np.nanmin(np.where(valid[part], flat[part], np.nan), axis=1)
+        )
     imax = np.argmax(flat, axis=1)
     if len(part):
         imax[part] = np.argmax(np.where(valid[part], flat[part], -np.inf), axis=1)
@@ -284,8 +286,14 @@ def _weighted_moments(Fr, Fc, D: _Data):
 
 def _cost_from(a, b, M, Z, D: _Data, i1, i0):
     """0.5 * sum W (m - A)^2 from the moments (i1, i0: flat indices of (1,1) and (1,0) ... see above)."""
-    c2 = (a * a * M[:, i1, i1] + 2 * a * b * M[:, i0, i0] + b * b * M[:, 0, 0]
-          - 2 * a * Z[:, 1, 1] - 2 * b * Z[:, 0, 0] + D.sWAA)
+    c2 = (
+        a * a * M[:, i1, i1]
+        + 2 * a * b * M[:, i0, i0]
+        + b * b * M[:, 0, 0]
+        - 2 * a * Z[:, 1, 1]
+        - 2 * b * Z[:, 0, 0]
+        + D.sWAA
+    )
     return 0.5 * np.maximum(c2, 0.0)
 
 
@@ -321,7 +329,11 @@ def _normal_equations(p, D: _Data, rotated, pixel_integrated=False):
     M = _weighted_moments(Fr, Fc, D)  # (n, 16, 16), index (i,k) -> 4 i + k
     Z = np.matmul(np.matmul(Fr, D.WA), Fc.transpose(0, 2, 1))  # (n, 4, 4)
     i4 = np.arange(4) * 4
-    G4 = a[:, None, None] * M[:, (i4 + 1)[:, None], (i4 + 1)[None, :]] + b[:, None, None] * M[:, i4[:, None], i4[None, :]] - Z
+    G4 = (
+        a[:, None, None] * M[:, (i4 + 1)[:, None], (i4 + 1)[None, :]]
+        + b[:, None, None] * M[:, i4[:, None], i4[None, :]]
+        - Z
+    )
     scale = np.ones((n, 6))
     scale[:, 2:] = a[:, None]
     g = G4[:, _SEP_ROW, _SEP_COL] * scale
@@ -330,9 +342,20 @@ def _normal_equations(p, D: _Data, rotated, pixel_integrated=False):
     return cost, JTJ, g
 
 
-def fit_gaussians(stack, weights, *, max_iter: int = 50, tol: float = 1e-8, rotated: bool = False,
-                  p0: np.ndarray | None = None, lambda0: float = 1e-3, pixel_integrated: bool = False,
-                  sigma_floor: float | None = None, backend: str = "numpy", device: str = "auto") -> FitResult:
+def fit_gaussians(
+    stack,
+    weights,
+    *,
+    max_iter: int = 50,
+    tol: float = 1e-8,
+    rotated: bool = False,
+    p0: np.ndarray | None = None,
+    lambda0: float = 1e-3,
+    pixel_integrated: bool = False,
+    sigma_floor: float | None = None,
+    backend: str = "numpy",
+    device: str = "auto",
+) -> FitResult:
     """Batched Levenberg–Marquardt (Marquardt diagonal scaling, per-spot damping λ) over all cutouts.
 
     Minimises ``0.5 * sum(w * (m - A)^2)`` with the analytic Jacobian; for the unrotated model the
@@ -352,8 +375,17 @@ def fit_gaussians(stack, weights, *, max_iter: int = 50, tol: float = 1e-8, rota
             raise ValueError("the torch backend fits the axis-aligned model only (rotated=False)")
         from .fit_torch import fit_gaussians_torch
 
-        return fit_gaussians_torch(stack, weights, max_iter=max_iter, tol=tol, p0=p0, lambda0=lambda0,
-                                   pixel_integrated=pixel_integrated, sigma_floor=sigma_floor, device=device)
+        return fit_gaussians_torch(
+            stack,
+            weights,
+            max_iter=max_iter,
+            tol=tol,
+            p0=p0,
+            lambda0=lambda0,
+            pixel_integrated=pixel_integrated,
+            sigma_floor=sigma_floor,
+            device=device,
+        )
     if backend != "numpy":
         raise ValueError(f"backend must be 'numpy' or 'torch', got {backend!r}")
     if pixel_integrated and rotated:
@@ -405,7 +437,9 @@ def fit_gaussians(stack, weights, *, max_iter: int = 50, tol: float = 1e-8, rota
             acc = active[accept]
             p[acc] = pn[accept]
             lam[acc] = np.maximum(lam[acc] / 10.0, 1e-12)
-            cost[acc], JTJ[acc], g[acc] = _normal_equations(p[acc], D if accept.all() else D.take(accept), rotated, pixel_integrated)
+            cost[acc], JTJ[acc], g[acc] = _normal_equations(
+                p[acc], D if accept.all() else D.take(accept), rotated, pixel_integrated
+            )
         lam[active[~accept]] *= 10.0
         converged[active[done]] = True
         undersampled[active[collapsed]] = True
@@ -416,8 +450,9 @@ def fit_gaussians(stack, weights, *, max_iter: int = 50, tol: float = 1e-8, rota
     unfinished = np.zeros(n, bool)
     unfinished[active] = True
     p, converged, reason = fit_outcome(p, converged, undersampled, unfinished, max_iter, sigma_floor, (R, C))
-    return FitResult(params=p, converged=converged, n_iter=n_iter, cost=cost, reason=reason,
-                     pixel_integrated=pixel_integrated)
+    return FitResult(
+        params=p, converged=converged, n_iter=n_iter, cost=cost, reason=reason, pixel_integrated=pixel_integrated
+    )
 
 
 def fit_outcome(p, converged, undersampled, unfinished, max_iter, sigma_floor, shape):
@@ -435,8 +470,15 @@ def fit_outcome(p, converged, undersampled, unfinished, max_iter, sigma_floor, s
     p[:, 4:6] = np.abs(p[:, 4:6])
     if p.shape[1] == 7:
         p = canonical_rotation(p)
-    oob = converged & ((p[:, 0] <= 0) | (p[:, 4] > R) | (p[:, 5] > C) | (p[:, 2] < -0.5) | (p[:, 2] > R - 0.5)
-                       | (p[:, 3] < -0.5) | (p[:, 3] > C - 0.5))
+    oob = converged & (
+        (p[:, 0] <= 0)
+        | (p[:, 4] > R)
+        | (p[:, 5] > C)
+        | (p[:, 2] < -0.5)
+        | (p[:, 2] > R - 0.5)
+        | (p[:, 3] < -0.5)
+        | (p[:, 3] > C - 0.5)
+    )
     for i in np.flatnonzero(oob):
         converged[i] = False
         reason[i] = "fit out of bounds (alpha<=0, sigma>box or mu outside cutout)"
@@ -465,8 +507,17 @@ def sim_from_sim0(sim0):
     return np.where(sim0 < SIM_THRESHOLD, 0.0, (sim0 - SIM_THRESHOLD) / (1.0 - SIM_THRESHOLD))
 
 
-def descriptors(stack, weights, result: FitResult, origins, seeds, quality_sim: float = 0.5,
-                quality_dist: float = 0.9, ok=None, reasons=None) -> dict:
+def descriptors(
+    stack,
+    weights,
+    result: FitResult,
+    origins,
+    seeds,
+    quality_sim: float = 0.5,
+    quality_dist: float = 0.9,
+    ok=None,
+    reasons=None,
+) -> dict:
     """Sim0 (normalised cross-correlation = Pearson correlation of cutout and fitted model over
     valid pixels), Sim, Pos = origin + mu (absolute [row, col]; equivalently s + mu relative to the
     seed), Asp = min σ / max σ, Area = π σ1 σ2, quality = Sim > quality_sim and |Pos - s| <=
@@ -503,13 +554,34 @@ def descriptors(stack, weights, result: FitResult, origins, seeds, quality_sim: 
             status.append(result.reason[i] or "not converged")
         else:
             status.append("ok")
-    return {"Sim0": sim0, "Sim": sim, "Pos": pos, "Asp": asp, "Area": area, "dist": dist,
-            "quality": quality, "status": np.array(status, dtype=object)}
+    return {
+        "Sim0": sim0,
+        "Sim": sim,
+        "Pos": pos,
+        "Asp": asp,
+        "Area": area,
+        "dist": dist,
+        "quality": quality,
+        "status": np.array(status, dtype=object),
+    }
 
 
-def fit_spots(image, seeds, *, size: int = 32, mask=None, saturation=None, rotated: bool = False,
-              max_iter: int = 50, tol: float = 1e-8, quality_sim: float = 0.5, quality_dist: float = 0.9,
-              pixel_integrated: bool = False, backend: str = "numpy", device: str = "auto") -> dict:
+def fit_spots(
+    image,
+    seeds,
+    *,
+    size: int = 32,
+    mask=None,
+    saturation=None,
+    rotated: bool = False,
+    max_iter: int = 50,
+    tol: float = 1e-8,
+    quality_sim: float = 0.5,
+    quality_dist: float = 0.9,
+    pixel_integrated: bool = False,
+    backend: str = "numpy",
+    device: str = "auto",
+) -> dict:
     """Cut out, fit (only cutouts that are ok) and describe every seed. Returns a dict of arrays,
     one row per seed (in seed order): seed, origin, alpha, beta, mu1, mu2, sigma1, sigma2
     [, theta], converged, n_iter, cost, Sim0, Sim, Pos, Asp, Area, dist, quality, status."""
@@ -524,16 +596,30 @@ def fit_spots(image, seeds, *, size: int = 32, mask=None, saturation=None, rotat
     freason = ["not fitted"] * n
     idx = np.flatnonzero(ok)
     if len(idx):
-        res = fit_gaussians(stack[idx], weights[idx], max_iter=max_iter, tol=tol, rotated=rotated,
-                            pixel_integrated=pixel_integrated, backend=backend, device=device)
+        res = fit_gaussians(
+            stack[idx],
+            weights[idx],
+            max_iter=max_iter,
+            tol=tol,
+            rotated=rotated,
+            pixel_integrated=pixel_integrated,
+            backend=backend,
+            device=device,
+        )
         params[idx] = res.params
         conv[idx] = res.converged
         n_iter[idx] = res.n_iter
         cost[idx] = res.cost
         for j, i in enumerate(idx):
             freason[i] = res.reason[j]
-    full = FitResult(params=np.nan_to_num(params, nan=1.0), converged=conv, n_iter=n_iter, cost=cost, reason=freason,
-                     pixel_integrated=pixel_integrated)
+    full = FitResult(
+        params=np.nan_to_num(params, nan=1.0),
+        converged=conv,
+        n_iter=n_iter,
+        cost=cost,
+        reason=freason,
+        pixel_integrated=pixel_integrated,
+    )
     desc = descriptors(stack, weights, full, origins, seeds, quality_sim, quality_dist, ok=ok, reasons=reasons)
     for key in ("Sim0", "Sim", "Asp", "Area", "dist"):
         desc[key] = np.where(ok, desc[key], np.nan)

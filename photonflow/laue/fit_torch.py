@@ -54,8 +54,10 @@ class _Problem:
         if not derivatives:
             one_r, one_c = torch.ones_like(gr), torch.ones_like(gc)
             return torch.stack([one_r, gr], 1), torch.stack([one_c, gc], 1)
-        return (torch.stack([torch.ones_like(gr), gr, dr_mu, dr_s], 1),
-                torch.stack([torch.ones_like(gc), gc, dc_mu, dc_s], 1))
+        return (
+            torch.stack([torch.ones_like(gr), gr, dr_mu, dr_s], 1),
+            torch.stack([torch.ones_like(gc), gc, dc_mu, dc_s], 1),
+        )
 
     def moments(self, Fr, Fc):
         """M (n, K², K²) = sum_rc W Fr_i Fr_k Fc_j Fc_l and Z (n, K, K) = sum_rc W A Fr_i Fc_j."""
@@ -67,8 +69,14 @@ class _Problem:
         return M, Z
 
     def _cost_from(self, a, b, M, Z, i1, i0):
-        c2 = (a * a * M[:, i1, i1] + 2 * a * b * M[:, i0, i0] + b * b * M[:, 0, 0]
-              - 2 * a * Z[:, 1, 1] - 2 * b * Z[:, 0, 0] + self.sWAA)
+        c2 = (
+            a * a * M[:, i1, i1]
+            + 2 * a * b * M[:, i0, i0]
+            + b * b * M[:, 0, 0]
+            - 2 * a * Z[:, 1, 1]
+            - 2 * b * Z[:, 0, 0]
+            + self.sWAA
+        )
         return 0.5 * torch.clamp(c2, min=0.0)
 
     def cost(self, p):
@@ -79,8 +87,11 @@ class _Problem:
         M, Z = self.moments(*self.factors(p))
         a, b = p[:, 0], p[:, 1]
         i4 = torch.arange(4, device=p.device) * 4
-        G4 = (a[:, None, None] * M[:, (i4 + 1)[:, None], (i4 + 1)[None, :]]
-              + b[:, None, None] * M[:, i4[:, None], i4[None, :]] - Z)
+        G4 = (
+            a[:, None, None] * M[:, (i4 + 1)[:, None], (i4 + 1)[None, :]]
+            + b[:, None, None] * M[:, i4[:, None], i4[None, :]]
+            - Z
+        )
         scale = torch.ones_like(p)
         scale[:, 2:] = a[:, None]
         g = G4[:, self.sr, self.sc] * scale
@@ -112,7 +123,9 @@ def initial_guess_torch(A, W):
     win = A[idx, rr[:, :, None], cc[:, None, :]]
     wv = valid[idx, rr[:, :, None], cc[:, None, :]]
     first = torch.full((n, 1), -1, device=A.device)
-    dup = (torch.diff(rr, dim=1, prepend=first) == 0)[:, :, None] | (torch.diff(cc, dim=1, prepend=first) == 0)[:, None, :]
+    dup = (torch.diff(rr, dim=1, prepend=first) == 0)[:, :, None] | (torch.diff(cc, dim=1, prepend=first) == 0)[
+        :, None, :
+    ]
     wpos = torch.where(wv & ~dup, (win - beta[:, None, None]).clamp(min=0), torch.zeros_like(win))
     tot = wpos.sum((1, 2))
     tot = torch.where(tot > 0, tot, torch.ones_like(tot))
@@ -125,9 +138,18 @@ def initial_guess_torch(A, W):
 
 
 @torch.inference_mode()
-def fit_gaussians_torch(stack, weights, *, max_iter: int = 50, tol: float = 1e-8, p0=None, lambda0: float = 1e-3,
-                        pixel_integrated: bool = False, sigma_floor: float | None = None,
-                        device: str | torch.device = "auto") -> FitResult:
+def fit_gaussians_torch(
+    stack,
+    weights,
+    *,
+    max_iter: int = 50,
+    tol: float = 1e-8,
+    p0=None,
+    lambda0: float = 1e-3,
+    pixel_integrated: bool = False,
+    sigma_floor: float | None = None,
+    device: str | torch.device = "auto",
+) -> FitResult:
     """Batched LM fit of all cutouts on ``device`` (see :func:`photonflow.laue.fit.fit_gaussians`
     for the model, stopping rules and ``sigma_floor``); returns numpy results."""
     if sigma_floor is None:
@@ -173,7 +195,20 @@ def fit_gaussians_torch(stack, weights, *, max_iter: int = 50, tol: float = 1e-8
         converged |= done
         undersampled |= collapsed
         active &= ~(done | collapsed)
-    p_np, conv, reason = fit_outcome(p.cpu().numpy(), converged.cpu().numpy(), undersampled.cpu().numpy(),
-                                     active.cpu().numpy(), max_iter, sigma_floor, (R, C))
-    return FitResult(params=p_np, converged=conv, n_iter=n_iter.cpu().numpy(), cost=cost.cpu().numpy(),
-                     reason=reason, pixel_integrated=pixel_integrated)
+    p_np, conv, reason = fit_outcome(
+        p.cpu().numpy(),
+        converged.cpu().numpy(),
+        undersampled.cpu().numpy(),
+        active.cpu().numpy(),
+        max_iter,
+        sigma_floor,
+        (R, C),
+    )
+    return FitResult(
+        params=p_np,
+        converged=conv,
+        n_iter=n_iter.cpu().numpy(),
+        cost=cost.cpu().numpy(),
+        reason=reason,
+        pixel_integrated=pixel_integrated,
+    )

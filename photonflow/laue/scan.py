@@ -31,8 +31,23 @@ from .fit import cutouts, fit_spots
 from .spots import SearchParams, find_seeds, read_laue_image
 
 METHODS = ("fit", "cnn")
-SPOT_COLUMNS = ["seed_row", "seed_col", "row", "col", "intensity", "amplitude", "background", "sigma1", "sigma2",
-                "Sim0", "Sim", "Asp", "Area", "quality", "status"]
+SPOT_COLUMNS = [
+    "seed_row",
+    "seed_col",
+    "row",
+    "col",
+    "intensity",
+    "amplitude",
+    "background",
+    "sigma1",
+    "sigma2",
+    "Sim0",
+    "Sim",
+    "Asp",
+    "Area",
+    "quality",
+    "status",
+]
 #: The scan table's columns (one row per image), as the operation registry declares them.
 IMAGE_COLUMNS = list(get_operation("laue").table_columns)
 
@@ -79,8 +94,8 @@ def _box_intensity(stack, weights, half: int = 4) -> np.ndarray:
     with np.errstate(all="ignore"):
         bg = np.nanmedian(edge, axis=1) if n else np.zeros(0)
     c = R // 2
-    box = (stack - bg[:, None, None])[:, c - half:c + half + 1, c - half:c + half + 1]
-    return (box * (weights[:, c - half:c + half + 1, c - half:c + half + 1] > 0)).sum(axis=(1, 2))
+    box = (stack - bg[:, None, None])[:, c - half : c + half + 1, c - half : c + half + 1]
+    return (box * (weights[:, c - half : c + half + 1, c - half : c + half + 1] > 0)).sum(axis=(1, 2))
 
 
 def spot_table(image, seeds, settings: LaueSettings, mask=None) -> dict:
@@ -88,32 +103,72 @@ def spot_table(image, seeds, settings: LaueSettings, mask=None) -> dict:
     seeds = np.asarray(seeds, dtype=np.int64).reshape(-1, 2)
     n = len(seeds)
     if settings.method == "fit":
-        t = fit_spots(image, seeds, size=settings.size, mask=mask, saturation=settings.saturation,
-                      rotated=settings.rotated, pixel_integrated=settings.pixel_integrated,
-                      quality_sim=settings.quality_sim, quality_dist=settings.quality_dist,
-                      backend=settings.backend, device=settings.device)
+        t = fit_spots(
+            image,
+            seeds,
+            size=settings.size,
+            mask=mask,
+            saturation=settings.saturation,
+            rotated=settings.rotated,
+            pixel_integrated=settings.pixel_integrated,
+            quality_sim=settings.quality_sim,
+            quality_dist=settings.quality_dist,
+            backend=settings.backend,
+            device=settings.device,
+        )
         fitted = np.isfinite(t["alpha"])
         intensity = np.where(fitted, 2 * np.pi * t["alpha"] * t["sigma1"] * t["sigma2"], np.nan)
         return {
-            "seed_row": seeds[:, 0], "seed_col": seeds[:, 1], "row": t["Pos"][:, 0], "col": t["Pos"][:, 1],
-            "intensity": intensity, "amplitude": t["alpha"], "background": t["beta"], "sigma1": t["sigma1"],
-            "sigma2": t["sigma2"], "Sim0": t["Sim0"], "Sim": t["Sim"], "Asp": t["Asp"], "Area": t["Area"],
-            "quality": t["quality"], "status": np.asarray(t["status"], dtype=object),
+            "seed_row": seeds[:, 0],
+            "seed_col": seeds[:, 1],
+            "row": t["Pos"][:, 0],
+            "col": t["Pos"][:, 1],
+            "intensity": intensity,
+            "amplitude": t["alpha"],
+            "background": t["beta"],
+            "sigma1": t["sigma1"],
+            "sigma2": t["sigma2"],
+            "Sim0": t["Sim0"],
+            "Sim": t["Sim"],
+            "Asp": t["Asp"],
+            "Area": t["Area"],
+            "quality": t["quality"],
+            "status": np.asarray(t["status"], dtype=object),
         }
     from .cnn import predict_descriptors
 
-    stack, weights, _origins, ok, reasons = cutouts(image, seeds, size=settings.size, mask=mask,
-                                                    saturation=settings.saturation)
+    stack, weights, _origins, ok, reasons = cutouts(
+        image, seeds, size=settings.size, mask=mask, saturation=settings.saturation
+    )
     nan = np.full(n, np.nan)
-    table = {"seed_row": seeds[:, 0], "seed_col": seeds[:, 1], "row": nan.copy(), "col": nan.copy(),
-             "intensity": nan.copy(), "amplitude": nan.copy(), "background": nan.copy(), "sigma1": nan.copy(),
-             "sigma2": nan.copy(), "Sim0": nan.copy(), "Sim": nan.copy(), "Asp": nan.copy(), "Area": nan.copy(),
-             "quality": np.zeros(n, bool), "status": np.array([r or "ok" for r in reasons], dtype=object)}
+    table = {
+        "seed_row": seeds[:, 0],
+        "seed_col": seeds[:, 1],
+        "row": nan.copy(),
+        "col": nan.copy(),
+        "intensity": nan.copy(),
+        "amplitude": nan.copy(),
+        "background": nan.copy(),
+        "sigma1": nan.copy(),
+        "sigma2": nan.copy(),
+        "Sim0": nan.copy(),
+        "Sim": nan.copy(),
+        "Asp": nan.copy(),
+        "Area": nan.copy(),
+        "quality": np.zeros(n, bool),
+        "status": np.array([r or "ok" for r in reasons], dtype=object),
+    }
     idx = np.flatnonzero(ok)
     if len(idx):
-        pred = predict_descriptors(stack[idx], seeds[idx], checkpoint=settings.checkpoint, device=settings.device,
-                                   valid=weights[idx] > 0, quality_sim=settings.quality_sim,
-                                   quality_dist=settings.quality_dist)
+        pred = predict_descriptors(
+            stack[idx],
+            seeds[idx],
+            checkpoint=settings.checkpoint,
+            device=settings.device,
+            valid=weights[idx] > 0,
+            quality_sim=settings.quality_sim,
+            quality_dist=settings.quality_dist,
+        )
         table["row"][idx], table["col"][idx] = pred["Pos"][:, 0], pred["Pos"][:, 1]
         for key in ("Sim", "Asp", "Area"):
             table[key][idx] = pred[key]
@@ -143,8 +198,17 @@ def process_image(ref, settings: LaueSettings, spots_dir, mask=None) -> dict:
     is raised, so the rest of a scan goes on."""
     ref = FrameRef(*ref)
     t0 = time.perf_counter()
-    row = {"path": ref.path, "event": -1 if ref.event is None else int(ref.event), "n_spots": 0, "n_good": 0,
-           "mean_sim": math.nan, "n_not_fitted": 0, "status": "ok", "spots_file": "", "spot_status": {}}
+    row = {
+        "path": ref.path,
+        "event": -1 if ref.event is None else int(ref.event),
+        "n_spots": 0,
+        "n_good": 0,
+        "mean_sim": math.nan,
+        "n_not_fitted": 0,
+        "status": "ok",
+        "spots_file": "",
+        "spot_status": {},
+    }
     try:
         image = read_laue_image(ref.path, settings.saturation, event=ref.event)
         if mask is not None and mask.shape != image.data.shape:
@@ -237,7 +301,9 @@ def read_positions_csv(path) -> dict[str, tuple[float, float]]:
             try:
                 out[os.path.basename(rec["image"])] = (float(rec["x"]), float(rec["y"]))
             except ValueError:
-                raise ValueError(f"{path} line {line}: x and y must be numbers, got {rec['x']!r}, {rec['y']!r}") from None
+                raise ValueError(
+                    f"{path} line {line}: x and y must be numbers, got {rec['x']!r}, {rec['y']!r}"
+                ) from None
     return out
 
 

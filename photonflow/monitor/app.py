@@ -45,13 +45,26 @@ COOKIE = "photonflow_monitor_token"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 STATIC = Path(__file__).resolve().parent / "static"
 #: Served inline with this type; anything else is an attachment (application/octet-stream).
-INLINE_TYPES = {".pdf": "application/pdf", ".png": "image/png", ".json": "application/json", ".jsonl": "text/plain",
-                ".csv": "text/plain", ".lst": "text/plain", ".txt": "text/plain", ".chi": "text/plain",
-                ".log": "text/plain"}
-SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY")]
-PAGE_CSP = (b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
-            b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+INLINE_TYPES = {
+    ".pdf": "application/pdf",
+    ".png": "image/png",
+    ".json": "application/json",
+    ".jsonl": "text/plain",
+    ".csv": "text/plain",
+    ".lst": "text/plain",
+    ".txt": "text/plain",
+    ".chi": "text/plain",
+    ".log": "text/plain",
+}
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+PAGE_CSP = (
+    b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    b"object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 class _JSON(JSONResponse):
@@ -60,8 +73,9 @@ class _JSON(JSONResponse):
 
 
 def _error(exc: MonitorError) -> Response:
-    return _JSON({"error": exc.message, "status": exc.status}, status_code=exc.status,
-                 headers={"cache-control": "no-store"})
+    return _JSON(
+        {"error": exc.message, "status": exc.status}, status_code=exc.status, headers={"cache-control": "no-store"}
+    )
 
 
 class _Gate:
@@ -92,8 +106,13 @@ class _Gate:
             host = (request.headers.get("host") or "").lower()
             name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
             if name not in self.allowed_hosts:
-                response = _JSON({"error": f"Host {host!r} refused: the monitor listens on loopback only (start it "
-                                           "with --host and a --token to reach it from elsewhere)"}, status_code=421)
+                response = _JSON(
+                    {
+                        "error": f"Host {host!r} refused: the monitor listens on loopback only (start it "
+                        "with --host and a --token to reach it from elsewhere)"
+                    },
+                    status_code=421,
+                )
                 return await response(scope, receive, send_with_headers)
         if self.token:
             query = request.query_params.get("token")
@@ -107,17 +126,30 @@ class _Gate:
                 response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict", path="/")
                 return await response(scope, receive, send_with_headers)
             auth = request.headers.get("authorization", "")
-            given = (auth[7:].strip() if auth.lower().startswith("bearer ") else None) or \
-                request.headers.get("x-photonflow-token") or request.cookies.get(COOKIE)
+            given = (
+                (auth[7:].strip() if auth.lower().startswith("bearer ") else None)
+                or request.headers.get("x-photonflow-token")
+                or request.cookies.get(COOKIE)
+            )
             if not self._ok(given):
-                response = _JSON({"error": "this monitor needs its token: open the URL it printed (…/?token=…), or "
-                                           "send 'Authorization: Bearer TOKEN'"}, status_code=401)
+                response = _JSON(
+                    {
+                        "error": "this monitor needs its token: open the URL it printed (…/?token=…), or "
+                        "send 'Authorization: Bearer TOKEN'"
+                    },
+                    status_code=401,
+                )
                 return await response(scope, receive, send_with_headers)
         return await self.app(scope, receive, send_with_headers)
 
 
-def create_app(roots, token: str | None = None, interval_s: float = 2.0, allowed_hosts=LOOPBACK_HOSTS,
-               store: RunStore | None = None):
+def create_app(
+    roots,
+    token: str | None = None,
+    interval_s: float = 2.0,
+    allowed_hosts=LOOPBACK_HOSTS,
+    store: RunStore | None = None,
+):
     """The ASGI app over output ``roots``. ``token``: required from every client when given;
     ``allowed_hosts``: Host names accepted when there is no token (None: any; the CLI adds the address
     it is bound to, e.g. another loopback address such as 127.0.0.2); ``interval_s``: the
@@ -127,11 +159,15 @@ def create_app(roots, token: str | None = None, interval_s: float = 2.0, allowed
     cache_lock = threading.Lock()
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     page = page.replace("{{INTERVAL}}", html.escape(f"{float(interval_s):g}")).replace(
-        "{{ROOTS}}", html.escape(", ".join(store.roots)))
+        "{{ROOTS}}", html.escape(", ".join(store.roots))
+    )
 
     def index(request: Request):
-        return Response(page, media_type="text/html; charset=utf-8",
-                        headers={"content-security-policy": PAGE_CSP.decode(), "cache-control": "no-store"})
+        return Response(
+            page,
+            media_type="text/html; charset=utf-8",
+            headers={"content-security-policy": PAGE_CSP.decode(), "cache-control": "no-store"},
+        )
 
     def static(request: Request):
         name = request.path_params["name"]
@@ -141,8 +177,10 @@ def create_app(roots, token: str | None = None, interval_s: float = 2.0, allowed
         return Response((STATIC / name).read_bytes(), media_type=types[name], headers={"cache-control": "no-cache"})
 
     def runs(request: Request):
-        return _JSON({"roots": store.roots, "interval_s": float(interval_s), "runs": store.runs()},
-                     headers={"cache-control": "no-store"})
+        return _JSON(
+            {"roots": store.roots, "interval_s": float(interval_s), "runs": store.runs()},
+            headers={"cache-control": "no-store"},
+        )
 
     def run(request: Request):
         try:
@@ -188,16 +226,22 @@ def create_app(roots, token: str | None = None, interval_s: float = 2.0, allowed
             headers = {"cache-control": "no-cache", "x-frame-options": "SAMEORIGIN"}
         if ext in INLINE_TYPES:
             return FileResponse(real, media_type=INLINE_TYPES[ext], headers=headers, content_disposition_type="inline")
-        return FileResponse(real, media_type="application/octet-stream", headers=headers,
-                            filename=os.path.basename(real))
+        return FileResponse(
+            real, media_type="application/octet-stream", headers=headers, filename=os.path.basename(real)
+        )
 
     def health(request: Request):
         return PlainTextResponse("ok")
 
     async def not_found(request: Request, exc):
         status = getattr(exc, "status_code", 404)
-        return _JSON({"error": f"{request.url.path}: not found" if status == 404 else str(getattr(exc, "detail", exc)),
-                      "status": status}, status_code=status)
+        return _JSON(
+            {
+                "error": f"{request.url.path}: not found" if status == 404 else str(getattr(exc, "detail", exc)),
+                "status": status,
+            },
+            status_code=status,
+        )
 
     routes = [
         Route("/", index),

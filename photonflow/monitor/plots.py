@@ -62,8 +62,15 @@ def render(store: RunStore, run_id: str, name: str, params: dict | None = None, 
     info = info if info is not None else store.run(run_id)
     if name not in info["plots"]:
         raise MonitorError(f"run {info['name']!r} ({info['kind']}) has no {name!r} plot yet", status=404)
-    draw = {"progress": _progress, "saxs-curve": _saxs_curve, "saxs-params": _saxs_params, "sfx-hits": _sfx_hits,
-            "sfx-latest-hit": _sfx_latest_hit, "laue-maps": _laue_maps, "tomo-slices": _tomo_slices}[name]
+    draw = {
+        "progress": _progress,
+        "saxs-curve": _saxs_curve,
+        "saxs-params": _saxs_params,
+        "sfx-hits": _sfx_hits,
+        "sfx-latest-hit": _sfx_latest_hit,
+        "laue-maps": _laue_maps,
+        "tomo-slices": _tomo_slices,
+    }[name]
     paint = draw(store, run_id, info, params)  # reads the data, outside the lock
     with _LOCK:
         fig = paint()
@@ -78,8 +85,11 @@ def _progress(store, run_id, info, params):
     def draw_final():  # an older run: its final counts only
         fig = _figure(6.0, 2.4)
         ax = fig.subplots()
-        ax.barh(["failed", "skipped", "done"], [info["failed"], info["skipped"], info["done"]],
-                color=["tab:red", "0.6", "tab:green"])
+        ax.barh(
+            ["failed", "skipped", "done"],
+            [info["failed"], info["skipped"], info["done"]],
+            color=["tab:red", "0.6", "tab:green"],
+        )
         ax.set_xlabel(unit)
         ax.set_title(f"{info['done']} {unit} done, {info['failed']} failed (final counts)", fontsize="medium")
         return fig
@@ -101,8 +111,11 @@ def _progress(store, run_id, info, params):
             ax.axhline(info["total"], color="0.7", ls=":", lw=1)
         ax.set_ylabel(unit)
         ax.legend(fontsize="small", loc="upper left")
-        ax.set_title(f"{info['done']} of {info['total'] if info['total'] is not None else '?'} {unit} done, "
-                     f"{info['failed']} failed", fontsize="medium")
+        ax.set_title(
+            f"{info['done']} of {info['total'] if info['total'] is not None else '?'} {unit} done, "
+            f"{info['failed']} failed",
+            fontsize="medium",
+        )
         ax_rate.set_ylim(bottom=0)
         ax_rate.set_ylabel(f"{unit}/s")
         ax_rate.set_xlabel("seconds since start")
@@ -133,8 +146,10 @@ def _saxs_curve(store, run_id, info, params):
         except ValueError:
             raise MonitorError(f"sel={sel!r}: expected a curve index", status=400) from None
         if not -n <= k < n:
-            raise MonitorError(f"sel={k}: the run has {n} curves (0 .. {n - 1})"
-                               + (f" of integration {integ!r}" if integ else ""), status=404)
+            raise MonitorError(
+                f"sel={k}: the run has {n} curves (0 .. {n - 1})" + (f" of integration {integ!r}" if integ else ""),
+                status=404,
+            )
         k %= n
         if k != picks[0]:
             picks.insert(0, k)
@@ -175,8 +190,13 @@ def _saxs_curve(store, run_id, info, params):
 
 
 def _series(rows, key):
-    return np.array([v if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else np.nan
-                     for v in (r.get(key) for r in rows)], float)
+    return np.array(
+        [
+            v if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else np.nan
+            for v in (r.get(key) for r in rows)
+        ],
+        float,
+    )
 
 
 def _thin(rows, most: int = 3000):
@@ -221,8 +241,13 @@ def _saxs_params(store, run_id, info, params):
 
 def _sfx_hits(store, run_id, info, params):
     rows = store.rows(run_id)
-    idx = np.array([r.get("index", k) if isinstance(r.get("index"), int) and r.get("index") >= 0 else k
-                    for k, r in enumerate(rows)], float)
+    idx = np.array(
+        [
+            r.get("index", k) if isinstance(r.get("index"), int) and r.get("index") >= 0 else k
+            for k, r in enumerate(rows)
+        ],
+        float,
+    )
     order = np.argsort(idx, kind="stable")
     idx = idx[order]
     peaks = _series(rows, "n_peaks")[order]
@@ -241,7 +266,7 @@ def _sfx_hits(store, run_id, info, params):
         ax_peaks.plot(idx[hit_k], peaks[hit_k], ".", ms=4, color="tab:red", label="hit")
         ax_peaks.set_ylabel("peaks per frame", fontsize="small")
         ax_peaks.legend(fontsize="x-small", loc="upper left")
-        ax_rate.plot(idx[window - 1:][rate_k], rate[rate_k], color="tab:blue")
+        ax_rate.plot(idx[window - 1 :][rate_k], rate[rate_k], color="tab:blue")
         ax_rate.set_ylim(0, 100)
         ax_rate.set_ylabel(f"hit rate % ({window} fr.)", fontsize="small")
         ax_rate.set_xlabel("frame")
@@ -263,14 +288,20 @@ def _sfx_latest_hit(store, run_id, info, params):
     else:
         shown = frame
     finite = shown[np.isfinite(shown)]
-    vmin, vmax = (np.percentile(finite, [5, 99.5]) if finite.size else (0, 1))
+    vmin, vmax = np.percentile(finite, [5, 99.5]) if finite.size else (0, 1)
 
     def draw():
         fig = _figure(5.0, 5.0)
         ax = fig.subplots()
-        ax.imshow(shown, cmap="gray_r", vmin=vmin, vmax=max(vmax, vmin + 1e-9), origin="upper",
-                  extent=(-0.5, shown.shape[1] * step - 0.5, shown.shape[0] * step - 0.5, -0.5),
-                  interpolation="nearest")
+        ax.imshow(
+            shown,
+            cmap="gray_r",
+            vmin=vmin,
+            vmax=max(vmax, vmin + 1e-9),
+            origin="upper",
+            extent=(-0.5, shown.shape[1] * step - 0.5, shown.shape[0] * step - 0.5, -0.5),
+            interpolation="nearest",
+        )
         ax.scatter(hit["fs"], hit["ss"], s=40, facecolors="none", edgecolors="tab:red", linewidths=0.8)
         ax.set_title(f"latest hit: {hit['label']} ({hit['n_peaks']} peaks)", fontsize="small")
         ax.set_xticks([])
@@ -299,11 +330,18 @@ def _laue_maps(store, run_id, info, params):
     def draw():
         fig = _figure(7.0, 3.4)
         axes = fig.subplots(1, 2)
-        for ax, (key, title, cmap, lim) in zip(axes, (("n_good", "good spots per image", "viridis", None),
-                                                      ("mean_sim", "mean Sim", "magma", (0, 1)))):
+        for ax, (key, title, cmap, lim) in zip(
+            axes, (("n_good", "good spots per image", "viridis", None), ("mean_sim", "mean Sim", "magma", (0, 1)))
+        ):
             data = np.ma.masked_invalid(maps[key])
-            im = ax.imshow(data, cmap=cmap, origin="upper", interpolation="nearest",
-                           vmin=None if lim is None else lim[0], vmax=None if lim is None else lim[1])
+            im = ax.imshow(
+                data,
+                cmap=cmap,
+                origin="upper",
+                interpolation="nearest",
+                vmin=None if lim is None else lim[0],
+                vmax=None if lim is None else lim[1],
+            )
             ax.set_title(title, fontsize="small")
             ax.set_xlabel("map column", fontsize="small")
             ax.set_ylabel("map row", fontsize="small")
@@ -321,14 +359,19 @@ def _tomo_slices(store, run_id, info, params):
         dset = f["volume"]
         level = None
         if "pyramid" in f:  # the coarsest level still at least 128 px wide, to keep reads small
-            for key in sorted(f["pyramid"], key=lambda k: int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1].isdigit() else 0):
+            for key in sorted(
+                f["pyramid"], key=lambda k: int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1].isdigit() else 0
+            ):
                 if max(f["pyramid"][key].shape[1:]) >= 128:
                     level = key
         if level is not None:
             dset = f["pyramid"][level]
         z, y, x = dset.shape
-        slices = {"xy": np.asarray(dset[z // 2], float), "xz": np.asarray(dset[:, y // 2, :], float),
-                  "yz": np.asarray(dset[:, :, x // 2], float)}
+        slices = {
+            "xy": np.asarray(dset[z // 2], float),
+            "xz": np.asarray(dset[:, y // 2, :], float),
+            "yz": np.asarray(dset[:, :, x // 2], float),
+        }
 
     def draw():
         fig = _figure(8.0, 3.2)

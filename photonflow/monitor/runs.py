@@ -41,8 +41,24 @@ RUN_FORMAT = "photonflow-run/1"
 KINDS = tuple(kind for op in OPERATIONS.values() for kind in op.kinds)
 MARKERS = ("run.json", "summary.json", "live_summary.json", "training_summary.json")
 #: Output folders that hold many files and never a run of their own: not walked.
-SKIP_DIRS = frozenset({"chi", "curves", "spots", "hits", "peaks", "intermediate", "volume_chunks", "demo-data",
-                       "cache", "frames", "pass1", "pass2", "__pycache__", "node_modules"})
+SKIP_DIRS = frozenset(
+    {
+        "chi",
+        "curves",
+        "spots",
+        "hits",
+        "peaks",
+        "intermediate",
+        "volume_chunks",
+        "demo-data",
+        "cache",
+        "frames",
+        "pass1",
+        "pass2",
+        "__pycache__",
+        "node_modules",
+    }
+)
 #: A running run whose record has not changed for this long gets a warning (it may have been killed):
 #: six of the writer's 10 s heartbeats (flows/_runrecord.py) missed.
 STALE_S = 60.0
@@ -259,8 +275,14 @@ class RunStore:
                         if _inside(real, root):
                             found[self._run_id(real, root)] = (real, root)
                     depth = dirpath.rstrip(os.sep).count(os.sep) - base_depth
-                    dirnames[:] = sorted(d for d in dirnames if depth < self.max_depth and d not in SKIP_DIRS
-                                         and not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d)))
+                    dirnames[:] = sorted(
+                        d
+                        for d in dirnames
+                        if depth < self.max_depth
+                        and d not in SKIP_DIRS
+                        and not d.startswith(".")
+                        and not os.path.islink(os.path.join(dirpath, d))
+                    )
             self._dirs = found
             self._scanned_at = time.monotonic()
             return found
@@ -271,8 +293,11 @@ class RunStore:
         if run_id not in found:
             found = self.scan(force=True)
         if run_id not in found:
-            raise MonitorError(f"no run {run_id!r} under the output roots ({', '.join(self.roots)}): it may have "
-                               "been moved or deleted; pick a run from the list", status=404)
+            raise MonitorError(
+                f"no run {run_id!r} under the output roots ({', '.join(self.roots)}): it may have "
+                "been moved or deleted; pick a run from the list",
+                status=404,
+            )
         run_dir, root = found[run_id]
         if not os.path.isdir(run_dir):
             raise MonitorError(f"run {run_id!r}: its directory {run_dir} is gone", status=404)
@@ -288,7 +313,13 @@ class RunStore:
 
     def _resolve(self, run_dir: str, root: str, relpath: str, must_exist: bool = True) -> str:
         rel = str(relpath or "")
-        if not rel or "\x00" in rel or os.path.isabs(rel) or rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel):
+        if (
+            not rel
+            or "\x00" in rel
+            or os.path.isabs(rel)
+            or rel.startswith(("/", "\\"))
+            or re.match(r"^[A-Za-z]:", rel)
+        ):
             raise MonitorError(f"{rel!r}: only paths relative to the run directory are served", status=403)
         if any(part == ".." for part in re.split(r"[\\/]+", rel)):
             raise MonitorError(f"{rel!r}: '..' is not allowed", status=403)
@@ -312,8 +343,10 @@ class RunStore:
         except FileNotFoundError:
             return None, None
         except (ValueError, UnicodeDecodeError) as exc:
-            return None, (f"{os.path.basename(path)} is unreadable (half-written or corrupt JSON: {exc}); "
-                          "it is read again when it changes")
+            return None, (
+                f"{os.path.basename(path)} is unreadable (half-written or corrupt JSON: {exc}); "
+                "it is read again when it changes"
+            )
         except OSError as exc:
             return None, f"{os.path.basename(path)} cannot be read: {exc.strerror or exc}"
 
@@ -337,8 +370,24 @@ class RunStore:
     # ------------------------------------------------------------------ reading a run
     def runs(self) -> list[dict]:
         """The run list: id, name, kind, state, counts, updated time; newest first."""
-        keys = ("id", "name", "root", "kind", "state", "unit", "total", "arrived", "done", "failed", "skipped",
-                "updated", "updated_ts", "stage", "error", "message")
+        keys = (
+            "id",
+            "name",
+            "root",
+            "kind",
+            "state",
+            "unit",
+            "total",
+            "arrived",
+            "done",
+            "failed",
+            "skipped",
+            "updated",
+            "updated_ts",
+            "stage",
+            "error",
+            "message",
+        )
         out = []
         for run_id, (run_dir, root) in list(self.scan().items()):
             try:
@@ -346,9 +395,18 @@ class RunStore:
             except MonitorError:
                 continue
             except Exception as exc:  # noqa: BLE001 - one odd run must not take the whole list down
-                info = {"id": run_id, "name": self._name(run_dir, root), "root": root, "state": "unknown",
-                        "unit": "frames", "arrived": 0, "done": 0, "failed": 0, "skipped": 0,
-                        "message": f"this run cannot be read: {type(exc).__name__}: {exc}"}
+                info = {
+                    "id": run_id,
+                    "name": self._name(run_dir, root),
+                    "root": root,
+                    "state": "unknown",
+                    "unit": "frames",
+                    "arrived": 0,
+                    "done": 0,
+                    "failed": 0,
+                    "skipped": 0,
+                    "message": f"this run cannot be read: {type(exc).__name__}: {exc}",
+                }
             out.append({k: info.get(k) for k in keys})
         out.sort(key=lambda r: (r["state"] != "running", -(r["updated_ts"] or 0.0), str(r["name"])))
         return out
@@ -380,10 +438,31 @@ class RunStore:
         run_dir, root = self.run_dir(run_id)
         name = self._name(run_dir, root)
         info: dict[str, Any] = {
-            "id": run_id, "name": name, "root": root, "dir": run_dir, "kind": None, "state": "unknown", "error": None,
-            "message": None, "notes": [], "unit": "frames", "total": None, "arrived": 0, "done": 0, "failed": 0,
-            "skipped": 0, "history": [], "started": None, "updated": None, "finished": None, "updated_ts": None,
-            "elapsed_s": None, "rate_per_s": None, "rate_recent_per_s": None, "stage": None, "chunks": None,
+            "id": run_id,
+            "name": name,
+            "root": root,
+            "dir": run_dir,
+            "kind": None,
+            "state": "unknown",
+            "error": None,
+            "message": None,
+            "notes": [],
+            "unit": "frames",
+            "total": None,
+            "arrived": 0,
+            "done": 0,
+            "failed": 0,
+            "skipped": 0,
+            "history": [],
+            "started": None,
+            "updated": None,
+            "finished": None,
+            "updated_ts": None,
+            "elapsed_s": None,
+            "rate_per_s": None,
+            "rate_recent_per_s": None,
+            "stage": None,
+            "chunks": None,
             "prefect": {"flow_name": None, "flow_run_id": None, "flow_run_name": None, "url": None},
             "has_record": False,
         }
@@ -393,9 +472,11 @@ class RunStore:
         if isinstance(record, dict) and record.get("format") == RUN_FORMAT:
             self._from_record(info, record)
         elif record is not None:
-            info["message"] = (f"run.json is not a photonflow run record (format {record.get('format')!r}, "
-                               f"expected {RUN_FORMAT!r})" if isinstance(record, dict)
-                               else "run.json is not a photonflow run record (not a JSON object)")
+            info["message"] = (
+                f"run.json is not a photonflow run record (format {record.get('format')!r}, expected {RUN_FORMAT!r})"
+                if isinstance(record, dict)
+                else "run.json is not a photonflow run record (not a JSON object)"
+            )
         if not info["has_record"]:
             self._from_outputs(info, run_dir)
         if info["kind"] is not None and info["kind"] not in KINDS:
@@ -417,16 +498,30 @@ class RunStore:
             v = rec.get(key)
             info[key] = _int(v, None) if key == "total" else _int(v)
         history = rec.get("history") if isinstance(rec.get("history"), list) else []
-        info["history"] = [[float(p[0]), int(p[1]), int(p[2]), int(p[3])] for p in history
-                           if isinstance(p, list) and len(p) >= 4 and all(_finite(x) is not None for x in p[:4])]
-        info["started"], info["updated"], info["finished"] = (_str(rec.get(k)) for k in ("started", "updated", "finished"))
+        info["history"] = [
+            [float(p[0]), int(p[1]), int(p[2]), int(p[3])]
+            for p in history
+            if isinstance(p, list) and len(p) >= 4 and all(_finite(x) is not None for x in p[:4])
+        ]
+        info["started"], info["updated"], info["finished"] = (
+            _str(rec.get(k)) for k in ("started", "updated", "finished")
+        )
         info["stage"] = _str(rec.get("stage"))
         chunks = rec.get("chunks")
-        info["chunks"] = ({name: [str(x) for x in seq] for name, seq in chunks.items() if isinstance(seq, list)}
-                          if isinstance(chunks, dict) else None)
-        info["task_granularity"] = rec.get("task_granularity") if isinstance(rec.get("task_granularity"), dict) else None
-        info["prefect"] = {"flow_name": _str(rec.get("flow_name")), "flow_run_id": _str(rec.get("flow_run_id")),
-                           "flow_run_name": _str(rec.get("flow_run_name")), "url": _http_url(rec.get("prefect_ui_url"))}
+        info["chunks"] = (
+            {name: [str(x) for x in seq] for name, seq in chunks.items() if isinstance(seq, list)}
+            if isinstance(chunks, dict)
+            else None
+        )
+        info["task_granularity"] = (
+            rec.get("task_granularity") if isinstance(rec.get("task_granularity"), dict) else None
+        )
+        info["prefect"] = {
+            "flow_name": _str(rec.get("flow_name")),
+            "flow_run_id": _str(rec.get("flow_run_id")),
+            "flow_run_name": _str(rec.get("flow_run_name")),
+            "url": _http_url(rec.get("prefect_ui_url")),
+        }
         started, updated, finished = (_parse_time(info[k]) for k in ("started", "updated", "finished"))
         info["updated_ts"] = updated
         now = time.time()
@@ -440,8 +535,10 @@ class RunStore:
             info["rate_per_s"] = h[-1][2] / t_end if t_end > 0 else None
             info["rate_recent_per_s"] = _recent_rate(h, t_end)
         if info["state"] == "running" and updated and now - updated > STALE_S:
-            info["notes"].append(f"no update for {now - updated:.0f} s: the run may have been "
-                                 "stopped without writing its end (look at its Prefect flow run)")
+            info["notes"].append(
+                f"no update for {now - updated:.0f} s: the run may have been "
+                "stopped without writing its end (look at its Prefect flow run)"
+            )
         if info["state"] == "failed":
             info["message"] = f"the run failed: {info['error'] or 'no reason recorded'}"
 
@@ -492,11 +589,15 @@ class RunStore:
         elif os.path.exists(ledger):
             info["state"] = "unknown"
         if kind is None:
-            info["message"] = info["message"] or ("not a photonflow run this monitor knows: no run.json and its "
-                                                  "summary.json is not one of a photonflow flow")
+            info["message"] = info["message"] or (
+                "not a photonflow run this monitor knows: no run.json and its "
+                "summary.json is not one of a photonflow flow"
+            )
         else:
-            info["notes"].append("an older run without run.json: shown from its summary and tables (no live "
-                                 "progress history, no Prefect link)")
+            info["notes"].append(
+                "an older run without run.json: shown from its summary and tables (no live "
+                "progress history, no Prefect link)"
+            )
 
     def _ledger_counts(self, path: str) -> dict[str, int]:
         if not os.path.exists(path):
@@ -504,7 +605,9 @@ class RunStore:
         try:
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=0.5)
             try:
-                return {str(state): int(n) for state, n in con.execute("SELECT state, count(*) FROM items GROUP BY state")}
+                return {
+                    str(state): int(n) for state, n in con.execute("SELECT state, count(*) FROM items GROUP BY state")
+                }
             finally:
                 con.close()
         except sqlite3.Error:
@@ -533,7 +636,9 @@ class RunStore:
                 return rows
         kind = kind or (record or {}).get("kind")
         kind = kind if isinstance(kind, str) else None
-        since = _parse_time(record.get("started")) if record is not None and record.get("format") == RUN_FORMAT else None
+        since = (
+            _parse_time(record.get("started")) if record is not None and record.get("format") == RUN_FORMAT else None
+        )
         for name in _tables(kind) if kind else _ALL_TABLES:
             path = os.path.join(run_dir, name)
             if self._fresh(path, since):
@@ -544,8 +649,14 @@ class RunStore:
         return []
 
     # ------------------------------------------------------------------ per kind
-    def _fold(self, key: tuple, rows: list, init: Callable[[], dict], add: Callable[[dict, list], None],
-              view: Callable[[dict], dict] = dict) -> dict:
+    def _fold(
+        self,
+        key: tuple,
+        rows: list,
+        init: Callable[[], dict],
+        add: Callable[[dict, list], None],
+        view: Callable[[dict], dict] = dict,
+    ) -> dict:
         """A summary of ``rows`` kept up to date by adding only the rows appended since the last
         call: ``add(state, new_rows)`` folds them into the state ``init()`` made. ``live_rows.jsonl``
         grows by appending (the same row objects stay at the front of each new list); any other
@@ -573,20 +684,28 @@ class RunStore:
         curves = groups.get(latest_integ, ()) if latest_integ is not None else ()
         last = rows[-1] if rows else {}
         return {
-            "rows": len(rows), "frames": state["frames"], "integrations": list(state["integrations"]),
+            "rows": len(rows),
+            "frames": state["frames"],
+            "integrations": list(state["integrations"]),
             # the slider and "latest" are the curves of the newest curve's integration (?integration=…&sel=K)
-            "curves": len(curves), "curve_integration": latest_integ,
+            "curves": len(curves),
+            "curve_integration": latest_integ,
             "curves_total": sum(len(v) for v in groups.values()),
             "curves_by_integration": {k: len(v) for k, v in groups.items()},
             "latest_curve": curves[-1]["label"] if curves else None,
-            "latest": {k: _finite(last.get(k)) if k != "frame" else _hashable(last.get(k))
-                       for k in ("frame", "time", "I0", "I1", "I2", "correlation_length_nm")} if last else None,
+            "latest": {
+                k: _finite(last.get(k)) if k != "frame" else _hashable(last.get(k))
+                for k in ("frame", "time", "I0", "I1", "I2", "correlation_length_nm")
+            }
+            if last
+            else None,
             "latest_integration": _str(last.get("integration")) if last else None,
         }
 
     def _saxs_state(self, run_dir: str, rows: list[dict]) -> dict:
         """Frames, integrations and the curves named by the rows' ``chi`` paths (per integration, in
         the order written), kept incrementally; returned as counts and tuples."""
+
         def add(state: dict, new: list[dict]) -> None:
             for r in new:
                 state["frames"].add((_hashable(r.get("frame")), _hashable(r.get("path")), _hashable(r.get("event"))))
@@ -595,15 +714,25 @@ class RunStore:
                     state["integrations"].add(integ)
                 if isinstance(r.get("chi"), str) and r["chi"]:
                     state["curves"].setdefault(integ, []).append(
-                        {"label": _frame_label(r), "chi": r["chi"], "time": _finite(r.get("time"))})
+                        {"label": _frame_label(r), "chi": r["chi"], "time": _finite(r.get("time"))}
+                    )
                     state["latest"] = integ
 
         def view(state: dict) -> dict:
-            return {"frames": len(state["frames"]), "integrations": tuple(sorted(state["integrations"])),
-                    "curves": {k: tuple(v) for k, v in state["curves"].items()}, "latest": state["latest"]}
+            return {
+                "frames": len(state["frames"]),
+                "integrations": tuple(sorted(state["integrations"])),
+                "curves": {k: tuple(v) for k, v in state["curves"].items()},
+                "latest": state["latest"],
+            }
 
-        return self._fold(("saxs", run_dir), rows,
-                          lambda: {"frames": set(), "integrations": set(), "curves": {}, "latest": None}, add, view)
+        return self._fold(
+            ("saxs", run_dir),
+            rows,
+            lambda: {"frames": set(), "integrations": set(), "curves": {}, "latest": None},
+            add,
+            view,
+        )
 
     def _record(self, run_dir: str) -> dict | None:
         record, _ = self._json(os.path.join(run_dir, "run.json"))
@@ -640,8 +769,14 @@ class RunStore:
         paths = glob.glob(os.path.join(glob.escape(chi_dir), "**", "*.chi"), recursive=True)
         paths = [p for p in paths if self._fresh(p, since)]
         paths.sort(key=lambda p: (self._mtime(p), p))
-        curves = [{"label": os.path.splitext(os.path.relpath(p, chi_dir))[0], "chi": os.path.relpath(p, run_dir),
-                   "time": None} for p in paths]
+        curves = [
+            {
+                "label": os.path.splitext(os.path.relpath(p, chi_dir))[0],
+                "chi": os.path.relpath(p, run_dir),
+                "time": None,
+            }
+            for p in paths
+        ]
         if len(self._globs) > 256:
             self._globs.clear()
         self._globs[chi_dir] = (key, curves)
@@ -660,8 +795,11 @@ class RunStore:
         if integ is None:
             return None, ()
         if integ not in groups:
-            raise MonitorError(f"no curves of integration {integ!r} in this run (integrations with curves: "
-                               f"{', '.join(repr(k) for k in groups) or 'none'})", status=404)
+            raise MonitorError(
+                f"no curves of integration {integ!r} in this run (integrations with curves: "
+                f"{', '.join(repr(k) for k in groups) or 'none'})",
+                status=404,
+            )
         return integ, groups[integ]
 
     def curve_file(self, run_id: str, chi: str) -> str | None:
@@ -670,8 +808,9 @@ class RunStore:
         run_dir, root = self.run_dir(run_id)
         return self._safe(run_dir, root, chi)
 
-    def curve_paths(self, run_id: str, integration: str | None = None,
-                    indices: Iterable[int] | None = None) -> list[tuple[str, str]]:
+    def curve_paths(
+        self, run_id: str, integration: str | None = None, indices: Iterable[int] | None = None
+    ) -> list[tuple[str, str]]:
         """(label, real path) of the curves ``indices`` (default all) of an integration (default the
         newest curve's) of a SAXS run, oldest first; paths outside the run dropped."""
         _, curves = self.curves(run_id, integration)
@@ -696,11 +835,16 @@ class RunStore:
 
         totals = self._fold(("sfx", run_dir), rows, lambda: {"hits": 0, "peaks": 0, "with_peaks": 0}, add)
         hits, recent = totals["hits"], rows[-100:]
-        return {"frames": len(rows), "hits": hits, "hit_rate_percent": 100.0 * hits / len(rows) if rows else None,
-                "recent_hit_rate_percent": (100.0 * sum(_truthy(r.get("hit")) for r in recent) / len(recent)
-                                            if recent else None),
-                "mean_peaks_per_frame": totals["peaks"] / totals["with_peaks"] if totals["with_peaks"] else None,
-                "latest_hit": self.latest_hit(run_id, read_frame=False)}
+        return {
+            "frames": len(rows),
+            "hits": hits,
+            "hit_rate_percent": 100.0 * hits / len(rows) if rows else None,
+            "recent_hit_rate_percent": (
+                100.0 * sum(_truthy(r.get("hit")) for r in recent) / len(recent) if recent else None
+            ),
+            "mean_peaks_per_frame": totals["peaks"] / totals["with_peaks"] if totals["with_peaks"] else None,
+            "latest_hit": self.latest_hit(run_id, read_frame=False),
+        }
 
     def latest_hit(self, run_id: str, read_frame: bool = True) -> dict | None:
         """The newest hit frame: its hits file (relative), row, label and peaks (with the frame
@@ -709,11 +853,16 @@ class RunStore:
         hits_dir = os.path.join(run_dir, "hits")
         since = self._since(run_dir)
         try:
-            entries = [(e.stat().st_mtime_ns, e.name, e) for e in os.scandir(hits_dir)
-                       if e.name.endswith((".cxi", ".h5")) and e.is_file()]
+            entries = [
+                (e.stat().st_mtime_ns, e.name, e)
+                for e in os.scandir(hits_dir)
+                if e.name.endswith((".cxi", ".h5")) and e.is_file()
+            ]
         except OSError:
             return None
-        entries = [x for x in entries if since is None or x[0] / 1e9 >= since - LEFTOVER_SLACK_S]  # not an earlier run's
+        entries = [
+            x for x in entries if since is None or x[0] / 1e9 >= since - LEFTOVER_SLACK_S
+        ]  # not an earlier run's
         for _, _, entry in sorted(entries, key=lambda x: (x[0], x[1]), reverse=True):
             real = self._safe(run_dir, root, os.path.relpath(entry.path, run_dir))
             if not real:
@@ -725,8 +874,13 @@ class RunStore:
             if not meta["n"]:
                 continue
             k = meta["n"] - 1
-            out = {"file": os.path.relpath(real, run_dir), "row": k, "label": meta["labels"][k],
-                   "n_peaks": meta["counts"][k], "has_frame": meta.get("frames", 0) > k}
+            out = {
+                "file": os.path.relpath(real, run_dir),
+                "row": k,
+                "label": meta["labels"][k],
+                "n_peaks": meta["counts"][k],
+                "has_frame": meta.get("frames", 0) > k,
+            }
             if read_frame:
                 out.update(_read_hit_frame(real, k))
             return out
@@ -753,23 +907,36 @@ class RunStore:
                     state["sim_sum"] += sim
                     state["sim_n"] += 1
 
-        t = self._fold(("laue", run_dir), rows, lambda: dict.fromkeys(
-            ("filled", "rows", "cols", "failed", "spots", "good", "sim_sum", "sim_n"), 0), add)
+        t = self._fold(
+            ("laue", run_dir),
+            rows,
+            lambda: dict.fromkeys(("filled", "rows", "cols", "failed", "spots", "good", "sim_sum", "sim_n"), 0),
+            add,
+        )
         shape = _map_shape(record)  # the whole scan's, known at its start; else as far as the rows reach
         if shape is not None:
             shape = [max(shape[0], t["rows"]), max(shape[1], t["cols"])]
         elif t["filled"]:
             shape = [t["rows"], t["cols"]]
-        return {"images": len(rows), "images_failed": t["failed"], "spots": t["spots"], "good_spots": t["good"],
-                "mean_sim": t["sim_sum"] / t["sim_n"] if t["sim_n"] else None,
-                "map_shape": shape, "map_filled": t["filled"]}
+        return {
+            "images": len(rows),
+            "images_failed": t["failed"],
+            "spots": t["spots"],
+            "good_spots": t["good"],
+            "mean_sim": t["sim_sum"] / t["sim_n"] if t["sim_n"] else None,
+            "map_shape": shape,
+            "map_filled": t["filled"],
+        }
 
     def _tomo(self, run_id: str, run_dir: str, root: str, info: dict) -> dict:
         chunks = info.get("chunks") or {}
         states = {}
         for name in ("pass1", "pass2"):
             seq = chunks.get(name) if isinstance(chunks.get(name), list) else []
-            states[name] = {"total": len(seq), **{s: sum(1 for x in seq if x == s) for s in ("pending", "done", "failed")}}
+            states[name] = {
+                "total": len(seq),
+                **{s: sum(1 for x in seq if x == s) for s in ("pending", "done", "failed")},
+            }
         since = self._since(run_dir)
         plan_path = os.path.join(run_dir, "plan.json")
         plan, _ = self._json(plan_path) if self._fresh(plan_path, since) else (None, None)
@@ -777,17 +944,25 @@ class RunStore:
             for name in ("pass1", "pass2"):
                 part = plan.get(name) if isinstance(plan.get(name), dict) else {}
                 n = len(part["chunks"]) if isinstance(part.get("chunks"), list) else 0
-                states[name] = {"total": n, "pending": 0 if info["state"] == "completed" else n,
-                                "done": n if info["state"] == "completed" else 0, "failed": 0}
+                states[name] = {
+                    "total": n,
+                    "pending": 0 if info["state"] == "completed" else n,
+                    "done": n if info["state"] == "completed" else 0,
+                    "failed": 0,
+                }
         volume = os.path.join(run_dir, "volume.h5")
         summary_path = os.path.join(run_dir, "summary.json")
         summary, _ = self._json(summary_path) if self._fresh(summary_path, since) else (None, None)
         record = self._record(run_dir) or {}
         done = info["state"] == "completed" or info.get("stage") in ("report", "done") or bool(record.get("volume"))
-        return {"stage": info.get("stage"), "chunks": states, "volume": self._fresh(volume, since) and done,
-                "report": self._fresh(os.path.join(run_dir, "report.pdf"), since),
-                "shape": (summary or {}).get("shape") if isinstance(summary, dict) else None,
-                "center_px": (summary or {}).get("center_px") if isinstance(summary, dict) else None}
+        return {
+            "stage": info.get("stage"),
+            "chunks": states,
+            "volume": self._fresh(volume, since) and done,
+            "report": self._fresh(os.path.join(run_dir, "report.pdf"), since),
+            "shape": (summary or {}).get("shape") if isinstance(summary, dict) else None,
+            "center_px": (summary or {}).get("center_px") if isinstance(summary, dict) else None,
+        }
 
     def volume_path(self, run_id: str) -> str:
         run_dir, root = self.run_dir(run_id)
@@ -800,9 +975,23 @@ class RunStore:
     def _files_of(self, run_id: str, run_dir: str, root: str, kind: str | None) -> list[dict]:
         """Links to the run's own outputs (not an earlier run's left in the same directory)."""
         since = self._since(run_dir)
-        names = ["report.pdf", "summary.json", "run.json", "plan.json", *_tables(kind), "hits.lst", "good.lst",
-                 "bad.lst", "curves.png", "integral_parameters.png", "hit_rate.png", "peak_overlay.png",
-                 "map_good_spots.png", "map_mean_sim.png", "live_integral_parameters.png"]
+        names = [
+            "report.pdf",
+            "summary.json",
+            "run.json",
+            "plan.json",
+            *_tables(kind),
+            "hits.lst",
+            "good.lst",
+            "bad.lst",
+            "curves.png",
+            "integral_parameters.png",
+            "hit_rate.png",
+            "peak_overlay.png",
+            "map_good_spots.png",
+            "map_mean_sim.png",
+            "live_integral_parameters.png",
+        ]
         out = []
         for name in dict.fromkeys(names):
             real = self._safe(run_dir, root, name)
@@ -832,8 +1021,10 @@ class RunStore:
 
     def _signature(self, run_dir: str, info: dict) -> str:
         """Changes whenever what the plots show may have changed (the page reloads them then)."""
-        parts = [self._mtime(os.path.join(run_dir, n)) for n in ("run.json", "live_rows.jsonl", "summary.json",
-                                                                 "volume.h5", "live_summary.json")]
+        parts = [
+            self._mtime(os.path.join(run_dir, n))
+            for n in ("run.json", "live_rows.jsonl", "summary.json", "volume.h5", "live_summary.json")
+        ]
         try:
             parts.append(os.stat(os.path.join(run_dir, "live_rows.jsonl")).st_size)
         except OSError:
@@ -884,8 +1075,14 @@ def _frame_label(row: dict) -> str:
 def _map_cell(row: dict) -> tuple[int, int] | None:
     """(map_row, map_col) of a Laue image row, None when it has no (valid) place in the map."""
     r, c = row.get("map_row"), row.get("map_col")
-    if isinstance(r, int) and isinstance(c, int) and not isinstance(r, bool) and not isinstance(c, bool) \
-            and r >= 0 and c >= 0:
+    if (
+        isinstance(r, int)
+        and isinstance(c, int)
+        and not isinstance(r, bool)
+        and not isinstance(c, bool)
+        and r >= 0
+        and c >= 0
+    ):
         return r, c
     return None
 
@@ -893,8 +1090,11 @@ def _map_cell(row: dict) -> tuple[int, int] | None:
 def _map_shape(record: dict | None) -> list[int] | None:
     """The record's ``map_shape`` [rows, cols] (the Laue flow writes the whole scan's at its start)."""
     shape = (record or {}).get("map_shape")
-    if isinstance(shape, list) and len(shape) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
-                                                           and 0 < x <= 100_000 for x in shape):
+    if (
+        isinstance(shape, list)
+        and len(shape) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= 100_000 for x in shape)
+    ):
         return [int(shape[0]), int(shape[1])]
     return None
 
@@ -930,8 +1130,10 @@ def _read_hits_meta(path: str) -> dict:
     from photonflow.io import read_cxi_peaks, read_cxi_sources
 
     counts = [len(p) for p in read_cxi_peaks(path)]
-    labels = [f"{os.path.basename(f)} //{e}" if e is not None else os.path.basename(f) if f else f"hit {k}"
-              for k, (f, e) in enumerate(read_cxi_sources(path))]
+    labels = [
+        f"{os.path.basename(f)} //{e}" if e is not None else os.path.basename(f) if f else f"hit {k}"
+        for k, (f, e) in enumerate(read_cxi_sources(path))
+    ]
     with h5py.File(path, "r", locking=False) as f:
         frames = f["/entry_1/data_1/data"].shape[0] if "/entry_1/data_1/data" in f else 0
     return {"n": len(counts), "counts": counts, "labels": labels, "frames": int(frames)}

@@ -9,8 +9,16 @@
 from .peakfinder8 import AsicGrid, Peakfinder8, Peakfinder8Params, peakfinder8
 from .peaklist import MatchScore, PeakList, match_peaks
 
-__all__ = ["AsicGrid", "MatchScore", "PeakList", "PeakNetFinder", "Peakfinder8", "Peakfinder8Params", "match_peaks",
-           "peakfinder8"]
+__all__ = [
+    "AsicGrid",
+    "MatchScore",
+    "PeakList",
+    "PeakNetFinder",
+    "Peakfinder8",
+    "Peakfinder8Params",
+    "match_peaks",
+    "peakfinder8",
+]
 
 
 def __getattr__(name):

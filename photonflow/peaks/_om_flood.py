@@ -98,8 +98,9 @@ def _grow_extend(infs, inss, n):
         inss.append(0)
 
 
-def merge_like_om(idx: np.ndarray, lab: np.ndarray, n_groups: int, first: np.ndarray, big: int,
-                  shape, asics) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def merge_like_om(
+    idx: np.ndarray, lab: np.ndarray, n_groups: int, first: np.ndarray, big: int, shape, asics
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Group labels after OM's flood fill: ``lab`` with the groups OM merges relabelled into
     the group that absorbed them, and OM's pixel order (flat indices) of each merged group. ``idx``: sorted flat indices of the above-threshold pixels,
     ``lab``: their connected-component labels, ``first``: each group's scan key
@@ -123,8 +124,9 @@ def merge_like_om(idx: np.ndarray, lab: np.ndarray, n_groups: int, first: np.nda
     def order_of(g):
         if g not in orders:
             members = set(frame.members[g])
-            orders[g] = _sweep(frame, seed_of(g), _asic_pair(asic_of[g], asics), lambda k: k not in members,
-                               [], [], set())
+            orders[g] = _sweep(
+                frame, seed_of(g), _asic_pair(asic_of[g], asics), lambda k: k not in members, [], [], set()
+            )
         return orders[g]
 
     pending = seeded
@@ -153,9 +155,15 @@ def merge_like_om(idx: np.ndarray, lab: np.ndarray, n_groups: int, first: np.nda
             continue
         # OM reaches out from the stale entry: follow its loop literally for this peak.
         infs, inss = _stale_lists(frame, processed, order_of, final_size, asics, shape)
-        order = _sweep(frame, seed_of(g), asic,
-                       lambda k: int(frame.lab[k]) != g and bool(done[int(frame.lab[k])]),
-                       infs, inss, set())
+        order = _sweep(
+            frame,
+            seed_of(g),
+            asic,
+            lambda k: int(frame.lab[k]) != g and bool(done[int(frame.lab[k])]),
+            infs,
+            inss,
+            set(),
+        )
         orders[g] = order
         members = np.array(order, dtype=np.int64)
         merged_orders[g] = idx[members]
@@ -167,7 +175,7 @@ def merge_like_om(idx: np.ndarray, lab: np.ndarray, n_groups: int, first: np.nda
         done[g] = True
         processed.append(g)
         # Sizes changed: redo the stale-entry bookkeeping for the peaks still to come.
-        rest = [x for x in pending[i + 1:].tolist() if not done[x]]
+        rest = [x for x in pending[i + 1 :].tolist() if not done[x]]
         pending = np.array(processed + rest, dtype=np.int64)
         prev = _previous_larger(final_size[pending])
         i = len(processed)
@@ -241,8 +249,9 @@ def om_first_centre(values: np.ndarray, offsets: np.ndarray, fs: np.ndarray, ss:
     sum_i = np.float32(0)
     sum_fs = np.float32(0)
     sum_ss = np.float32(0)
-    for value, offset, f, s in zip(values.astype(np.float32), offsets.astype(np.float32),
-                                   fs.astype(np.float32), ss.astype(np.float32)):
+    for value, offset, f, s in zip(
+        values.astype(np.float32), offsets.astype(np.float32), fs.astype(np.float32), ss.astype(np.float32)
+    ):
         w = np.float32(value - offset)
         sum_i = np.float32(sum_i + w)
         sum_fs = np.float32(sum_fs + np.float32(w * f))

@@ -127,8 +127,14 @@ class Peakfinder8:
     What depends only on the detector (radius bins, masks, per-bin pixel counts) is computed once.
     """
 
-    def __init__(self, radius_map: np.ndarray, asics: AsicGrid | None = None, mask=None,
-                 params: Peakfinder8Params | None = None, om_compatible: bool = True):
+    def __init__(
+        self,
+        radius_map: np.ndarray,
+        asics: AsicGrid | None = None,
+        mask=None,
+        params: Peakfinder8Params | None = None,
+        om_compatible: bool = True,
+    ):
         self.params = params or Peakfinder8Params()
         self.om_compatible = om_compatible
         radius = np.asarray(radius_map, dtype=np.float32)
@@ -255,8 +261,9 @@ class Peakfinder8:
             outside = merged[np.concatenate([[True], merged[1:] != merged[:-1]])]
         self._band_hint = self._band(result[:4], snr)
         upper, lower, offset, sigma, n = result
-        stats = RadialStats(offset=offset[:nb], sigma=sigma[:nb], upper=upper[:nb], lower=lower[:nb],
-                            count=n[:nb].astype(np.int64))
+        stats = RadialStats(
+            offset=offset[:nb], sigma=sigma[:nb], upper=upper[:nb], lower=lower[:nb], count=n[:nb].astype(np.int64)
+        )
         return stats, outside
 
     def _pixels_of_bins(self, bins: np.ndarray) -> np.ndarray:
@@ -363,8 +370,7 @@ class Peakfinder8:
         self._round_half_like_om(com_fs, com_ss, groups, first, lab, idx, vi, offset_full, merged_orders)
         rfs = np.rint(com_fs[groups]).astype(np.int64)
         rss = np.rint(com_ss[groups]).astype(np.int64)
-        bg_offset, bg_sigma, bg_max = self._local_background(
-            v, upper_full, rfs, rss, a_fs, a_ss, stats.offset)
+        bg_offset, bg_sigma, bg_max = self._local_background(v, upper_full, rfs, rss, a_fs, a_ss, stats.offset)
 
         # Re-integrate against the local background.
         pos = np.full(n_groups, -1, dtype=np.int64)
@@ -391,8 +397,12 @@ class Peakfinder8:
         keep = np.flatnonzero(ok)
         keep = keep[np.argsort(first[groups][keep], kind="stable")][: p.max_num_peaks]
         return PeakList(
-            fs=fs_c[keep], ss=ss_c[keep], intensity=tot[keep], npix=npix[groups][keep],
-            max_intensity=peak_max[keep], snr=snr[keep],
+            fs=fs_c[keep],
+            ss=ss_c[keep],
+            intensity=tot[keep],
+            npix=npix[groups][keep],
+            max_intensity=peak_max[keep],
+            snr=snr[keep],
         )
 
     def _round_half_like_om(self, com_fs, com_ss, groups, first, lab, idx, vi, offset_full, merged_orders):
@@ -481,8 +491,9 @@ class Peakfinder8:
         return offset.astype(np.float64), sigma.astype(np.float64), bg_max.astype(np.float64)
 
 
-def peakfinder8(data, radius_map, asics: AsicGrid | None = None, mask=None,
-                params: Peakfinder8Params | None = None, **overrides) -> PeakList:
+def peakfinder8(
+    data, radius_map, asics: AsicGrid | None = None, mask=None, params: Peakfinder8Params | None = None, **overrides
+) -> PeakList:
     """One-call peakfinder8 on one frame (builds the detector tables each call; use
     :class:`Peakfinder8` for a series)."""
     params = params or Peakfinder8Params()

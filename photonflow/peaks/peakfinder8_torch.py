@@ -42,7 +42,7 @@ class TorchPeakfinder8(Peakfinder8):
         out: list[PeakList] = []
         n = len(frames)
         for start in range(0, n, self.batch_size):
-            chunk = frames[start:start + self.batch_size]
+            chunk = frames[start : start + self.batch_size]
             if isinstance(chunk, torch.Tensor):
                 host = chunk.detach().to("cpu", torch.float32).numpy()
                 dev = chunk.to(self.device, torch.float32)
@@ -86,8 +86,15 @@ class TorchPeakfinder8(Peakfinder8):
         stats = []
         up, lo, off, sg, cnt = (t.cpu().numpy() for t in (upper, lower, offset, sigma, n))
         for k in range(batch):
-            stats.append(RadialStats(offset=off[k, :nb], sigma=sg[k, :nb], upper=up[k, :nb],
-                                     lower=lo[k, :nb], count=cnt[k, :nb].astype(np.int64)))
+            stats.append(
+                RadialStats(
+                    offset=off[k, :nb],
+                    sigma=sg[k, :nb],
+                    upper=up[k, :nb],
+                    lower=lo[k, :nb],
+                    count=cnt[k, :nb].astype(np.int64),
+                )
+            )
         return stats, above
 
     def _thresholds_t(self, s1, s2, n, snr):

@@ -386,7 +386,9 @@ def _panel_slices(panel_map: np.ndarray | None):
     return out
 
 
-def label_components(peak_mask: np.ndarray, panel_map: np.ndarray | None = None, _slices=None) -> tuple[np.ndarray, int]:
+def label_components(
+    peak_mask: np.ndarray, panel_map: np.ndarray | None = None, _slices=None
+) -> tuple[np.ndarray, int]:
     """8-connected components of ``peak_mask`` (scipy.ndimage.label), not connected across panels.
 
     ``panel_map``: int array (H, W) of panel ids (negative: outside every panel); pixels of

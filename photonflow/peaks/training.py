@@ -354,8 +354,14 @@ def train_peakfinder(
     }
     if have_val:
         metrics["validation"] = evaluate(
-            model, val_images, val_labels, val_truth, match_radius=match_radius,
-            truth_extra_positions=val_truth_extra, mask=val_masks, device=device,
+            model,
+            val_images,
+            val_labels,
+            val_truth,
+            match_radius=match_radius,
+            truth_extra_positions=val_truth_extra,
+            mask=val_masks,
+            device=device,
         )
     return model, metrics
 
@@ -507,9 +513,8 @@ def _simulate(geometry, n: int, seed: int, config):
 def _default_geometries() -> list:
     """``config/geometry/sim256.geom`` and ``sim1920.geom`` (those present; else
     ``simulated_detector()``, the 1920 × 1920 one)."""
-    from photonflow.io.geom import load_geometry, simulated_detector
-
     from photonflow.config import CONFIG_DIR
+    from photonflow.io.geom import load_geometry, simulated_detector
 
     root = CONFIG_DIR / "geometry"
     found = [load_geometry(root / f"{n}.geom") for n in ("sim256", "sim1920") if (root / f"{n}.geom").is_file()]
@@ -770,6 +775,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         from photonflow.io.geom import load_geometry
 
         geometry = [load_geometry(g) for g in a.geometry]
+
     def one(v):
         return v if v is None or len(v) != 1 else v[0]
 

@@ -89,15 +89,15 @@ out.write(f"closed {time.time()!r}\n"); out.flush()
 class DetectorWriter:
     """Write ``count`` frames into ``directory`` at ``rate_hz`` from a thread (see the module doc).
 
-    ``rate_hz``: frames per second (None or 0: as fast as possible); frame i is due at
-    ``start + i / rate_hz``; a writer that falls behind writes at once (``max_lag_s`` tells by how
-    much). ``name_pattern``: file name for frame i (``str.format``), may contain subdirectories.
-    ``start_index``: index of the first frame (a restarted acquisition goes on numbering).
-``keep_last`` (benchmarks only): delete the file of frame ``i - keep_last`` after writing frame ``i``,
-so that a long run at a high rate recycles the page cache instead of being throttled by the disk
-(uncompressed 1 Mpx int32 at 200 Hz is 800 MB/s, more than this machine's disk sustains; a consumer
-must keep up within ``keep_last`` frames or it finds files gone).
-    After the run: ``written``, ``elapsed_s``, ``achieved_rate_hz``, ``max_lag_s``, ``error``.
+        ``rate_hz``: frames per second (None or 0: as fast as possible); frame i is due at
+        ``start + i / rate_hz``; a writer that falls behind writes at once (``max_lag_s`` tells by how
+        much). ``name_pattern``: file name for frame i (``str.format``), may contain subdirectories.
+        ``start_index``: index of the first frame (a restarted acquisition goes on numbering).
+    ``keep_last`` (benchmarks only): delete the file of frame ``i - keep_last`` after writing frame ``i``,
+    so that a long run at a high rate recycles the page cache instead of being throttled by the disk
+    (uncompressed 1 Mpx int32 at 200 Hz is 800 MB/s, more than this machine's disk sustains; a consumer
+    must keep up within ``keep_last`` frames or it finds files gone).
+        After the run: ``written``, ``elapsed_s``, ``achieved_rate_hz``, ``max_lag_s``, ``error``.
     """
 
     def __init__(
@@ -322,8 +322,13 @@ must keep up within ``keep_last`` frames or it finds files gone).
         path = self.hdf5_path
         path.parent.mkdir(parents=True, exist_ok=True)
         with h5py.File(path, "w", libver="latest") as f:
-            ds = f.create_dataset(self.hdf5_dataset, shape=(0, *first.shape), maxshape=(None, *first.shape),
-                                  chunks=(1, *first.shape), dtype=first.dtype)
+            ds = f.create_dataset(
+                self.hdf5_dataset,
+                shape=(0, *first.shape),
+                maxshape=(None, *first.shape),
+                chunks=(1, *first.shape),
+                dtype=first.dtype,
+            )
             f.swmr_mode = True
             for i in range(self.count):
                 if not self._pace(t0, i):
@@ -338,8 +343,16 @@ must keep up within ``keep_last`` frames or it finds files gone).
         path = self.hdf5_path
         path.parent.mkdir(parents=True, exist_ok=True)
         rows, cols = first.shape
-        cmd = [sys.executable, "-c", _SWMR_CHILD, os.fspath(path), self.hdf5_dataset, str(rows), str(cols),
-               first.dtype.str]
+        cmd = [
+            sys.executable,
+            "-c",
+            _SWMR_CHILD,
+            os.fspath(path),
+            self.hdf5_dataset,
+            str(rows),
+            str(cols),
+            first.dtype.str,
+        ]
         child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=False)
         reader_error: list[BaseException] = []
 

@@ -28,8 +28,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["SPOT_KINDS", "SimulatedSpots", "render_gaussians", "simulate_laue_image", "simulate_spots",
-           "write_laue_scan"]
+__all__ = [
+    "SPOT_KINDS",
+    "SimulatedSpots",
+    "render_gaussians",
+    "simulate_laue_image",
+    "simulate_spots",
+    "write_laue_scan",
+]
 
 SPOT_KINDS = ("single", "double", "irregular", "sharp", "empty")
 DEFAULT_FRACTIONS = {"single": 0.5, "double": 0.2, "irregular": 0.2, "sharp": 0.05, "empty": 0.05}
@@ -42,8 +48,13 @@ def render_gaussians(shape, centres, sigma1, sigma2, theta, amplitude, origin=(0
     out = np.zeros(shape, np.float64) if out is None else out
     rr = np.arange(R, dtype=np.float64)[:, None] + origin[0]
     cc = np.arange(C, dtype=np.float64)[None, :] + origin[1]
-    for (r0, c0), s1, s2, th, a in zip(np.reshape(centres, (-1, 2)), np.atleast_1d(sigma1), np.atleast_1d(sigma2),
-                                       np.atleast_1d(theta), np.atleast_1d(amplitude)):
+    for (r0, c0), s1, s2, th, a in zip(
+        np.reshape(centres, (-1, 2)),
+        np.atleast_1d(sigma1),
+        np.atleast_1d(sigma2),
+        np.atleast_1d(theta),
+        np.atleast_1d(amplitude),
+    ):
         dr, dc = rr - r0, cc - c0
         ct, st = np.cos(th), np.sin(th)
         u = ct * dr + st * dc
@@ -77,8 +88,13 @@ def _components(rng, kind: str, centre, sigma_range=(0.6, 4.0)):
         phi = rng.uniform(0, 2 * np.pi)
         c2 = centre + sep * np.array([np.cos(phi), np.sin(phi)])
         t1, t2 = _sigmas(rng, sigma_range[0], min(sigma_range[1], 2.5))
-        return (np.stack([centre, c2]), np.array([s1 if s1 < 2.5 else t1, t1]), np.array([s2 if s2 < 2.5 else t2, t2]),
-                np.array([th, rng.uniform(-np.pi / 2, np.pi / 2)]), np.array([1.0, rng.uniform(0.3, 1.0)]))
+        return (
+            np.stack([centre, c2]),
+            np.array([s1 if s1 < 2.5 else t1, t1]),
+            np.array([s2 if s2 < 2.5 else t2, t2]),
+            np.array([th, rng.uniform(-np.pi / 2, np.pi / 2)]),
+            np.array([1.0, rng.uniform(0.3, 1.0)]),
+        )
     if kind != "irregular":
         raise ValueError(f"unknown spot kind {kind!r}")
     style = rng.integers(3)
@@ -161,10 +177,20 @@ def _draw_kinds(rng, n, fractions):
     return np.array(kinds, dtype=object)[rng.choice(len(kinds), size=n, p=p / p.sum())]
 
 
-def simulate_spots(n: int, seed: int = 0, *, size: int = 39, fractions: dict | None = None,
-                   max_offset: float = 1.0, sigma_range=(0.6, 4.0), amplitude_range=(50.0, 30000.0),
-                   background_range=(20.0, 1000.0), read_noise: float = 3.0, saturation: float = 65535.0,
-                   p_saturated: float = 0.05) -> SimulatedSpots:
+def simulate_spots(
+    n: int,
+    seed: int = 0,
+    *,
+    size: int = 39,
+    fractions: dict | None = None,
+    max_offset: float = 1.0,
+    sigma_range=(0.6, 4.0),
+    amplitude_range=(50.0, 30000.0),
+    background_range=(20.0, 1000.0),
+    read_noise: float = 3.0,
+    saturation: float = 65535.0,
+    p_saturated: float = 0.05,
+) -> SimulatedSpots:
     """``n`` independent spot boxes. The main component's centre is the box centre plus a uniform
     offset of at most ``max_offset`` px per axis; amplitude log-uniform in ``amplitude_range``
     (counts; with probability ``p_saturated`` 1.1–3 × the saturation instead), background uniform
@@ -198,15 +224,39 @@ def simulate_spots(n: int, seed: int = 0, *, size: int = 39, fractions: dict | N
             ncomp[i] = len(cs)
         data[i] = _background_and_noise(rng, signal, bg, grad, read_noise, saturation)
         bgs[i] = bg
-    return SimulatedSpots(data=data, saturation=float(saturation), kind=kinds.astype(str), centre=centre,
-                          sigma1=s1, sigma2=s2, theta=th, amplitude=amp, background=bgs, n_components=ncomp)
+    return SimulatedSpots(
+        data=data,
+        saturation=float(saturation),
+        kind=kinds.astype(str),
+        centre=centre,
+        sigma1=s1,
+        sigma2=s2,
+        theta=th,
+        amplitude=amp,
+        background=bgs,
+        n_components=ncomp,
+    )
 
 
-def simulate_laue_image(shape=(1024, 1024), n_spots: int = 150, seed: int = 0, *, fractions: dict | None = None,
-                        sigma_range=(0.6, 4.0), amplitude_range=(200.0, 30000.0), background: float = 300.0,
-                        read_noise: float = 3.0, saturation: float = 65535.0, p_saturated: float = 0.03,
-                        margin: int = 24, min_distance: float = 12.0, dtype=np.uint16,
-                        amplitude_scale: float = 1.0, shift=(0.0, 0.0), noise_seed: int | None = None):
+def simulate_laue_image(
+    shape=(1024, 1024),
+    n_spots: int = 150,
+    seed: int = 0,
+    *,
+    fractions: dict | None = None,
+    sigma_range=(0.6, 4.0),
+    amplitude_range=(200.0, 30000.0),
+    background: float = 300.0,
+    read_noise: float = 3.0,
+    saturation: float = 65535.0,
+    p_saturated: float = 0.03,
+    margin: int = 24,
+    min_distance: float = 12.0,
+    dtype=np.uint16,
+    amplitude_scale: float = 1.0,
+    shift=(0.0, 0.0),
+    noise_seed: int | None = None,
+):
     """A whole detector image with ``n_spots`` spots at random positions (at least ``margin`` px from
     the edges and ``min_distance`` px apart; fewer spots if they do not fit).
 
@@ -260,14 +310,24 @@ def simulate_laue_image(shape=(1024, 1024), n_spots: int = 150, seed: int = 0, *
     img = _background_and_noise(rng, signal, background, grad, read_noise, saturation)
     sat_img = img >= saturation
     pr = np.clip(np.round(truth["pos"]).astype(int), 0, [H - 1, W - 1])
-    truth["saturated"] = np.array([sat_img[max(r - 3, 0):r + 4, max(c - 3, 0):c + 4].any() for r, c in pr], bool)
+    truth["saturated"] = np.array([sat_img[max(r - 3, 0) : r + 4, max(c - 3, 0) : c + 4].any() for r, c in pr], bool)
     if np.issubdtype(np.dtype(dtype), np.integer):
         img = np.round(img)
     return img.astype(dtype), truth
 
 
-def write_laue_scan(out_dir, rows: int, cols: int, n_images: int | None = None, seed: int = 0, *,
-                    shape=(2018, 2016), n_spots: int = 120, step_um: float = 1.0, **kwargs) -> dict:
+def write_laue_scan(
+    out_dir,
+    rows: int,
+    cols: int,
+    n_images: int | None = None,
+    seed: int = 0,
+    *,
+    shape=(2018, 2016),
+    n_spots: int = 120,
+    step_um: float = 1.0,
+    **kwargs,
+) -> dict:
     """Write a ``rows`` × ``cols`` raster scan (the first ``n_images`` points, default all) of one
     crystal as 16-bit TIFFs ``scan_0000.tif`` … in ``out_dir``: the same spots in every image
     (:func:`simulate_laue_image` with ``seed``; ``kwargs`` passed on), their intensity falling
@@ -279,8 +339,9 @@ def write_laue_scan(out_dir, rows: int, cols: int, n_images: int | None = None, 
     and image: ``image, row, col`` (px), ``sigma1, sigma2`` (px), ``theta`` (rad), ``amplitude``
     (counts), ``kind``.
     """
-    import tifffile
     from pathlib import Path
+
+    import tifffile
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -289,16 +350,25 @@ def write_laue_scan(out_dir, rows: int, cols: int, n_images: int | None = None, 
     for i in range(n):
         r, c = divmod(i, cols)
         u = (r / max(rows - 1, 1) + c / max(cols - 1, 1)) / 2  # 0 … 1 across the map
-        img, truth = simulate_laue_image(shape, n_spots, seed, amplitude_scale=1.0 - 0.8 * u,
-                                         shift=(0.5 * u, -0.5 * u), noise_seed=seed * 100003 + i + 1, **kwargs)
+        img, truth = simulate_laue_image(
+            shape,
+            n_spots,
+            seed,
+            amplitude_scale=1.0 - 0.8 * u,
+            shift=(0.5 * u, -0.5 * u),
+            noise_seed=seed * 100003 + i + 1,
+            **kwargs,
+        )
         name = f"scan_{i:04d}.tif"
         tifffile.imwrite(out / name, img)
         images.append(out / name)
         pos_lines.append(f"{name},{c * step_um:g},{r * step_um:g}")
         for j in range(len(truth["pos"])):
-            truth_lines.append(f"{name},{truth['pos'][j, 0]:.4f},{truth['pos'][j, 1]:.4f},{truth['sigma1'][j]:.4f},"
-                               f"{truth['sigma2'][j]:.4f},{truth['theta'][j]:.4f},{truth['amplitude'][j]:.2f},"
-                               f"{truth['kind'][j]}")
+            truth_lines.append(
+                f"{name},{truth['pos'][j, 0]:.4f},{truth['pos'][j, 1]:.4f},{truth['sigma1'][j]:.4f},"
+                f"{truth['sigma2'][j]:.4f},{truth['theta'][j]:.4f},{truth['amplitude'][j]:.2f},"
+                f"{truth['kind'][j]}"
+            )
     (out / "positions.csv").write_text("\n".join(pos_lines) + "\n")
     (out / "truth.csv").write_text("\n".join(truth_lines) + "\n")
     return {"images": images, "positions": out / "positions.csv", "truth": out / "truth.csv"}

@@ -149,14 +149,24 @@ def epix_detector(
     panels = []
     for row in range(2):
         for col in range(2):
-            panels.append(Panel(
-                name=f"p{2 * row + col}",
-                min_fs=col * n_fs, max_fs=col * n_fs + n_fs - 1, min_ss=row * n_ss, max_ss=row * n_ss + n_ss - 1,
-                corner_x=round((half if col else -half - n_fs) - ox, 9),
-                corner_y=round((half if row else -half - n_ss) - oy, 9),
-                fs=(1.0, 0.0, 0.0), ss=(0.0, 1.0, 0.0), res=res, clen=float(clen_mm) / 1000.0,
-                adu_per_photon=adu_per_photon, data=data, dim_structure=tuple(dim_structure),
-            ))
+            panels.append(
+                Panel(
+                    name=f"p{2 * row + col}",
+                    min_fs=col * n_fs,
+                    max_fs=col * n_fs + n_fs - 1,
+                    min_ss=row * n_ss,
+                    max_ss=row * n_ss + n_ss - 1,
+                    corner_x=round((half if col else -half - n_fs) - ox, 9),
+                    corner_y=round((half if row else -half - n_ss) - oy, 9),
+                    fs=(1.0, 0.0, 0.0),
+                    ss=(0.0, 1.0, 0.0),
+                    res=res,
+                    clen=float(clen_mm) / 1000.0,
+                    adu_per_photon=adu_per_photon,
+                    data=data,
+                    dim_structure=tuple(dim_structure),
+                )
+            )
     return DetectorGeometry(panels, (), photon_energy_eV, peak_list="/entry_1/result_1")
 
 
@@ -260,15 +270,26 @@ class PadtConfig:
         for name in ("background_photons", "read_noise_adu", "window_angle_deg"):
             v = getattr(self, name)
             check(v >= 0, name, v, "≥ 0")
-        for name in ("ring_photons", "diffuse_photons", "spots_per_frame", "spot_photons", "spot_sigma_px",
-                     "gain_error", "gain_error_offset_photons", "shadow_fraction", "shadow_transmission",
-                     "shadow_edge_px", "window_fraction", "window_transmission", "window_edge_px",
-                     "window_shift_px"):
+        for name in (
+            "ring_photons",
+            "diffuse_photons",
+            "spots_per_frame",
+            "spot_photons",
+            "spot_sigma_px",
+            "gain_error",
+            "gain_error_offset_photons",
+            "shadow_fraction",
+            "shadow_transmission",
+            "shadow_edge_px",
+            "window_fraction",
+            "window_transmission",
+            "window_edge_px",
+            "window_shift_px",
+        ):
             v = getattr(self, name)
             ok = len(v) == 2 and v[0] <= v[1] and (name == "gain_error_offset_photons" or v[0] >= 0)
             check(ok, name, v, "a range (low, high) with low ≤ high (and low ≥ 0)")
-        for name in ("ring_photons", "spot_photons", "spot_sigma_px", "gain_error", "shadow_edge_px",
-                     "window_edge_px"):
+        for name in ("ring_photons", "spot_photons", "spot_sigma_px", "gain_error", "shadow_edge_px", "window_edge_px"):
             v = getattr(self, name)
             check(v[0] > 0, name, v, "a range of positive values")
         for name in ("shadow_fraction", "window_fraction"):
@@ -277,17 +298,37 @@ class PadtConfig:
         for name in ("shadow_transmission", "window_transmission"):
             v = getattr(self, name)
             check(v[1] < 1.0, name, v, "a range inside [0, 1)")
-        check(len(self.artefact_mix) == len(ARTEFACTS) and min(self.artefact_mix) >= 0 and sum(self.artefact_mix) > 0,
-              "artefact_mix", self.artefact_mix, f"{len(ARTEFACTS)} weights ≥ 0, not all 0")
-        check(len(self.water_shoulder) == 3 and self.water_shoulder[2] > 0, "water_shoulder", self.water_shoulder,
-              "(height, q nm⁻¹, σ nm⁻¹ > 0)")
+        check(
+            len(self.artefact_mix) == len(ARTEFACTS) and min(self.artefact_mix) >= 0 and sum(self.artefact_mix) > 0,
+            "artefact_mix",
+            self.artefact_mix,
+            f"{len(ARTEFACTS)} weights ≥ 0, not all 0",
+        )
+        check(
+            len(self.water_shoulder) == 3 and self.water_shoulder[2] > 0,
+            "water_shoulder",
+            self.water_shoulder,
+            "(height, q nm⁻¹, σ nm⁻¹ > 0)",
+        )
         check(self.gain_switch_margin >= 1.0, "gain_switch_margin", self.gain_switch_margin, "≥ 1")
-        check(self.ring_photons[1] >= self.gain_switch_margin * self.gain_switch_threshold, "ring_photons",
-              self.ring_photons, "a range reaching gain_switch_margin × gain_switch_threshold")
-        check(self.low_gain_noise_adu >= self.read_noise_adu, "low_gain_noise_adu", self.low_gain_noise_adu,
-              "≥ read_noise_adu")
-        check(int(self.target_panel) == self.target_panel and self.target_panel >= 0, "target_panel",
-              self.target_panel, "a panel index ≥ 0")
+        check(
+            self.ring_photons[1] >= self.gain_switch_margin * self.gain_switch_threshold,
+            "ring_photons",
+            self.ring_photons,
+            "a range reaching gain_switch_margin × gain_switch_threshold",
+        )
+        check(
+            self.low_gain_noise_adu >= self.read_noise_adu,
+            "low_gain_noise_adu",
+            self.low_gain_noise_adu,
+            "≥ read_noise_adu",
+        )
+        check(
+            int(self.target_panel) == self.target_panel and self.target_panel >= 0,
+            "target_panel",
+            self.target_panel,
+            "a panel index ≥ 0",
+        )
 
     @property
     def artefact_probabilities(self) -> dict[str, float]:
@@ -370,8 +411,13 @@ class _Maps:
 
     def templates(self, config: PadtConfig):
         """(flat, diffuse, water) templates; water normalised to a maximum of 1 on the panels."""
-        key = (config.water_q_nm, config.water_sigma_nm, tuple(config.water_shoulder), config.diffuse_q_nm,
-               config.polarization)
+        key = (
+            config.water_q_nm,
+            config.water_sigma_nm,
+            tuple(config.water_shoulder),
+            config.diffuse_q_nm,
+            config.polarization,
+        )
         t = self._templates.get(key)
         if t is None:
             q = self.q.astype(np.float64)
@@ -452,8 +498,16 @@ def _window(rng, m: _Maps, config: PadtConfig, panel: int):
     dist = np.hypot(m.x[sl] - np.float32(cx), m.y[sl] - np.float32(cy)).ravel()
     radius = _quantile(dist, 1.0 - fraction)
     s = np.hypot(m.x - np.float32(cx), m.y - np.float32(cy)) - np.float32(radius)
-    details = {"shift_px": shift, "shift_angle_deg": angle, "centre_x_px": float(cx), "centre_y_px": float(cy),
-               "radius_px": radius, "transmission": t, "edge_px": sigma, "fraction": fraction}
+    details = {
+        "shift_px": shift,
+        "shift_angle_deg": angle,
+        "centre_x_px": float(cx),
+        "centre_y_px": float(cy),
+        "radius_px": radius,
+        "transmission": t,
+        "edge_px": sigma,
+        "fraction": fraction,
+    }
     return _edge_transmission(s, t, sigma), details
 
 
@@ -574,11 +628,18 @@ def simulate_padt_frame(
     if roi is not None:
         image = np.ascontiguousarray(image[roi])
     return PadtFrame(
-        image=image, label=int(label), reason=reason, ring_level=ring, gain_factor=gain,
-        switched_fraction=switched_fraction, attenuated_fraction=attenuated, details=details,
+        image=image,
+        label=int(label),
+        reason=reason,
+        ring_level=ring,
+        gain_factor=gain,
+        switched_fraction=switched_fraction,
+        attenuated_fraction=attenuated,
+        details=details,
         expected=expected if return_maps else None,
         transmission=(transmission if transmission is not None else np.ones(m.shape, np.float32))
-        if return_maps else None,
+        if return_maps
+        else None,
         switched=switched if return_maps else None,
     )
 
@@ -589,8 +650,13 @@ def _frame_seeds(seed, n_frames: int) -> list[np.random.SeedSequence]:
 
 
 def iter_padt_frames(
-    geometry, n: int, seed: int | None = 0, config: PadtConfig | None = None, *,
-    return_maps: bool = False, roi: tuple[slice, slice] | None = None,
+    geometry,
+    n: int,
+    seed: int | None = 0,
+    config: PadtConfig | None = None,
+    *,
+    return_maps: bool = False,
+    roi: tuple[slice, slice] | None = None,
 ) -> Iterator[PadtFrame]:
     """The frames of :func:`simulate_padt_frames`, one at a time (constant memory)."""
     config = config or PadtConfig()
@@ -599,8 +665,13 @@ def iter_padt_frames(
 
 
 def simulate_padt_frames(
-    geometry, n: int, seed: int | None = 0, config: PadtConfig | None = None, *,
-    return_maps: bool = False, roi: tuple[slice, slice] | None = None,
+    geometry,
+    n: int,
+    seed: int | None = 0,
+    config: PadtConfig | None = None,
+    *,
+    return_maps: bool = False,
+    roi: tuple[slice, slice] | None = None,
 ) -> list[PadtFrame]:
     """``n`` frames; frame i draws from child i of ``SeedSequence(seed)`` (independent of ``n``).
 
@@ -652,8 +723,17 @@ class PadtDataset:
         return read_padt_truth(self.truth_path)
 
 
-_TRUTH_COLUMNS = ("file", "event", "label", "reason", "ring_level", "gain_factor", "switched_fraction",
-                  "attenuated_fraction", "details")
+_TRUTH_COLUMNS = (
+    "file",
+    "event",
+    "label",
+    "reason",
+    "ring_level",
+    "gain_factor",
+    "switched_fraction",
+    "attenuated_fraction",
+    "details",
+)
 
 
 def write_padt_dataset(
@@ -691,8 +771,9 @@ def write_padt_dataset(
     from ..io.cxi import write_cxi_frames, write_hit_list
 
     config = config or PadtConfig()
-    directory, n_frames, frames_per_file, dtype = check_dataset_args(directory, n_frames, frames_per_file, dtype,
-                                                                     compression)
+    directory, n_frames, frames_per_file, dtype = check_dataset_args(
+        directory, n_frames, frames_per_file, dtype, compression
+    )
     m = _maps(geometry)
     shape = m.shape
     seeds = _frame_seeds(seed, n_frames)
@@ -705,15 +786,34 @@ def write_padt_dataset(
 
     def draw(i: int, name: str, j: int) -> np.ndarray:
         fr = simulate_padt_frame(geometry, np.random.default_rng(seeds[i]), config)
-        rows.append((name, j, fr.label, fr.reason or "", repr(fr.ring_level), repr(fr.gain_factor),
-                     repr(fr.switched_fraction), repr(fr.attenuated_fraction), json.dumps(fr.details, sort_keys=True)))
+        rows.append(
+            (
+                name,
+                j,
+                fr.label,
+                fr.reason or "",
+                repr(fr.ring_level),
+                repr(fr.gain_factor),
+                repr(fr.switched_fraction),
+                repr(fr.attenuated_fraction),
+                json.dumps(fr.details, sort_keys=True),
+            )
+        )
         return fr.image if dtype == np.float32 else np.rint(fr.image).astype(np.int32)
 
     for k, start in enumerate(range(0, n_frames, frames_per_file)):
         count = min(frames_per_file, n_frames - start)
         path = directory / f"{prefix}_{k:04d}.cxi"
-        write_cxi_frames(path, (draw(start + j, path.name, j) for j in range(count)), count, shape, dtype,
-                         photon_energy_eV=energy_eV, distance_m=clen, compression=compression)
+        write_cxi_frames(
+            path,
+            (draw(start + j, path.name, j) for j in range(count)),
+            count,
+            shape,
+            dtype,
+            photon_energy_eV=energy_eV,
+            distance_m=clen,
+            compression=compression,
+        )
         cxi_files.append(path)
 
     truth_path = directory / f"{prefix}_truth.csv"
@@ -726,14 +826,27 @@ def write_padt_dataset(
     n_bad = sum(r[2] == BAD for r in rows)
     panel = geometry.panels[int(config.target_panel)]
     manifest = {
-        "format": "photonflow.padt/1", "seed": None if seed is None else int(seed), "n_frames": n_frames,
-        "n_bad": n_bad, "n_good": n_frames - n_bad,
+        "format": "photonflow.padt/1",
+        "seed": None if seed is None else int(seed),
+        "n_frames": n_frames,
+        "n_bad": n_bad,
+        "n_good": n_frames - n_bad,
         "reasons": {a: sum(r[3] == a for r in rows) for a in ARTEFACTS},
-        "geometry": geom_path.name, "truth": truth_path.name, "good_list": good_list.name,
-        "bad_list": bad_list.name, "cxi_files": [p.name for p in cxi_files], "dtype": dtype.name,
-        "photon_energy_eV": energy_eV, "adu_per_photon": config.adu_per_photon,
-        "roi": {"panel": panel.name, "min_fs": panel.min_fs, "max_fs": panel.max_fs, "min_ss": panel.min_ss,
-                "max_ss": panel.max_ss},
+        "geometry": geom_path.name,
+        "truth": truth_path.name,
+        "good_list": good_list.name,
+        "bad_list": bad_list.name,
+        "cxi_files": [p.name for p in cxi_files],
+        "dtype": dtype.name,
+        "photon_energy_eV": energy_eV,
+        "adu_per_photon": config.adu_per_photon,
+        "roi": {
+            "panel": panel.name,
+            "min_fs": panel.min_fs,
+            "max_fs": panel.max_fs,
+            "min_ss": panel.min_ss,
+            "max_ss": panel.max_ss,
+        },
         "config": config.to_dict(),
     }
     manifest_path = Path(atomic_write_text(directory / f"{prefix}.json", json.dumps(manifest, indent=1) + "\n"))
@@ -757,12 +870,19 @@ def read_padt_truth(path: str | os.PathLike) -> list[PadtTruth]:
                 label = int(row["label"])
                 if label not in (GOOD, BAD):
                     raise ValueError(f"label {label} is neither GOOD ({GOOD}) nor BAD ({BAD})")
-                out.append(PadtTruth(
-                    path=path.parent / row["file"], event=int(row["event"]), label=label, reason=reason,
-                    ring_level=float(row["ring_level"]), gain_factor=float(row.get("gain_factor") or 1.0),
-                    switched_fraction=float(row.get("switched_fraction") or 0.0),
-                    attenuated_fraction=float(row.get("attenuated_fraction") or 0.0),
-                    details=json.loads(row["details"]) if row.get("details") else {}))
+                out.append(
+                    PadtTruth(
+                        path=path.parent / row["file"],
+                        event=int(row["event"]),
+                        label=label,
+                        reason=reason,
+                        ring_level=float(row["ring_level"]),
+                        gain_factor=float(row.get("gain_factor") or 1.0),
+                        switched_fraction=float(row.get("switched_fraction") or 0.0),
+                        attenuated_fraction=float(row.get("attenuated_fraction") or 0.0),
+                        details=json.loads(row["details"]) if row.get("details") else {},
+                    )
+                )
             except (ValueError, TypeError) as exc:
                 raise ValueError(f"{path} line {n}: {exc}") from None
     return out

@@ -200,7 +200,9 @@ def _check_values(values: np.ndarray, q: np.ndarray, nonnegative: bool) -> None:
     )
 
 
-def pixel_average(geometry: Geometry, intensity_fn: IntensityFn, oversampling: int = 5, check: bool = True) -> np.ndarray:
+def pixel_average(
+    geometry: Geometry, intensity_fn: IntensityFn, oversampling: int = 5, check: bool = True
+) -> np.ndarray:
     """Pixel-area average of I(q) on every pixel, float64 of the detector shape.
 
     I is evaluated at the centres of ``oversampling`` × ``oversampling`` sub-pixels of each pixel
@@ -257,7 +259,9 @@ class _SubpixelAverager:
         return out
 
 
-def _correction_factor(geometry: Geometry, polarization_factor, polarization_offset_deg, solid_angle) -> np.ndarray | None:
+def _correction_factor(
+    geometry: Geometry, polarization_factor, polarization_offset_deg, solid_angle
+) -> np.ndarray | None:
     factor = None
     if polarization_factor is not None:
         factor = geometry.polarization_array(float(polarization_factor), np.radians(polarization_offset_deg))
@@ -764,7 +768,9 @@ def write_series(
 
     if ext == "h5":
         path = directory / f"{prefix}.h5"
-        _write_h5_stack(path, n_frames, shape, dtype, make_frame, n_workers, frame_params, times, geometry, model, settings)
+        _write_h5_stack(
+            path, n_frames, shape, dtype, make_frame, n_workers, frame_params, times, geometry, model, settings
+        )
         paths = [path]
         frames = [(path, i) for i in range(n_frames)]
     else:
@@ -980,9 +986,9 @@ def write_demo_dataset(directory, n_frames: int = 20, seed: int = 0, fmt: str = 
     {"calibration", "mask", "inputs": [frames directory], "frames", "ground_truth", "params",
     "times_s", "geometry", "q_start", "q_stop"}.
     """
-    from ..io.atomic import atomic_path, atomic_write_text
-
     import tifffile
+
+    from ..io.atomic import atomic_path, atomic_write_text
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

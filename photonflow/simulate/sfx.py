@@ -225,30 +225,71 @@ class SfxConfig:
             if not ok:
                 raise ValueError(f"SfxConfig.{name} must be {what}, got {value!r}")
 
-        for name in ("hit_fraction", "ring_probability", "streak_probability", "ring_ice_fraction",
-                     "streak_jet_fraction", "min_on_panel_fraction", "hot_pixel_fraction",
-                     "dead_pixel_fraction", "peak_label_fraction"):
+        for name in (
+            "hit_fraction",
+            "ring_probability",
+            "streak_probability",
+            "ring_ice_fraction",
+            "streak_jet_fraction",
+            "min_on_panel_fraction",
+            "hot_pixel_fraction",
+            "dead_pixel_fraction",
+            "peak_label_fraction",
+        ):
             v = getattr(self, name)
             check(0.0 <= v <= 1.0, name, v, "in [0, 1]")
-        for name in ("d_min_A", "excitation_sigma_invA", "excitation_cutoff_sigma", "adu_per_photon",
-                     "saturation_adu", "water_sigma_nm", "diffuse_q_nm"):
+        for name in (
+            "d_min_A",
+            "excitation_sigma_invA",
+            "excitation_cutoff_sigma",
+            "adu_per_photon",
+            "saturation_adu",
+            "water_sigma_nm",
+            "diffuse_q_nm",
+        ):
             v = getattr(self, name)
             check(v > 0, name, v, "> 0")
-        for name in ("intensity_photons", "background_photons", "diffuse_photons", "water_photons",
-                     "read_noise_adu", "cell_jitter", "crystal_scale_sigma", "background_jitter",
-                     "b_factor_A2", "min_spot_photons", "peak_label_photons", "artifact_label_photons",
-                     "spot_anisotropy", "ring_modulation", "label_min_snr"):
+        for name in (
+            "intensity_photons",
+            "background_photons",
+            "diffuse_photons",
+            "water_photons",
+            "read_noise_adu",
+            "cell_jitter",
+            "crystal_scale_sigma",
+            "background_jitter",
+            "b_factor_A2",
+            "min_spot_photons",
+            "peak_label_photons",
+            "artifact_label_photons",
+            "spot_anisotropy",
+            "ring_modulation",
+            "label_min_snr",
+        ):
             v = getattr(self, name)
             check(v >= 0, name, v, "≥ 0")
-        for name in ("spot_sigma_px", "ring_sigma_nm", "ring_photons", "streak_photons", "streak_width_px",
-                     "streak_decay_px", "streak_start_px", "hot_pixel_level", "cell_length_range_A",
-                     "cell_angle_range_deg"):
+        for name in (
+            "spot_sigma_px",
+            "ring_sigma_nm",
+            "ring_photons",
+            "streak_photons",
+            "streak_width_px",
+            "streak_decay_px",
+            "streak_start_px",
+            "hot_pixel_level",
+            "cell_length_range_A",
+            "cell_angle_range_deg",
+        ):
             v = getattr(self, name)
             check(len(v) == 2 and 0 <= v[0] <= v[1], name, v, "a range (low, high) with 0 ≤ low ≤ high")
         check(self.spot_sigma_px[0] > 0, "spot_sigma_px", self.spot_sigma_px, "positive")
         if not self.random_cell:
-            check(len(self.cells_A) > 0 and all(len(c) == 6 for c in self.cells_A), "cells_A", self.cells_A,
-                  "a non-empty sequence of (a, b, c, α, β, γ)")
+            check(
+                len(self.cells_A) > 0 and all(len(c) == 6 for c in self.cells_A),
+                "cells_A",
+                self.cells_A,
+                "a non-empty sequence of (a, b, c, α, β, γ)",
+            )
 
     def to_dict(self) -> dict:
         """JSON-able dict (tuples become lists)."""
@@ -279,10 +320,20 @@ class SfxDefects:
 
 
 _PEAK_FIELDS = (
-    ("fs", np.float64), ("ss", np.float64), ("intensity", np.float64), ("d_A", np.float64),
-    ("panel", np.int32), ("fs_bragg", np.float64), ("ss_bragg", np.float64), ("partiality", np.float64),
-    ("excitation_error_invA", np.float64), ("sigma_fs", np.float64), ("sigma_ss", np.float64),
-    ("max_pixel", np.float64), ("background", np.float64), ("snr", np.float64),
+    ("fs", np.float64),
+    ("ss", np.float64),
+    ("intensity", np.float64),
+    ("d_A", np.float64),
+    ("panel", np.int32),
+    ("fs_bragg", np.float64),
+    ("ss_bragg", np.float64),
+    ("partiality", np.float64),
+    ("excitation_error_invA", np.float64),
+    ("sigma_fs", np.float64),
+    ("sigma_ss", np.float64),
+    ("max_pixel", np.float64),
+    ("background", np.float64),
+    ("snr", np.float64),
 )
 
 
@@ -349,8 +400,14 @@ class SfxTruth:
 
         k = self.snr >= min_snr
         npix = np.ceil(4.0 * np.pi * self.sigma_fs[k] * self.sigma_ss[k]).astype(np.int64)
-        return PeakList(self.fs[k], self.ss[k], self.intensity[k] * adu_per_photon, npix=npix,
-                        max_intensity=self.max_pixel[k] * adu_per_photon, snr=self.snr[k])
+        return PeakList(
+            self.fs[k],
+            self.ss[k],
+            self.intensity[k] * adu_per_photon,
+            npix=npix,
+            max_intensity=self.max_pixel[k] * adu_per_photon,
+            snr=self.snr[k],
+        )
 
     @classmethod
     def empty(cls, **kw) -> "SfxTruth":
@@ -395,11 +452,13 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     """A rotation matrix uniform on SO(3) (a normalised 4D Gaussian quaternion)."""
     q = rng.standard_normal(4)
     w, x, y, z = q / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 _HKL_CACHE: dict = {}
@@ -486,8 +545,13 @@ class _Maps:
         self._templates: dict = {}
 
     def templates(self, config: SfxConfig):
-        key = (config.diffuse_q_nm, config.water_q_nm, config.water_sigma_nm, tuple(config.water_shoulder),
-               config.polarization)
+        key = (
+            config.diffuse_q_nm,
+            config.water_q_nm,
+            config.water_sigma_nm,
+            tuple(config.water_shoulder),
+            config.polarization,
+        )
         t = self._templates.get(key)
         if t is None:
             q = self.q
@@ -577,8 +641,16 @@ def _add_streaks(rng, m: _Maps, config: SfxConfig, art_flat: np.ndarray) -> list
         val = height * np.exp(-(t - start) / decay - 0.5 * (un / width) ** 2)
         val = np.where(t >= start, val, 0.0).astype(np.float32)
         art_flat[m.on_flat[near]] += val
-        streaks.append({"angle_deg": angle, "two_sided": bool(jet), "photons": height, "width_px": width,
-                        "decay_px": decay, "start_px": start})
+        streaks.append(
+            {
+                "angle_deg": angle,
+                "two_sided": bool(jet),
+                "photons": height,
+                "width_px": width,
+                "decay_px": decay,
+                "start_px": start,
+            }
+        )
     return streaks
 
 
@@ -614,10 +686,14 @@ def _reflections(geometry, m: _Maps, config: SfxConfig, cell: np.ndarray, rot: n
     d = 1.0 / np.sqrt(g2[hitp])
     s = s[hitp]
     return {
-        "hkl": hkl[hitp].astype(np.int32), "d_A": d, "excitation_error_invA": s,
+        "hkl": hkl[hitp].astype(np.int32),
+        "d_A": d,
+        "excitation_error_invA": s,
         "partiality": np.exp(-0.5 * (s / config.excitation_sigma_invA) ** 2),
-        "panel": panel[hitp].astype(np.int32), "fs_bragg": fs[hitp].astype(np.float64),
-        "ss_bragg": ss[hitp].astype(np.float64), "reciprocal_basis": amat,
+        "panel": panel[hitp].astype(np.int32),
+        "fs_bragg": fs[hitp].astype(np.float64),
+        "ss_bragg": ss[hitp].astype(np.float64),
+        "reciprocal_basis": amat,
     }
 
 
@@ -695,8 +771,14 @@ def simulate_sfx_frame(
         labels[art_flat >= config.artifact_label_photons] = LABEL_ARTIFACT
         exp_flat += art_flat
 
-    truth_kw = dict(wavelength_A=m.wavelength_A, background_scale=bscale, hot_pixels=defects.hot_pixels,
-                    dead_pixels=defects.dead_pixels, rings=rings, streaks=streaks)
+    truth_kw = dict(
+        wavelength_A=m.wavelength_A,
+        background_scale=bscale,
+        hot_pixels=defects.hot_pixels,
+        dead_pixels=defects.dead_pixels,
+        rings=rings,
+        streaks=streaks,
+    )
     if is_hit:
         truth = _draw_crystal(rng, geometry, m, config, exp_flat, labels, truth_kw)
     else:
@@ -725,8 +807,9 @@ def simulate_sfx_frame(
     if defects.dead_pixels.size:
         img_flat[defects.dead_pixels] = 0.0
         labels[defects.dead_pixels] = LABEL_BACKGROUND
-    return SfxFrame(image=image, labels=labels.reshape(m.shape), truth=truth,
-                    expected=expected if return_expected else None)
+    return SfxFrame(
+        image=image, labels=labels.reshape(m.shape), truth=truth, expected=expected if return_expected else None
+    )
 
 
 def _draw_crystal(rng, geometry, m: _Maps, config: SfxConfig, exp_flat, labels, truth_kw) -> SfxTruth:
@@ -738,11 +821,19 @@ def _draw_crystal(rng, geometry, m: _Maps, config: SfxConfig, exp_flat, labels, 
     f2 = rng.exponential(1.0, n)
     lo, hi = config.spot_sigma_px
     sig = rng.uniform(lo, hi, n)
-    aniso = np.exp(rng.uniform(-config.spot_anisotropy, config.spot_anisotropy, n)) if config.spot_anisotropy \
+    aniso = (
+        np.exp(rng.uniform(-config.spot_anisotropy, config.spot_anisotropy, n))
+        if config.spot_anisotropy
         else np.ones(n)
+    )
     sx, sy = sig / np.sqrt(aniso), sig * np.sqrt(aniso)
-    full = cscale * config.intensity_photons * f2 * np.exp(-config.b_factor_A2 / (2.0 * refl["d_A"] ** 2)) \
+    full = (
+        cscale
+        * config.intensity_photons
+        * f2
+        * np.exp(-config.b_factor_A2 / (2.0 * refl["d_A"] ** 2))
         * refl["partiality"]
+    )
     keep = full >= config.min_spot_photons
     crystal_kw = dict(cell_A=cell, reciprocal_basis=refl["reciprocal_basis"], crystal_scale=cscale)
     if not keep.any():
@@ -750,7 +841,8 @@ def _draw_crystal(rng, geometry, m: _Maps, config: SfxConfig, exp_flat, labels, 
     sel = {k: v[keep] for k, v in refl.items() if k != "reciprocal_basis"}
     sx, sy, full = sx[keep], sy[keep], full[keep]
     frac, total, cfs, css, peak, flat, values = _render_spots(
-        m, sel["fs_bragg"], sel["ss_bragg"], sx, sy, full, sel["panel"])
+        m, sel["fs_bragg"], sel["ss_bragg"], sx, sy, full, sel["panel"]
+    )
     ok = frac >= config.min_on_panel_fraction
     flat, values = flat[ok], values[ok]
     inside = values > 0
@@ -766,8 +858,16 @@ def _draw_crystal(rng, geometry, m: _Maps, config: SfxConfig, exp_flat, labels, 
     lab = inside & (values >= thr[:, None, None]) & (snr >= config.label_min_snr)[:, None, None]
     labels[flat[lab]] = LABEL_PEAK
     arrays = {k: v[ok] for k, v in sel.items()}
-    arrays.update(fs=cfs[ok], ss=css[ok], intensity=tot, sigma_fs=sx[ok], sigma_ss=sy[ok], max_pixel=peak[ok],
-                  background=bg, snr=snr)
+    arrays.update(
+        fs=cfs[ok],
+        ss=css[ok],
+        intensity=tot,
+        sigma_fs=sx[ok],
+        sigma_ss=sy[ok],
+        max_pixel=peak[ok],
+        background=bg,
+        snr=snr,
+    )
     return SfxTruth(is_hit=True, **arrays, **crystal_kw, **truth_kw)
 
 
@@ -785,8 +885,10 @@ def simulate_sfx_frames(
     config = config or SfxConfig()
     defects_seed, seeds = _frame_seeds(seed, int(n_frames))
     defects = draw_defects(geometry, np.random.default_rng(defects_seed), config)
-    return [simulate_sfx_frame(geometry, np.random.default_rng(s), config, defects=defects,
-                               return_expected=return_expected) for s in seeds]
+    return [
+        simulate_sfx_frame(geometry, np.random.default_rng(s), config, defects=defects, return_expected=return_expected)
+        for s in seeds
+    ]
 
 
 # ---------------------------------------------------------------------------------- files
@@ -859,8 +961,9 @@ def write_sfx_dataset(
     from ..io.cxi import write_cxi_frames
 
     config = config or SfxConfig()
-    directory, n_frames, frames_per_file, dtype = check_dataset_args(directory, n_frames, frames_per_file, dtype,
-                                                                     compression)
+    directory, n_frames, frames_per_file, dtype = check_dataset_args(
+        directory, n_frames, frames_per_file, dtype, compression
+    )
     m = _maps(geometry)
     shape = m.shape
     defects_seed, seeds = _frame_seeds(seed, n_frames)
@@ -868,8 +971,9 @@ def write_sfx_dataset(
     energy_eV = float(getattr(geometry, "photon_energy_eV", _HC_EV_A / m.wavelength_A))
     clen = float(np.median([float(p.clen) for p in geometry.panels]))
 
-    geom_path = write_cxi_geometry(geometry, directory / f"{prefix}.geom", config.adu_per_photon,
-                                   max_adu=config.saturation_adu)
+    geom_path = write_cxi_geometry(
+        geometry, directory / f"{prefix}.geom", config.adu_per_photon, max_adu=config.saturation_adu
+    )
     truths: list[SfxTruth] = []
     label_maps = np.zeros((n_frames, *shape), np.uint8) if labels else None
     cxi_files, refs = [], []
@@ -884,8 +988,16 @@ def write_sfx_dataset(
     for k, start in enumerate(range(0, n_frames, frames_per_file)):
         count = min(frames_per_file, n_frames - start)
         path = directory / f"{prefix}_{k:04d}.cxi"
-        write_cxi_frames(path, (draw(start + j) for j in range(count)), count, shape, dtype,
-                         photon_energy_eV=energy_eV, distance_m=clen, compression=compression)
+        write_cxi_frames(
+            path,
+            (draw(start + j) for j in range(count)),
+            count,
+            shape,
+            dtype,
+            photon_energy_eV=energy_eV,
+            distance_m=clen,
+            compression=compression,
+        )
         refs += [(path.name, j) for j in range(count)]
         cxi_files.append(path)
 
@@ -903,13 +1015,20 @@ def _write_truth(path, truths, refs, geom_name, config, seed, defects, label_map
     n = len(truths)
     counts = np.array([t.n_peaks for t in truths], dtype=np.int64)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update({
-            "format": "photonflow.sfx_truth/1", "n_frames": n, "seed": -1 if seed is None else int(seed),
-            "geometry": geom_name, "wavelength_A": m.wavelength_A, "photon_energy_eV": energy_eV,
-            "slab_shape": np.array(shape), "adu_per_photon": config.adu_per_photon,
-            "config": json.dumps(config.to_dict()),
-            "labels": "0 background, 1 peak, 2 artifact",
-        })
+        f.attrs.update(
+            {
+                "format": "photonflow.sfx_truth/1",
+                "n_frames": n,
+                "seed": -1 if seed is None else int(seed),
+                "geometry": geom_name,
+                "wavelength_A": m.wavelength_A,
+                "photon_energy_eV": energy_eV,
+                "slab_shape": np.array(shape),
+                "adu_per_photon": config.adu_per_photon,
+                "config": json.dumps(config.to_dict()),
+                "labels": "0 background, 1 peak, 2 artifact",
+            }
+        )
         ev = f.create_group("events")
         ev["file"] = np.array([r[0] for r in refs], dtype=h5py.string_dtype())
         ev["event"] = np.array([r[1] for r in refs], dtype=np.int64)
@@ -920,8 +1039,9 @@ def _write_truth(path, truths, refs, geom_name, config, seed, defects, label_map
         ev["reciprocal_basis"] = np.array([t.reciprocal_basis for t in truths], dtype=np.float64).reshape(n, 3, 3)
         ev["crystal_scale"] = np.array([t.crystal_scale for t in truths])
         ev["background_scale"] = np.array([t.background_scale for t in truths])
-        ev["artifacts"] = np.array([json.dumps({"rings": t.rings, "streaks": t.streaks}) for t in truths],
-                                   dtype=h5py.string_dtype())
+        ev["artifacts"] = np.array(
+            [json.dumps({"rings": t.rings, "streaks": t.streaks}) for t in truths], dtype=h5py.string_dtype()
+        )
         pk = f.create_group("peaks")
         for name, dt in _PEAK_FIELDS:
             pk[name] = np.concatenate([np.asarray(getattr(t, name), dt) for t in truths]) if n else np.zeros(0, dt)
@@ -958,11 +1078,22 @@ def read_sfx_truth(path: str | os.PathLike, labels: bool = False) -> SfxTruthSet
     truths = []
     for i in range(len(files)):
         a, b = int(off[i]), int(off[i + 1])
-        truths.append(SfxTruth(
-            is_hit=bool(is_hit[i]), hkl=hkl[a:b], **{k: v[a:b] for k, v in pk.items()}, cell_A=cells[i],
-            reciprocal_basis=bases[i], crystal_scale=float(cscale[i]), background_scale=float(bscale[i]),
-            wavelength_A=float(attrs["wavelength_A"]), hot_pixels=hot, dead_pixels=dead,
-            rings=arts[i]["rings"], streaks=arts[i]["streaks"]))
+        truths.append(
+            SfxTruth(
+                is_hit=bool(is_hit[i]),
+                hkl=hkl[a:b],
+                **{k: v[a:b] for k, v in pk.items()},
+                cell_A=cells[i],
+                reciprocal_basis=bases[i],
+                crystal_scale=float(cscale[i]),
+                background_scale=float(bscale[i]),
+                wavelength_A=float(attrs["wavelength_A"]),
+                hot_pixels=hot,
+                dead_pixels=dead,
+                rings=arts[i]["rings"],
+                streaks=arts[i]["streaks"],
+            )
+        )
     refs = [(path.parent / fn, int(e)) for fn, e in zip(files, events)]
     geom = path.parent / attrs["geometry"] if attrs.get("geometry") else None
     return SfxTruthSet(truths, refs, geom, json.loads(attrs["config"]), label_maps, attrs)

@@ -153,7 +153,9 @@ def ellipse_chord(a_px, b_px, phi_rad, x0_px, y0_px, theta_rad, d_px):
     s0 = x0_px * np.cos(theta_rad) + y0_px * np.sin(theta_rad)
     t = r2 - (d_px - s0) ** 2
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where((t > 0) & (r2 > 0), 2.0 * a_px * b_px * np.sqrt(np.clip(t, 0.0, None)) / np.where(r2 > 0, r2, 1.0), 0.0)
+        out = np.where(
+            (t > 0) & (r2 > 0), 2.0 * a_px * b_px * np.sqrt(np.clip(t, 0.0, None)) / np.where(r2 > 0, r2, 1.0), 0.0
+        )
     return out
 
 
@@ -349,8 +351,9 @@ def simulate_scan(
     center = (n_cols - 1) / 2.0 if center_px is None else float(center_px)
     theta_deg = np.arange(n_angles) * (float(angle_range_deg) / n_angles)
     ells = shepp_logan_ellipsoids() if ellipsoids is None else list(ellipsoids)
-    proj = phantom_projections((n_rows, n_obj), theta_deg, ells, n_cols=n_cols, center_px=center,
-                               oversample=oversample, dtype=np.float64)
+    proj = phantom_projections(
+        (n_rows, n_obj), theta_deg, ells, n_cols=n_cols, center_px=center, oversample=oversample, dtype=np.float64
+    )
     if max_attenuation is not None:
         peak = float(proj.max())
         if peak > 0:
@@ -388,11 +391,21 @@ def simulate_scan(
         beam = photons * _beam_profile(n_rows, n_cols, time[k], beam_amplitude, beam_drift_px)
         expected = beam * i0[k] * np.exp(-proj[k]) * gain[None, :] * alive[None, :]
         data[k] = _counts(expected)
-    flats = np.concatenate([
-        np.stack([_counts(flat0 * alive[None, :]) for _ in range(n_flats_before)]) if n_flats_before else np.empty((0, n_rows, n_cols), np.uint16),
-        np.stack([_counts(flat1 * alive[None, :]) for _ in range(n_flats_after)]) if n_flats_after else np.empty((0, n_rows, n_cols), np.uint16),
-    ])
-    darks = np.stack([_counts(np.zeros((n_rows, n_cols))) for _ in range(n_darks)]) if n_darks else np.empty((0, n_rows, n_cols), np.uint16)
+    flats = np.concatenate(
+        [
+            np.stack([_counts(flat0 * alive[None, :]) for _ in range(n_flats_before)])
+            if n_flats_before
+            else np.empty((0, n_rows, n_cols), np.uint16),
+            np.stack([_counts(flat1 * alive[None, :]) for _ in range(n_flats_after)])
+            if n_flats_after
+            else np.empty((0, n_rows, n_cols), np.uint16),
+        ]
+    )
+    darks = (
+        np.stack([_counts(np.zeros((n_rows, n_cols))) for _ in range(n_darks)])
+        if n_darks
+        else np.empty((0, n_rows, n_cols), np.uint16)
+    )
 
     zingers = np.empty((0, 3), dtype=np.int64)
     if zinger_probability > 0:
@@ -403,11 +416,25 @@ def simulate_scan(
 
     monitor = None if monitor_counts is None else (monitor_counts * i0).astype(np.float64)
     return TomoScan(
-        data=data, flats=flats, darks=darks, theta_deg=theta_deg, monitor=monitor,
-        line_integrals=proj.astype(np.float32), expected_flat_before=flat0, expected_flat_after=flat1,
-        time=time, i0_factor=i0, dark_level=float(dark_level), dead_columns=dead, hot_columns=hot,
-        hot_gain=float(hot_gain), zingers=zingers, center_px=center, object_shape=(n_rows, n_obj),
-        ellipsoids=ells, n_flats_before=int(n_flats_before),
+        data=data,
+        flats=flats,
+        darks=darks,
+        theta_deg=theta_deg,
+        monitor=monitor,
+        line_integrals=proj.astype(np.float32),
+        expected_flat_before=flat0,
+        expected_flat_after=flat1,
+        time=time,
+        i0_factor=i0,
+        dark_level=float(dark_level),
+        dead_columns=dead,
+        hot_columns=hot,
+        hot_gain=float(hot_gain),
+        zingers=zingers,
+        center_px=center,
+        object_shape=(n_rows, n_obj),
+        ellipsoids=ells,
+        n_flats_before=int(n_flats_before),
     )
 
 
@@ -428,8 +455,9 @@ def wavelength_um(energy_kev: float) -> float:
     return HC_KEV_A / float(energy_kev) * 1e-4
 
 
-def fresnel_propagate(wave: np.ndarray, energy_kev: float, distance_mm: float, pixel_um: float,
-                      pad: int | None = None) -> np.ndarray:
+def fresnel_propagate(
+    wave: np.ndarray, energy_kev: float, distance_mm: float, pixel_um: float, pad: int | None = None
+) -> np.ndarray:
     """Fresnel propagation of a complex wave (…, rows, cols) over ``distance_mm``, by the transfer
     function ``exp(−iπλz(fx² + fy²))`` (the constant phase ``exp(ikz)`` dropped); fx, fy in 1/µm.
     The wave is edge-padded by ``pad`` px on every side (default: a quarter of the size) to keep
@@ -445,7 +473,7 @@ def fresnel_propagate(wave: np.ndarray, energy_kev: float, distance_mm: float, p
     fx = np.fft.fftfreq(padded.shape[-1], d=pixel_um)
     h = np.exp(-1j * np.pi * lam * z_um * (fy[:, None] ** 2 + fx[None, :] ** 2))
     out = np.fft.ifft2(np.fft.fft2(padded) * h)
-    return out[..., pad:pad + rows, pad:pad + cols]
+    return out[..., pad : pad + rows, pad : pad + cols]
 
 
 def phase_contrast_projections(
@@ -496,24 +524,39 @@ def overlapping_scans(
     n = int(shape[1])
     wide_center = (n - 1) / 2.0 if center_px is None else float(center_px)
     return [
-        phantom_projections(shape, theta_deg, ellipsoids, n_cols=n_cols, center_px=wide_center - float(off),
-                            oversample=oversample)
+        phantom_projections(
+            shape, theta_deg, ellipsoids, n_cols=n_cols, center_px=wide_center - float(off), oversample=oversample
+        )
         for off in offsets_px
     ]
 
 
 # -------------------------------------------------------------------------------- DXchange
-def write_tomo_scan(path, scan: TomoScan, *, compression: str | None = "blosc-lz4", external_links: bool = False) -> Path:
+def write_tomo_scan(
+    path, scan: TomoScan, *, compression: str | None = "blosc-lz4", external_links: bool = False
+) -> Path:
     """A simulated scan as DXchange: :func:`write_dxchange` with the flats before the scan in
     ``data_white`` and those after it in ``/exchange/data_white_end``, and the monitor in
     ``/exchange/monitor``."""
     import h5py
 
     nb = scan.n_flats_before
-    path = write_dxchange(path, scan.data, scan.flats[:nb], scan.darks, scan.theta_deg, compression=compression,
-                          monitor=scan.monitor, external_links=external_links)
+    path = write_dxchange(
+        path,
+        scan.data,
+        scan.flats[:nb],
+        scan.darks,
+        scan.theta_deg,
+        compression=compression,
+        monitor=scan.monitor,
+        external_links=external_links,
+    )
     if len(scan.flats) > nb:
         with h5py.File(path, "a") as f:
-            f["exchange"].create_dataset("data_white_end", data=scan.flats[nb:].astype(np.uint16),
-                                         chunks=(1,) + scan.flats.shape[1:], **image_compression(compression))
+            f["exchange"].create_dataset(
+                "data_white_end",
+                data=scan.flats[nb:].astype(np.uint16),
+                chunks=(1,) + scan.flats.shape[1:],
+                **image_compression(compression),
+            )
     return path

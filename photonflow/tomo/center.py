@@ -31,8 +31,9 @@ from scipy import ndimage
 __all__ = ["find_center_vo", "find_center_360", "double_wedge_mask", "vo_metric"]
 
 
-def double_wedge_mask(height: int, width: int, radius_px: float, *, hor_drop: int | None = None,
-                      ver_drop: int = 1) -> np.ndarray:
+def double_wedge_mask(
+    height: int, width: int, radius_px: float, *, hor_drop: int | None = None, ver_drop: int = 1
+) -> np.ndarray:
     """Mask (height, width) float32 of the fftshifted 2D spectrum of a 360° sinogram: 1 where a
     sinogram of an object of radius ``radius_px`` has (ideally) no energy, i.e. within
     ``|col − xc| ≤ ⌈|row − yc|·dv/(radius·du)⌉`` (``du = 1/width``, ``dv = (height−1)/(2π·height)``),
@@ -50,8 +51,8 @@ def double_wedge_mask(height: int, width: int, radius_px: float, *, hor_drop: in
     lo = np.clip(xc - num, 0, width - 1)
     hi = np.clip(xc + num, 0, width - 1)
     mask = ((cols[None, :] >= lo[:, None]) & (cols[None, :] <= hi[:, None])).astype(np.float32)
-    mask[max(yc - ndrop, 0):yc + ndrop + 1, :] = 0.0
-    mask[:, max(xc - ver_drop, 0):xc + ver_drop + 1] = 0.0
+    mask[max(yc - ndrop, 0) : yc + ndrop + 1, :] = 0.0
+    mask[:, max(xc - ver_drop, 0) : xc + ver_drop + 1] = 0.0
     return mask
 
 
@@ -95,8 +96,16 @@ def _downsample(sino, d_row, d_col):
     return sino[: r * d_row, : c * d_col].reshape(r, d_row, c, d_col).mean(axis=(1, 3))
 
 
-def find_center_vo(sino, start: float | None = None, stop: float | None = None, *, step: float = 0.25,
-                   radius: float = 4.0, ratio: float = 0.5, downsample: bool = True) -> float:
+def find_center_vo(
+    sino,
+    start: float | None = None,
+    stop: float | None = None,
+    *,
+    step: float = 0.25,
+    radius: float = 4.0,
+    ratio: float = 0.5,
+    downsample: bool = True,
+) -> float:
     """Centre of rotation (px, 0-based) of a 180° sinogram (n_angles, width) by Vo's method.
 
     ``start``/``stop``: the search range (px; default ``width/2 ∓ width/16``); ``step``: the
@@ -126,8 +135,10 @@ def find_center_vo(sino, start: float | None = None, stop: float | None = None, 
     metric = _search(coarse_sino, cands, ratio)
     best = int(np.argmin(metric))
     if best in (0, len(cands) - 1) and len(cands) > 2:
-        warnings.warn(f"find_center_vo: the metric's minimum is at the end of the search range "
-                      f"[{start}, {stop}] px; widen it", stacklevel=2)
+        warnings.warn(
+            f"find_center_vo: the metric's minimum is at the end of the search range [{start}, {stop}] px; widen it",
+            stacklevel=2,
+        )
     coarse = cands[best] * d_col + off
     radius = max(float(radius), float(d_col))
     fine_sino = ndimage.gaussian_filter(s, (2, 2), mode="reflect")
@@ -146,7 +157,7 @@ def find_center_360(sino, *, side: str | None = None, min_overlap: int = 8, max_
         raise ValueError(f"find_center_360: expected a 2D sinogram with an even number of angles, got shape {s.shape}")
     nrow, ncol = s.shape
     half = nrow // 2
-    a, b = s[:half], s[half:2 * half][:, ::-1]  # b[:, v] = second half at column ncol−1−v
+    a, b = s[:half], s[half : 2 * half][:, ::-1]  # b[:, v] = second half at column ncol−1−v
     max_overlap = ncol // 2 if max_overlap is None else int(max_overlap)
     sides = ("right", "left") if side is None else (side,)
     best = (np.inf, None)
@@ -161,7 +172,7 @@ def find_center_360(sino, *, side: str | None = None, min_overlap: int = 8, max_
         overlaps = np.arange(max(min_overlap, 2), max_overlap + 1)
         metric = np.empty(overlaps.size)
         for i, m in enumerate(overlaps):
-            x, y = aa[:, ncol - m:], bb[:, :m]
+            x, y = aa[:, ncol - m :], bb[:, :m]
             power = np.mean(x**2 + y**2)
             metric[i] = np.mean((x - y) ** 2) / power if power > floor else np.inf
         if not np.isfinite(metric).any():

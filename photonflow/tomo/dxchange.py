@@ -14,7 +14,6 @@ Reading for the pipeline: :func:`open_scan` (checks and describes, arrays stay o
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,17 @@ import h5py
 import hdf5plugin  # noqa: F401 - registers the compression filters
 import numpy as np
 
+from photonflow.errors import InputError
+
 from ..io.compression import dataset_compression
 
-DATA, FLATS, FLATS_END, DARKS, THETA = ("/exchange/data", "/exchange/data_white", "/exchange/data_white_end",
-                                         "/exchange/data_dark", "/exchange/theta")
+DATA, FLATS, FLATS_END, DARKS, THETA = (
+    "/exchange/data",
+    "/exchange/data_white",
+    "/exchange/data_white_end",
+    "/exchange/data_dark",
+    "/exchange/theta",
+)
 MONITOR = "/exchange/monitor"
 
 
@@ -52,25 +58,37 @@ class DxchangeScan:
         return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "shape": list(self.shape), "dtype": self.dtype, "n_flats": self.n_flats,
-                "n_flats_end": self.n_flats_end, "n_darks": self.n_darks, "monitor": self.monitor,
-                "theta_range_deg": [float(self.theta_deg.min()), float(self.theta_deg.max())],
-                "raw_gib": self.nbytes / 2**30}
+        return {
+            "path": self.path,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "n_flats": self.n_flats,
+            "n_flats_end": self.n_flats_end,
+            "n_darks": self.n_darks,
+            "monitor": self.monitor,
+            "theta_range_deg": [float(self.theta_deg.min()), float(self.theta_deg.max())],
+            "raw_gib": self.nbytes / 2**30,
+        }
 
 
 def _dataset(f: h5py.File, path: str, name: str, required: bool = True):
     try:
         obj = f.get(name)
     except (KeyError, OSError) as exc:  # a dangling external link: the linked file is missing
-        raise DxchangeError(f"{path}: {name}: cannot be opened ({exc}); is an externally linked file missing?") from None
+        raise DxchangeError(
+            f"{path}: {name}: cannot be opened ({exc}); is an externally linked file missing?"
+        ) from None
     if obj is None:
         link = f.get(name, getlink=True) if _parent_exists(f, name) else None
         if isinstance(link, h5py.ExternalLink):
-            raise DxchangeError(f"{path}: {name}: external link to {link.filename}:{link.path} cannot be followed "
-                                "(file or dataset missing)")
+            raise DxchangeError(
+                f"{path}: {name}: external link to {link.filename}:{link.path} cannot be followed "
+                "(file or dataset missing)"
+            )
         if required:
-            raise DxchangeError(f"{path}: {name}: not found (a DXchange file needs /exchange/data, data_white, "
-                                "data_dark and theta)")
+            raise DxchangeError(
+                f"{path}: {name}: not found (a DXchange file needs /exchange/data, data_white, data_dark and theta)"
+            )
         return None
     if not isinstance(obj, h5py.Dataset):
         raise DxchangeError(f"{path}: {name}: is a group, not a dataset")
@@ -110,7 +128,9 @@ def open_scan(path, monitor: str | None = None) -> DxchangeScan:
                 frames[name] = 0
                 continue
             if ds.ndim != 3 or ds.shape[0] == 0:
-                raise DxchangeError(f"{path}: {name}: expected at least one frame (k, rows, cols), got shape {ds.shape}")
+                raise DxchangeError(
+                    f"{path}: {name}: expected at least one frame (k, rows, cols), got shape {ds.shape}"
+                )
             if ds.shape[1:] != data.shape[1:]:
                 raise DxchangeError(f"{path}: {name}: frames are {ds.shape[1:]}, projections {data.shape[1:]}")
             frames[name] = ds.shape[0]
@@ -132,9 +152,16 @@ def open_scan(path, monitor: str | None = None) -> DxchangeScan:
                 raise DxchangeError(f"{path}: {monitor}: {len(m)} monitor values for {n} projections")
             if not np.all(np.isfinite(m)) or np.any(m <= 0):
                 raise DxchangeError(f"{path}: {monitor}: monitor values must be finite and positive")
-        return DxchangeScan(path=path, shape=tuple(int(s) for s in data.shape), dtype=str(data.dtype),
-                            theta_deg=theta, n_flats=frames[FLATS], n_flats_end=frames[FLATS_END],
-                            n_darks=frames[DARKS], monitor=monitor)
+        return DxchangeScan(
+            path=path,
+            shape=tuple(int(s) for s in data.shape),
+            dtype=str(data.dtype),
+            theta_deg=theta,
+            n_flats=frames[FLATS],
+            n_flats_end=frames[FLATS_END],
+            n_darks=frames[DARKS],
+            monitor=monitor,
+        )
 
 
 def read_projections(scan: DxchangeScan, start: int, stop: int, rows: slice | None = None) -> np.ndarray:
@@ -145,8 +172,10 @@ def read_projections(scan: DxchangeScan, start: int, stop: int, rows: slice | No
     bad = ~np.isfinite(block)
     if bad.any():
         k, r, c = np.argwhere(bad)[0]
-        raise DxchangeError(f"{scan.path}: {DATA}: projection {start + k} has NaN or inf (row {(rows or slice(0)).start or 0} + {r}, "
-                            f"column {c}; {int(bad.sum())} such pixels in projections {start}..{stop - 1})")
+        raise DxchangeError(
+            f"{scan.path}: {DATA}: projection {start + k} has NaN or inf (row {(rows or slice(0)).start or 0} + {r}, "
+            f"column {c}; {int(bad.sum())} such pixels in projections {start}..{stop - 1})"
+        )
     return block
 
 
@@ -154,10 +183,12 @@ def read_references(scan: DxchangeScan, rows: slice | None = None) -> dict[str, 
     """Flats (before), flats after (or None), darks and the monitor (or None), rows ``rows``."""
     sel = (slice(None), rows or slice(None), slice(None))
     with h5py.File(scan.path, "r") as f:
-        out = {"flats": np.asarray(f[FLATS][sel], dtype=np.float32),
-               "flats_end": np.asarray(f[FLATS_END][sel], dtype=np.float32) if scan.n_flats_end else None,
-               "darks": np.asarray(f[DARKS][sel], dtype=np.float32),
-               "monitor": np.asarray(f[scan.monitor][()], dtype=np.float64).ravel() if scan.monitor else None}
+        out = {
+            "flats": np.asarray(f[FLATS][sel], dtype=np.float32),
+            "flats_end": np.asarray(f[FLATS_END][sel], dtype=np.float32) if scan.n_flats_end else None,
+            "darks": np.asarray(f[DARKS][sel], dtype=np.float32),
+            "monitor": np.asarray(f[scan.monitor][()], dtype=np.float64).ravel() if scan.monitor else None,
+        }
     return out
 
 
@@ -179,8 +210,10 @@ def read_dxchange(path) -> DXchangeData:
     not checked (:func:`open_scan` checks them)."""
     path = os.fspath(path)
     with _open(path) as f:
-        arrays = {key: _dataset(f, path, name)[()]
-                  for key, name in (("data", DATA), ("flats", FLATS), ("darks", DARKS), ("theta_deg", THETA))}
+        arrays = {
+            key: _dataset(f, path, name)[()]
+            for key, name in (("data", DATA), ("flats", FLATS), ("darks", DARKS), ("theta_deg", THETA))
+        }
         monitor = _dataset(f, path, MONITOR, required=False)
         return DXchangeData(**arrays, monitor=None if monitor is None else monitor[()])
 

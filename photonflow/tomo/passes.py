@@ -49,9 +49,14 @@ def _normalised_block(scan, refs, p0, p1, rows: slice, steps: dict, i0: np.ndarr
     """Flat/dark normalised (and I0-, zinger- and air-corrected) projections p0..p1-1, rows ``rows``."""
     proj = read_projections(scan, p0, p1, rows)
     sel = (slice(None), rows, slice(None))
-    out = pre.flat_dark_normalise(proj, refs["flats"][sel], refs["darks"][sel],
-                                  None if refs["flats_end"] is None else refs["flats_end"][sel],
-                                  first_index=p0, n_total=scan.shape[0])
+    out = pre.flat_dark_normalise(
+        proj,
+        refs["flats"][sel],
+        refs["darks"][sel],
+        None if refs["flats_end"] is None else refs["flats_end"][sel],
+        first_index=p0,
+        n_total=scan.shape[0],
+    )
     if i0 is not None:
         out = pre.apply_i0(out, i0)
     if steps.get("zingers"):
@@ -70,14 +75,27 @@ def chunk_i0(scan, refs, p0: int, p1: int, steps: dict) -> np.ndarray | None:
         return pre.i0_factors(monitor=refs["monitor"])[p0:p1]
     a, b = spec["air_columns"]
     proj = read_projections(scan, p0, p1)[:, :, a:b]
-    norm = pre.flat_dark_normalise(proj, refs["flats"][:, :, a:b], refs["darks"][:, :, a:b],
-                                   None if refs["flats_end"] is None else refs["flats_end"][:, :, a:b],
-                                   first_index=p0, n_total=scan.shape[0])
+    norm = pre.flat_dark_normalise(
+        proj,
+        refs["flats"][:, :, a:b],
+        refs["darks"][:, :, a:b],
+        None if refs["flats_end"] is None else refs["flats_end"][:, :, a:b],
+        first_index=p0,
+        n_total=scan.shape[0],
+    )
     return pre.i0_factors(norm, air_columns=(0, b - a))
 
 
-def pass1_chunk(scan_paths: list[str], p0: int, p1: int, steps: dict, rows_per_subchunk: int, overlap: int,
-                out_path, offsets: list[float] | None = None) -> dict:
+def pass1_chunk(
+    scan_paths: list[str],
+    p0: int,
+    p1: int,
+    steps: dict,
+    rows_per_subchunk: int,
+    overlap: int,
+    out_path,
+    offsets: list[float] | None = None,
+) -> dict:
     """Preprocess projections p0..p1-1 (see the module doc) into ``out_path``; returns a summary
     (file, projections, seconds per step). ``offsets``: stitching offsets (px) between the scans."""
     t0 = time.perf_counter()
@@ -92,8 +110,9 @@ def pass1_chunk(scan_paths: list[str], p0: int, p1: int, steps: dict, rows_per_s
     tmp = _tmp(out_path)
     timings = {"read_normalise": 0.0, "stitch": 0.0, "paganin": 0.0, "write": 0.0}
     with h5py.File(tmp, "w") as f:
-        ds = f.create_dataset("data", shape=(p1 - p0, rows, width), dtype=np.float32,
-                              chunks=(p1 - p0, min(SINO_CHUNK_ROWS, rows), width))
+        ds = f.create_dataset(
+            "data", shape=(p1 - p0, rows, width), dtype=np.float32, chunks=(p1 - p0, min(SINO_CHUNK_ROWS, rows), width)
+        )
         for r0 in range(0, rows, rows_per_subchunk):
             r1 = min(r0 + rows_per_subchunk, rows)
             a, b = max(0, r0 - overlap), min(rows, r1 + overlap)
@@ -108,13 +127,20 @@ def pass1_chunk(scan_paths: list[str], p0: int, p1: int, steps: dict, rows_per_s
                 block = pre.paganin_filter(block, **paganin)
                 timings["paganin"] += time.perf_counter() - t
             t = time.perf_counter()
-            ds[:, r0:r1, :] = block[:, r0 - a:r0 - a + (r1 - r0), :]
+            ds[:, r0:r1, :] = block[:, r0 - a : r0 - a + (r1 - r0), :]
             timings["write"] += time.perf_counter() - t
         ds.attrs["first_projection"] = p0
         ds.attrs["complete"] = True
     os.replace(tmp, out_path)
-    return {"file": str(out_path), "p0": p0, "p1": p1, "width": width, "seconds": time.perf_counter() - t0,
-            "timings": timings, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "file": str(out_path),
+        "p0": p0,
+        "p1": p1,
+        "width": width,
+        "seconds": time.perf_counter() - t0,
+        "timings": timings,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def check_sources(files: list[str], ranges: list[tuple[int, int]], axis: int, shape_rest: tuple) -> None:
@@ -140,8 +166,14 @@ def check_sources(files: list[str], ranges: list[tuple[int, int]], axis: int, sh
         raise ChunkError("chunk files not ready: " + "; ".join(problems))
 
 
-def join(files: list[str], ranges: list[tuple[int, int]], axis: int, out_path, dataset: str = "data",
-         attrs: dict | None = None) -> Path:
+def join(
+    files: list[str],
+    ranges: list[tuple[int, int]],
+    axis: int,
+    out_path,
+    dataset: str = "data",
+    attrs: dict | None = None,
+) -> Path:
     """Join chunk files (dataset ``data``) along ``axis`` into a virtual dataset in ``out_path``,
     after :func:`check_sources`. Source paths are stored relative to ``out_path`` when they sit
     beside it, so the set can be moved as a whole."""
@@ -209,8 +241,15 @@ def sinograms_to_slices(sino, theta_deg, center: float, steps: dict) -> tuple[np
         theta = theta[: s.shape[1]]
     timings["sinogram"] = time.perf_counter() - t
     t = time.perf_counter()
-    rec = reconstruct(s, theta, center, backend=steps.get("backend", "gridrec"), filter_name=steps.get("filter", "shepp"),
-                      circle_mask=False, device=steps.get("device", "auto"))
+    rec = reconstruct(
+        s,
+        theta,
+        center,
+        backend=steps.get("backend", "gridrec"),
+        filter_name=steps.get("filter", "shepp"),
+        circle_mask=False,
+        device=steps.get("device", "auto"),
+    )
     if steps.get("circle_mask", True):
         rec = apply_circle_mask(rec)
     timings["reconstruct"] = time.perf_counter() - t
@@ -246,9 +285,17 @@ def pass2_chunk(joined_path, r0: int, r1: int, theta_deg, center: float, steps: 
         ds.attrs["complete"] = True
     os.replace(tmp, out_path)
     timings.update(read=t_read, write=time.perf_counter() - t)
-    return {"file": str(out_path), "r0": r0, "r1": r1, "shape": list(data.shape), "seconds": time.perf_counter() - t0,
-            "timings": timings, "min": float(np.nanmin(slices)), "max": float(np.nanmax(slices)),
-            "peak_rss_mb": peak_rss_mb()}
+    return {
+        "file": str(out_path),
+        "r0": r0,
+        "r1": r1,
+        "shape": list(data.shape),
+        "seconds": time.perf_counter() - t0,
+        "timings": timings,
+        "min": float(np.nanmin(slices)),
+        "max": float(np.nanmax(slices)),
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def copy_volume(joined_path, out_path, dataset: str = "volume", slab: int = 16) -> Path:
@@ -257,12 +304,13 @@ def copy_volume(joined_path, out_path, dataset: str = "volume", slab: int = 16) 
     tmp = _tmp(out_path)
     with h5py.File(joined_path, "r") as src, h5py.File(tmp, "w") as dst:
         v = src[dataset]
-        d = dst.create_dataset(dataset, shape=v.shape, dtype=v.dtype, chunks=(1,) + v.shape[1:], compression="gzip",
-                               compression_opts=1)
+        d = dst.create_dataset(
+            dataset, shape=v.shape, dtype=v.dtype, chunks=(1,) + v.shape[1:], compression="gzip", compression_opts=1
+        )
         for key, value in v.attrs.items():
             d.attrs[key] = value
         for a in range(0, v.shape[0], slab):
-            d[a:a + slab] = v[a:a + slab]
+            d[a : a + slab] = v[a : a + slab]
     os.replace(tmp, out_path)
     return out_path
 
@@ -284,7 +332,7 @@ def write_pyramid(volume_path, levels: int = 3, dataset: str = "volume") -> list
             level = group.create_dataset(name, shape=(z, y, x), dtype=below.dtype)
             for a in range(0, z, 8):
                 b = min(a + 8, z)
-                block = np.asarray(below[2 * a:2 * b], dtype=np.float64)[:, : 2 * y, : 2 * x]
+                block = np.asarray(below[2 * a : 2 * b], dtype=np.float64)[:, : 2 * y, : 2 * x]
                 mean = block.reshape(b - a, 2, y, 2, x, 2).mean(axis=(1, 3, 5))
                 level[a:b] = np.rint(mean).astype(below.dtype) if below.dtype.kind in "ui" else mean.astype(below.dtype)
             shapes.append((z, y, x))
@@ -305,8 +353,9 @@ def scan_stitch_offsets(scans, stitch: dict) -> tuple[list[float], list[float]]:
         proj = np.stack([read_projections(s, p, p + 1)[0] for p in pick])
         normalised.append(pre.flat_dark_normalise(proj, refs["flats"], refs["darks"]))
     guesses = offset_guesses(stitch["motor_positions_mm"], stitch["pixel_size_um"])
-    res = stitch_offsets(normalised, guesses, window=int(stitch.get("window", 20)),
-                         method=stitch.get("method", "difference"))
+    res = stitch_offsets(
+        normalised, guesses, window=int(stitch.get("window", 20)), method=stitch.get("method", "difference")
+    )
     return res.offsets, guesses
 
 

@@ -29,9 +29,17 @@ PASS2_SINO_COPIES = 3
 FLOAT = 4
 
 
-def plan_chunks(shape, worker_memory_bytes: int, *, overlap: int = 0, half_acquisition: bool = False,
-                memory_fraction: float = 0.5, max_projections_per_chunk: int = 512,
-                max_rows_per_chunk: int = 64, min_rows_per_chunk: int = 1) -> dict:
+def plan_chunks(
+    shape,
+    worker_memory_bytes: int,
+    *,
+    overlap: int = 0,
+    half_acquisition: bool = False,
+    memory_fraction: float = 0.5,
+    max_projections_per_chunk: int = 512,
+    max_rows_per_chunk: int = 64,
+    min_rows_per_chunk: int = 1,
+) -> dict:
     """A JSON-able plan for a scan of ``shape`` = (projections, rows, cols).
 
     overlap: rows read on both sides of a pass-1 subchunk (0 when no step needs neighbours);
@@ -51,8 +59,10 @@ def plan_chunks(shape, worker_memory_bytes: int, *, overlap: int = 0, half_acqui
         per_row = PASS1_COPIES * FLOAT * cols * k
         s = (budget // per_row) - 2 * overlap
     if s < 1:
-        raise ValueError(f"a worker with {worker_memory_bytes / 2**30:.2f} GiB cannot hold one projection row block "
-                         f"of {1 + 2 * overlap} rows x {cols} columns in pass 1")
+        raise ValueError(
+            f"a worker with {worker_memory_bytes / 2**30:.2f} GiB cannot hold one projection row block "
+            f"of {1 + 2 * overlap} rows x {cols} columns in pass 1"
+        )
     # fewer projections per chunk buy taller subchunks: keep the overlap rows (read and processed
     # twice) under a quarter of the rows kept, down to MIN_PROJECTIONS_PER_CHUNK
     while s < rows and 2 * overlap > 0.25 * s and k > MIN_PROJECTIONS_PER_CHUNK:
@@ -68,18 +78,29 @@ def plan_chunks(shape, worker_memory_bytes: int, *, overlap: int = 0, half_acqui
     recon_work = 8 * FLOAT * (2 * width) * max(n, width)  # padded spectra and the gridding grid, per slice
     r = (budget - recon_work) // (sino_row + slice_bytes)
     if r < 1:
-        raise ValueError(f"a worker with {worker_memory_bytes / 2**30:.2f} GiB cannot hold one sinogram of "
-                         f"{n} x {width} and its slice in pass 2")
+        raise ValueError(
+            f"a worker with {worker_memory_bytes / 2**30:.2f} GiB cannot hold one sinogram of "
+            f"{n} x {width} and its slice in pass 2"
+        )
     r = max(min_rows_per_chunk, min(r, max_rows_per_chunk, rows))
     pass2 = [(a, min(a + r, rows)) for a in range(0, rows, r)]
     return {
         "shape": [n, rows, cols],
         "worker_memory_gib": worker_memory_bytes / 2**30,
         "memory_fraction": memory_fraction,
-        "pass1": {"projections_per_chunk": k, "rows_per_subchunk": int(s), "overlap_rows": int(overlap),
-                  "chunks": pass1, "peak_bytes_estimate": int(per_row * (s + 2 * overlap))},
-        "pass2": {"rows_per_chunk": int(r), "reconstructed_width": width, "chunks": pass2,
-                  "peak_bytes_estimate": int(r * (sino_row + slice_bytes) + recon_work)},
+        "pass1": {
+            "projections_per_chunk": k,
+            "rows_per_subchunk": int(s),
+            "overlap_rows": int(overlap),
+            "chunks": pass1,
+            "peak_bytes_estimate": int(per_row * (s + 2 * overlap)),
+        },
+        "pass2": {
+            "rows_per_chunk": int(r),
+            "reconstructed_width": width,
+            "chunks": pass2,
+            "peak_bytes_estimate": int(r * (sino_row + slice_bytes) + recon_work),
+        },
         "tasks": len(pass1) + len(pass2),
     }
 
@@ -88,8 +109,10 @@ def describe(plan: dict) -> str:
     """One paragraph a person can check."""
     p1, p2 = plan["pass1"], plan["pass2"]
     n, rows, cols = plan["shape"]
-    return (f"{n} projections of {rows} x {cols}: pass 1 in {len(p1['chunks'])} chunks of {p1['projections_per_chunk']} "
-            f"projections (subchunks of {p1['rows_per_subchunk']} rows + {p1['overlap_rows']} overlap rows each side, "
-            f"~{p1['peak_bytes_estimate'] / 2**20:.0f} MiB), pass 2 in {len(p2['chunks'])} chunks of "
-            f"{p2['rows_per_chunk']} slices of {p2['reconstructed_width']}² (~{p2['peak_bytes_estimate'] / 2**20:.0f} MiB); "
-            f"worker memory {plan['worker_memory_gib']:.2f} GiB, {math.floor(plan['memory_fraction'] * 100)} % used")
+    return (
+        f"{n} projections of {rows} x {cols}: pass 1 in {len(p1['chunks'])} chunks of {p1['projections_per_chunk']} "
+        f"projections (subchunks of {p1['rows_per_subchunk']} rows + {p1['overlap_rows']} overlap rows each side, "
+        f"~{p1['peak_bytes_estimate'] / 2**20:.0f} MiB), pass 2 in {len(p2['chunks'])} chunks of "
+        f"{p2['rows_per_chunk']} slices of {p2['reconstructed_width']}² (~{p2['peak_bytes_estimate'] / 2**20:.0f} MiB); "
+        f"worker memory {plan['worker_memory_gib']:.2f} GiB, {math.floor(plan['memory_fraction'] * 100)} % used"
+    )

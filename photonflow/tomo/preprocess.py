@@ -17,9 +17,10 @@ Every function works on a chunk of projections ``(n_proj, rows, cols)`` (or one 
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 import numpy as np
 from scipy import ndimage
+
+from photonflow.errors import InputError
 
 HC_KEV_ANGSTROM = 12.398419843320026  # h c in keV·Å
 
@@ -29,8 +30,9 @@ class PreprocessError(InputError, ValueError):
 
 
 # --------------------------------------------------------------------------- flat / dark
-def flat_dark_normalise(proj, flats, darks, flats_after=None, first_index: int = 0, n_total: int | None = None,
-                        floor: float = 1e-6) -> np.ndarray:
+def flat_dark_normalise(
+    proj, flats, darks, flats_after=None, first_index: int = 0, n_total: int | None = None, floor: float = 1e-6
+) -> np.ndarray:
     """``(P − D̄) / (F − D̄)`` per pixel.
 
     proj: (n, rows, cols) projections ``first_index .. first_index + n − 1`` of a scan of
@@ -76,7 +78,9 @@ def i0_factors(proj=None, monitor=None, air_columns: tuple[int, int] | None = No
     a, b = air_columns
     region = np.asarray(proj)[:, :, a:b]
     if region.size == 0:
-        raise PreprocessError(f"air region columns {a}:{b} are empty for projections of width {np.asarray(proj).shape[2]}")
+        raise PreprocessError(
+            f"air region columns {a}:{b} are empty for projections of width {np.asarray(proj).shape[2]}"
+        )
     f = region.mean(axis=(1, 2), dtype=np.float64)
     return f / (1.0 if reference is None else reference)
 
@@ -106,8 +110,9 @@ def remove_zingers(proj, threshold: float = 0.1, size: int = 3) -> np.ndarray:
     median is more than that above the neighbourhood's minimum (a cheap separable filter), so only
     those candidates get a median — the same result as filtering everything, ~20× faster."""
     proj = np.asarray(proj, dtype=np.float32)
-    low = ndimage.minimum_filter1d(ndimage.minimum_filter1d(proj, size, axis=1, mode="reflect"), size, axis=2,
-                                   mode="reflect")
+    low = ndimage.minimum_filter1d(
+        ndimage.minimum_filter1d(proj, size, axis=1, mode="reflect"), size, axis=2, mode="reflect"
+    )
     cand = np.argwhere(proj - low > threshold)
     out = proj.copy()
     if len(cand) == 0:
@@ -204,7 +209,7 @@ def detect_stripes(values, snr: float = 3.0) -> np.ndarray:
     srt = np.sort(v)
     x = np.arange(n)
     drop = int(0.25 * n)
-    slope, intercept = np.polyfit(x[drop:n - drop - 1], srt[drop:n - drop - 1], 1)
+    slope, intercept = np.polyfit(x[drop : n - drop - 1], srt[drop : n - drop - 1], 1)
     y_end = intercept + slope * x[-1]
     noise = max(abs(y_end - intercept), 1e-6)
     mask = np.zeros(n, bool)
@@ -215,7 +220,9 @@ def detect_stripes(values, snr: float = 3.0) -> np.ndarray:
     return mask
 
 
-def remove_large_stripes(sino, snr: float = 3.0, size: int = 51, drop_ratio: float = 0.1, norm: bool = True) -> np.ndarray:
+def remove_large_stripes(
+    sino, snr: float = 3.0, size: int = 51, drop_ratio: float = 0.1, norm: bool = True
+) -> np.ndarray:
     """Algorithm 5 (large stripes): columns whose mean (over sorted values, the brightest and
     darkest ``drop_ratio``/2 of the angles left out) stands out of its median-filtered profile are
     detected (:func:`detect_stripes`), optionally normalised by that ratio, and replaced by the
@@ -224,7 +231,7 @@ def remove_large_stripes(sino, snr: float = 3.0, size: int = 51, drop_ratio: flo
     n = sino.shape[0]
     drop = int(0.5 * drop_ratio * n)
     s, idx = _sort_columns(sino)
-    profile = np.mean(s[drop:n - drop], axis=0)
+    profile = np.mean(s[drop : n - drop], axis=0)
     smooth = ndimage.median_filter(profile, size, mode="reflect")
     ratio = np.divide(profile, smooth, out=np.ones_like(profile), where=smooth != 0)
     mask = ndimage.binary_dilation(detect_stripes(ratio, snr), iterations=2)
@@ -266,8 +273,12 @@ def remove_all_stripes(sino, snr: float = 3.0, la_size: int = 51, sm_size: int =
     return remove_stripe_sorting(out, sm_size)
 
 
-STRIPE_METHODS = {"sorting": remove_stripe_sorting, "large": remove_large_stripes, "dead": remove_dead_stripes,
-                  "all": remove_all_stripes}
+STRIPE_METHODS = {
+    "sorting": remove_stripe_sorting,
+    "large": remove_large_stripes,
+    "dead": remove_dead_stripes,
+    "all": remove_all_stripes,
+}
 
 
 def remove_stripes_in_projections(proj, method: str = "all", **options) -> np.ndarray:
@@ -330,8 +341,9 @@ def _fft_filter(stack, kernel) -> np.ndarray:
     return scipy.fft.irfft2(spec, s=stack.shape[1:]).astype(np.float32, copy=False)
 
 
-def paganin_filter(proj, pixel_size_um: float, distance_mm: float, energy_kev: float, delta_beta: float,
-                   pad: int | None = None) -> np.ndarray:
+def paganin_filter(
+    proj, pixel_size_um: float, distance_mm: float, energy_kev: float, delta_beta: float, pad: int | None = None
+) -> np.ndarray:
     """Single-material phase retrieval of normalised projections ``(n, rows, cols)`` (or one
     projection): ``F⁻¹[ F[I/I₀] / (1 + π λ z (δ/β) |f|²) ]`` — the filtered transmission, whose −log
     is μ·t; pass 2 takes that log. ``pad`` px of edge padding per side (default :func:`paganin_pad`;
@@ -347,11 +359,12 @@ def paganin_filter(proj, pixel_size_um: float, distance_mm: float, energy_kev: f
         rows, cols = stack.shape[1:]
         extra_r = scipy.fft.next_fast_len(rows + 2 * pad, real=True) - rows  # FFT-friendly sizes
         extra_c = scipy.fft.next_fast_len(cols + 2 * pad, real=True) - cols
-        work = np.pad(stack, ((0, 0), (extra_r // 2, extra_r - extra_r // 2), (extra_c // 2, extra_c - extra_c // 2)),
-                      mode="edge")
+        work = np.pad(
+            stack, ((0, 0), (extra_r // 2, extra_r - extra_r // 2), (extra_c // 2, extra_c - extra_c // 2)), mode="edge"
+        )
     else:
         work = stack
     out = _fft_filter(work, paganin_kernel(work.shape[1:], pixel_size_um, distance_mm, energy_kev, delta_beta))
     if pad:
-        out = out[:, extra_r // 2:extra_r // 2 + rows, extra_c // 2:extra_c // 2 + cols]
+        out = out[:, extra_r // 2 : extra_r // 2 + rows, extra_c // 2 : extra_c // 2 + cols]
     return out[0] if single else out

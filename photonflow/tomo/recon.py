@@ -66,8 +66,14 @@ __all__ = [
 FILTERS = ("ramp", "shepp", "cosine", "hann", "hamming", "parzen")
 BACKENDS = ("gridrec", "fbp", "torch", "algotom", "tomopy", "tomocupy")
 
-_BACKEND_MODULES = {"gridrec": "finufft", "fbp": "numba", "torch": "torch", "algotom": "algotom", "tomopy": "tomopy",
-                    "tomocupy": "tomocupy"}
+_BACKEND_MODULES = {
+    "gridrec": "finufft",
+    "fbp": "numba",
+    "torch": "torch",
+    "algotom": "algotom",
+    "tomopy": "tomopy",
+    "tomocupy": "tomocupy",
+}
 
 
 def available_backends() -> list[str]:
@@ -154,8 +160,10 @@ def validate_sinograms(sinograms, theta_deg, center_px, *, name: str = "sinogram
     bad = ~np.isfinite(sino)
     if bad.any():
         idx = np.argwhere(bad)[0]
-        raise ValueError(f"{name}: {int(bad.sum())} NaN/inf values (first at slice {idx[0]}, angle {idx[1]}, "
-                         f"column {idx[2]}); apply sino.minus_log with a floor and remove dead pixels first")
+        raise ValueError(
+            f"{name}: {int(bad.sum())} NaN/inf values (first at slice {idx[0]}, angle {idx[1]}, "
+            f"column {idx[2]}); apply sino.minus_log with a floor and remove dead pixels first"
+        )
     return sino, np.deg2rad(theta), center
 
 
@@ -217,8 +225,17 @@ class GridrecPlan:
     """A reusable FINUFFT type-1 plan for one geometry (angles, width, padding): the polar sample
     points are set once; :meth:`__call__` reconstructs batches of ``n_trans`` slices."""
 
-    def __init__(self, theta_rad, width: int, n_pad: int, *, n_trans: int = 4, eps: float = 1e-4,
-                 nthreads: int = 1, upsampfac: float = 1.25):
+    def __init__(
+        self,
+        theta_rad,
+        width: int,
+        n_pad: int,
+        *,
+        n_trans: int = 4,
+        eps: float = 1e-4,
+        nthreads: int = 1,
+        upsampfac: float = 1.25,
+    ):
         import finufft
 
         self.width = int(width)
@@ -231,8 +248,16 @@ class GridrecPlan:
         # FINUFFT's mode k of an N-point axis is pixel k + N//2, whose coordinate is k + delta.
         delta = (self.width // 2) - (self.width - 1) / 2.0
         self.shift = np.exp(1j * delta * (kx + kr)).astype(np.complex64) if delta != 0 else None
-        self.plan = finufft.Plan(1, (self.width, self.width), n_trans=self.n_trans, eps=eps, isign=1,
-                                 dtype="complex64", nthreads=nthreads, upsampfac=upsampfac)
+        self.plan = finufft.Plan(
+            1,
+            (self.width, self.width),
+            n_trans=self.n_trans,
+            eps=eps,
+            isign=1,
+            dtype="complex64",
+            nthreads=nthreads,
+            upsampfac=upsampfac,
+        )
         self.plan.setpts(kr.astype(np.float32), kx.astype(np.float32))
 
     def __call__(self, coeffs: np.ndarray) -> np.ndarray:
@@ -249,16 +274,17 @@ def _recon_gridrec(sino, theta, center, filter_name, pad, *, batch=4, eps=1e-4, 
     n_trans = max(1, min(int(batch), n_slices))
     plan = None
     for s0 in range(0, n_slices, n_trans):
-        chunk = sino[s0:s0 + n_trans]
+        chunk = sino[s0 : s0 + n_trans]
         spec, _ = _filtered_spectra(chunk, theta, center, filter_name, pad)
         nb = chunk.shape[0]
         if plan is None:
-            plan = GridrecPlan(theta, width, padded_length(width), n_trans=n_trans, eps=eps,
-                               nthreads=nthreads, upsampfac=upsampfac)
+            plan = GridrecPlan(
+                theta, width, padded_length(width), n_trans=n_trans, eps=eps, nthreads=nthreads, upsampfac=upsampfac
+            )
         coeffs = spec.reshape(nb, -1)
         if nb < n_trans:
             coeffs = np.concatenate([coeffs, np.zeros((n_trans - nb, coeffs.shape[1]), np.complex64)])
-        out[s0:s0 + nb] = plan(coeffs)[:nb]
+        out[s0 : s0 + nb] = plan(coeffs)[:nb]
     return out
 
 
@@ -323,8 +349,18 @@ def _recon_algotom(sino, theta, center, filter_name, pad):
     # algotom multiplies by π/(n−1); photonflow's weights sum to π over the angles.
     scale = (n_angles - 1) / n_angles
     for s in range(n_slices):
-        rec = fbp_reconstruction(sino[s].copy(), center, angles=theta, ratio=None, filter_name=_ALGOTOM_FILTERS[filter_name],
-                                 pad=None, pad_mode="edge" if pad else "constant", apply_log=False, gpu=False, ncore=1)
+        rec = fbp_reconstruction(
+            sino[s].copy(),
+            center,
+            angles=theta,
+            ratio=None,
+            filter_name=_ALGOTOM_FILTERS[filter_name],
+            pad=None,
+            pad_mode="edge" if pad else "constant",
+            apply_log=False,
+            gpu=False,
+            ncore=1,
+        )
         out[s] = np.asarray(rec, dtype=np.float32) * scale
     return out
 
@@ -354,7 +390,11 @@ def _recon_torch(sino, theta, center, filter_name, pad, *, device="auto", angle_
         for a0 in range(0, n_angles, angle_batch):
             a1 = min(a0 + angle_batch, n_angles)
             k = a1 - a0
-            pos = (center + left) + x[None, None, :] * cos_t[a0:a1, None, None] + y[None, :, None] * sin_t[a0:a1, None, None]
+            pos = (
+                (center + left)
+                + x[None, None, :] * cos_t[a0:a1, None, None]
+                + y[None, :, None] * sin_t[a0:a1, None, None]
+            )
             i0 = torch.floor(pos)
             t = (pos - i0).reshape(1, k, -1)
             i0 = i0.long().reshape(1, k, -1)
@@ -369,8 +409,10 @@ def _recon_torch(sino, theta, center, filter_name, pad, *, device="auto", angle_
 def _recon_tomocupy(sino, theta, center, filter_name, pad):  # pragma: no cover - conda-only, needs a GPU
     from tomocupy import rec  # noqa: F401 - its API takes a config object; not wired up here
 
-    raise NotImplementedError("the tomocupy backend is detected but not wired up: tomocupy runs as its own "
-                              "command-line reconstructor (tomocupy recon), not as a library call")
+    raise NotImplementedError(
+        "the tomocupy backend is detected but not wired up: tomocupy runs as its own "
+        "command-line reconstructor (tomocupy recon), not as a library call"
+    )
 
 
 def _recon_tomopy(sino, theta, center, filter_name, pad):  # pragma: no cover - tomopy is conda-only
@@ -409,8 +451,10 @@ def reconstruct(
     if backend not in BACKENDS:
         raise ValueError(f"unknown reconstruction backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if importlib.util.find_spec(_BACKEND_MODULES[backend]) is None:
-        raise ImportError(f"reconstruction backend {backend!r} needs the package {_BACKEND_MODULES[backend]!r}, "
-                          f"which is not installed (installed backends: {', '.join(available_backends()) or 'none'})")
+        raise ImportError(
+            f"reconstruction backend {backend!r} needs the package {_BACKEND_MODULES[backend]!r}, "
+            f"which is not installed (installed backends: {', '.join(available_backends()) or 'none'})"
+        )
     if filter_name not in FILTERS:
         raise ValueError(f"unknown filter {filter_name!r}; choose one of {', '.join(FILTERS)}")
     sino, theta, center = validate_sinograms(sinograms, theta_deg, center_px)

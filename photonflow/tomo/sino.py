@@ -72,7 +72,7 @@ def sino_360_to_180(sino, center_px: float, *, side: str | None = None):
     if side is None:
         side = "right" if c >= (width - 1) / 2.0 else "left"
     half = n_angles // 2
-    first, second = s[:, :half], s[:, half:2 * half]
+    first, second = s[:, :half], s[:, half : 2 * half]
     if side == "left":  # mirror the problem: axis on the right of the flipped detector
         first, second = first[..., ::-1], second[..., ::-1]
         c = width - 1 - c
@@ -99,7 +99,7 @@ def sino_360_to_180(sino, center_px: float, *, side: str | None = None):
     w2 = np.where(valid2, 1.0 - w1, 0.0)
     w1 = w1.astype(np.float32)
     w2 = w2.astype(np.float32)
-    out[..., : width] += first * w1[:width]
+    out[..., :width] += first * w1[:width]
     out += mirrored * w2
     new_center = c
     if side == "left":
@@ -142,7 +142,9 @@ def stripe_statistic(sino, size: int = 31) -> tuple[np.ndarray, np.ndarray]:
     stat = np.median(second, axis=0)
     mad = np.median(np.abs(second - np.median(second))) * 1.4826
     pixel_sigma = 1.2533 * mad / np.sqrt(s.shape[0])
-    local = 1.4826 * ndimage.median_filter(np.abs(stat - ndimage.median_filter(stat, size, mode="reflect")), size, mode="reflect")
+    local = 1.4826 * ndimage.median_filter(
+        np.abs(stat - ndimage.median_filter(stat, size, mode="reflect")), size, mode="reflect"
+    )
     return stat, np.maximum(local, pixel_sigma)
 
 
@@ -226,11 +228,19 @@ class ScaledVolume:
     def to_float(self) -> np.ndarray:
         """The float values (float32) the integers stand for."""
         maxint = np.iinfo(self.data.dtype).max
-        return (self.vmin + self.data.astype(np.float32) * np.float32((self.vmax - self.vmin) / maxint)).astype(np.float32)
+        return (self.vmin + self.data.astype(np.float32) * np.float32((self.vmax - self.vmin) / maxint)).astype(
+            np.float32
+        )
 
 
-def to_uint(volume, vmin: float | None = None, vmax: float | None = None, *, dtype=np.uint16,
-            percentiles: tuple[float, float] = (0.01, 99.99)) -> ScaledVolume:
+def to_uint(
+    volume,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    *,
+    dtype=np.uint16,
+    percentiles: tuple[float, float] = (0.01, 99.99),
+) -> ScaledVolume:
     """Scale a float volume linearly to ``dtype`` (uint16 or uint8): ``vmin`` → 0, ``vmax`` → the
     largest integer, values outside clipped (and counted). A missing bound is the given percentile
     of the finite values. NaN maps to 0. The range is recorded in the result."""

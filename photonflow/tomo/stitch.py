@@ -10,11 +10,12 @@ overlaps with weights that fall linearly from each scan's edge and sum to 1.
 
 from __future__ import annotations
 
-from photonflow.errors import InputError
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from photonflow.errors import InputError
 
 
 class StitchError(InputError, ValueError):
@@ -101,7 +102,7 @@ def _phase_integer_offset(a, b, start: int) -> int:
     """Integer offset from phase correlation of ``a``'s columns from ``start`` on with as many
     first columns of ``b`` (rows averaged in the cross-power spectrum)."""
     w = min(a.shape[-1] - start, b.shape[-1])
-    A = a[..., start:start + w].reshape(-1, w)
+    A = a[..., start : start + w].reshape(-1, w)
     B = b[..., :w].reshape(-1, w)
     n = 2 * w  # zero-padded: linear, not circular, correlation
     FA = np.fft.fft(A - A.mean(axis=1, keepdims=True), n=n, axis=1)
@@ -112,8 +113,9 @@ def _phase_integer_offset(a, b, start: int) -> int:
     return start + k
 
 
-def stitch_offsets(scans, guesses, window: int = 20, method: str = "difference",
-                   sample: slice | None = None) -> StitchResult:
+def stitch_offsets(
+    scans, guesses, window: int = 20, method: str = "difference", sample: slice | None = None
+) -> StitchResult:
     """Offsets between consecutive scans. ``scans``: list of (n, rows, cols_i) arrays with the same
     n and rows; ``guesses``: k−1 offsets (px) from the motors; ``sample``: projections used for
     the search (default every 10th)."""
@@ -157,10 +159,10 @@ def blend(scans, offsets) -> np.ndarray:
         if i < len(scans) - 1:
             ov = int(np.ceil(starts[i] + cols - starts[i + 1]))
             if ov > 0:
-                w[cols - ov:] = np.minimum(w[cols - ov:], (ov - np.arange(ov) - 0.5) / ov)
+                w[cols - ov :] = np.minimum(w[cols - ov :], (ov - np.arange(ov) - 0.5) / ov)
         if frac > 0:
             w[0] = 0.0  # the first column after a fractional shift is extrapolated
         stop = min(width, s0 + cols)
-        total[:, :, s0:stop] += placed[:, :, :stop - s0] * w[None, None, :stop - s0]
-        weight[s0:stop] += w[:stop - s0]
+        total[:, :, s0:stop] += placed[:, :, : stop - s0] * w[None, None, : stop - s0]
+        weight[s0:stop] += w[: stop - s0]
     return (total / np.where(weight > 0, weight, 1.0)[None, None, :]).astype(np.float32)
