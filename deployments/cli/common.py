@@ -189,3 +189,21 @@ def print_run_summary(summary: Any) -> int:
         if path:
             print(f"  {name}: {path}")
     return 1 if s.failed else 0
+
+
+def run_and_report(flow_fn, kwargs: dict, profile: dict, title: str, detail: str = "") -> int:
+    """Say what runs where, run the flow on the profile, print its summary; returns the exit code.
+
+    title: the command ("sfx", "demo sfx"); detail: what the user would check first (", finder
+    peaknet")."""
+    from photonflow.deployments.clusters import task_runner_spec
+
+    runner_name, runner_kwargs = task_runner_spec(profile)
+    inputs = kwargs.get("inputs")
+    print(
+        f"photonflow {title}: {len(inputs) if inputs is not None else 0} input(s){detail}\n"
+        f"  tasks run on: {describe_runner(profile, runner_name, runner_kwargs)}\n"
+        f"  outputs go to: {kwargs['output_dir']}",
+        flush=True,
+    )
+    return print_run_summary(run_on_profile(flow_fn, kwargs, profile))

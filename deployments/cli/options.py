@@ -272,11 +272,11 @@ def add_operation_command(sub, op) -> argparse.ArgumentParser:
 def run_operation_command(op, args: argparse.Namespace) -> int:
     """Merge, validate, run on the profile, print: the whole command of a registry operation."""
     from photonflow.config import validate_config
-    from photonflow.deployments.cli.common import expand_inputs, print_run_summary, run_on_profile
+    from photonflow.deployments.cli.common import expand_inputs, run_and_report
     from photonflow.deployments.clusters import load_cluster_profile
 
     run, source = run_from_args(op.name, op.schema, args, args.option_specs)
     run = validate_config(run, op.schema, source=source)
     extra = {"inputs": expand_inputs(run["inputs"])} if run.get("inputs") else {}
     profile = load_cluster_profile(run.get("cluster", "local"))
-    return print_run_summary(run_on_profile(op.load_flow(), flow_kwargs(op, run, **extra), profile))
+    return run_and_report(op.load_flow(), flow_kwargs(op, run, **extra), profile, op.name)

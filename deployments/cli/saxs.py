@@ -12,13 +12,11 @@ from pathlib import Path
 from photonflow.config import DATA_ENV, ConfigError, load_json_config, shared_data_dir, validate_config
 from photonflow.deployments.cli.common import (
     UsageError,
-    describe_runner,
     expand_inputs,
-    print_run_summary,
-    run_on_profile,
+    run_and_report,
 )
 from photonflow.deployments.cli.options import add_schema_options, run_from_args
-from photonflow.deployments.clusters import available_profiles, load_cluster_profile, task_runner_spec
+from photonflow.deployments.clusters import available_profiles, load_cluster_profile
 
 
 def add_parsers(sub) -> None:
@@ -123,14 +121,7 @@ def _run_saxs(kwargs: dict, profile: dict, title: str = "saxs") -> int:
     unsupported = [] if takes_any else [k for k in kwargs if k not in params]
     if unsupported:
         raise UsageError(f"this version of photonflow.flows.saxs does not accept {', '.join(unsupported)}")
-    runner_name, runner_kwargs = task_runner_spec(profile)
-    print(
-        f"photonflow {title}: {len(kwargs['inputs'])} input(s), calibration {kwargs['calibration']}\n"
-        f"  tasks run on: {describe_runner(profile, runner_name, runner_kwargs)}\n"
-        f"  outputs go to: {kwargs['output_dir']}",
-        flush=True,
-    )
-    return print_run_summary(run_on_profile(saxs_flow, kwargs, profile))
+    return run_and_report(saxs_flow, kwargs, profile, title, f", calibration {kwargs['calibration']}")
 
 
 _REAL_CALIBRATION = "CeO2_Pilatus1M.poni"

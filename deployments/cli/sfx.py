@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 from photonflow.config import ConfigError, validate_config
-from photonflow.deployments.cli.common import print_run_summary
 from photonflow.deployments.cli.options import add_schema_options, flow_kwargs, run_from_args
 
 #: peakfinder8 parameters that suit the simulated detectors (10 ADU per photon, 75 µm pixels).
@@ -128,19 +127,12 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
 
 def run_flow(kwargs: dict, profile: dict, title: str = "sfx") -> int:
     """Run the sfx flow on the profile's task runner and print the summary; returns the exit code."""
-    from photonflow.deployments.cli.common import describe_runner, run_on_profile
-    from photonflow.deployments.clusters import task_runner_spec
+    from photonflow.deployments.cli.common import run_and_report
     from photonflow.flows.sfx import sfx_flow
 
-    runner_name, runner_kwargs = task_runner_spec(profile)
-    print(
-        f"photonflow {title}: {len(kwargs['inputs'])} input(s), geometry {kwargs['geometry']}, "
-        f"finder {kwargs['finder']}\n"
-        f"  tasks run on: {describe_runner(profile, runner_name, runner_kwargs)}\n"
-        f"  outputs go to: {kwargs['output_dir']}",
-        flush=True,
+    return run_and_report(
+        sfx_flow, kwargs, profile, title, f", geometry {kwargs['geometry']}, finder {kwargs['finder']}"
     )
-    return print_run_summary(run_on_profile(sfx_flow, kwargs, profile))
 
 
 def cmd_sfx(args: argparse.Namespace) -> int:
