@@ -1,8 +1,10 @@
-"""Real-time benchmark: a simulated detector writes 1 Mpx frames into a watched directory while
-`photonflow watch` integrates them.
+"""Real-time benchmark: a simulated detector writes frames into a watched directory while
+`photonflow watch` processes them.
 
-    python benchmarks/realtime.py                       # 200 Hz for 60 s (the issue's case)
+    python benchmarks/realtime.py                       # SAXS: 200 Hz for 60 s (the issue's case)
     python benchmarks/realtime.py --rate 100 --duration 20
+    python benchmarks/realtime.py --operation sfx --rate 0 --frames 400     # SFX: as fast as it goes
+    python benchmarks/realtime.py --operation sfx --rate 8 --duration 60    # SFX: latency at 8 Hz
 
 The detector (photonflow.simulate.detector.DetectorWriter, in this process) writes Pilatus 1M frames
 (1043 × 981 int32, 4.1 MB: the real CeO2 image with Poisson noise) with a temporary name and renames
@@ -10,15 +12,23 @@ each into place, at a fixed rate. `photonflow watch` runs as its own process (th
 on the embedded default: Prefect's local API). Like a detector PC's ring buffer, a cleaner deletes raw
 files once the ledger says they are done (the disk here cannot hold 48 GB per minute otherwise).
 
+SFX (``--operation sfx``): live peak and hit finding (peakfinder8, numpy) on simulated 1920 x 1920
+serial-crystallography frames (config/geometry/sim1920.geom; 16 distinct frames, hits and non-hits),
+one single-event CXI file (Bitshuffle-LZ4 int32, 3 MB) per frame, each hard-linked under a temporary
+name and renamed into place (no disk bandwidth needed); ``--rate 0`` writes them all at once, which
+measures the throughput (frames/s from the first frame complete to the last result).
+
 Printed: frames written, processed, missed (written but never done), duplicated (processed more than
-once), and the latency from "file complete" (after the rename) to "result written" (the ledger's
-finish time, taken after the outputs are in place): p50, p99, max. Targets on this 2-core machine:
-zero missed, zero duplicated, p50 < 100 ms, p99 < 1 s.
+once, or a frame in more than one of the run's results), the throughput, and the latency from "file
+complete" (after the rename) to "result written" (the ledger's finish time, taken after the outputs
+are in place): p50, p99, max. SAXS targets on this 2-core machine: zero missed, zero duplicated,
+p50 < 100 ms, p99 < 1 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shutil
@@ -41,11 +51,13 @@ sys.path.insert(0, str(REPO))
 DATA = Path(os.environ.get("PHOTONFLOW_DATA", REPO.parent / "shared" / "data")) / "saxs"
 
 
-def prepare(workdir: Path, args) -> tuple[Path, Path, np.ndarray]:
+def prepare_saxs(workdir: Path, args, n_frames: int):
+    """Pilatus 1M frames, a SAXSDOG calibration, the watch config; the detector writer."""
     import fabio
     import tifffile
 
     from photonflow.geometry import Geometry
+    from photonflow.simulate.detector import DetectorWriter
 
     image = fabio.open(str(DATA / "CeO2_Pilatus1M.tif")).data
     rng = np.random.default_rng(0)
@@ -62,15 +74,29 @@ def prepare(workdir: Path, args) -> tuple[Path, Path, np.ndarray]:
             "Tilt": {"TiltRotDeg": -fit2d["tilt_plane_rotation_deg"], "TiltAngleDeg": fit2d["tilt_deg"]},
         },
         "Wavelength": 0.4066,
-        "Masks": [{"Name": "full", "MaskFile": "mask.tif", "Oversampling": args.oversampling,
-                   "PixelPerRadialElement": 1.0, "qStart": 5.0, "qStop": 40.0}],
+        "Masks": [
+            {
+                "Name": "full",
+                "MaskFile": "mask.tif",
+                "Oversampling": args.oversampling,
+                "PixelPerRadialElement": 1.0,
+                "qStart": 5.0,
+                "qStop": 40.0,
+            }
+        ],
         "OverwriteFiles": True,
     }
     (workdir / "calibration.json").write_text(json.dumps(calibration, indent=2))
+    config, incoming = write_watch(workdir, args, "*.tif", calibration="calibration.json")
+    return config, incoming, DetectorWriter(incoming, frames, rate_hz=args.rate, mode="rename", count=n_frames)
+
+
+def write_watch(workdir: Path, args, pattern: str, **operation) -> tuple[Path, Path]:
+    """The watch config (``operation``: the operation's fields) and the empty incoming directory."""
     watch = {
-        "calibration": "calibration.json",
+        **operation,
         "output_dir": "out",
-        "patterns": ["*.tif"],
+        "patterns": [pattern],
         "batch_max_frames": args.batch_frames,
         "batch_max_wait_ms": args.batch_wait_ms,
         "workers": args.workers,
@@ -79,7 +105,76 @@ def prepare(workdir: Path, args) -> tuple[Path, Path, np.ndarray]:
     (workdir / "watch.json").write_text(json.dumps(watch, indent=2))
     incoming = workdir / "incoming"
     incoming.mkdir()
-    return workdir / "watch.json", incoming, frames
+    return workdir / "watch.json", incoming
+
+
+class LinkWriter:
+    """Frame files renamed into place at ``rate_hz`` (0: all at once): ``sources`` cycled, each frame
+    hard-linked under a hidden temporary name, then renamed to ``frame_NNNNNN<suffix>``; ``written``
+    lists ``(path, event, t_complete)`` as DetectorWriter's does (``event`` 0: one-event CXI files)."""
+
+    def __init__(self, directory: Path, sources: list[Path], rate_hz: float, count: int, event=0):
+        self.directory, self.sources, self.rate_hz, self.count, self.event = directory, sources, rate_hz, count, event
+        self.written: list[tuple[str, int | None, float]] = []
+        self.max_lag_s = 0.0
+        self.achieved_rate_hz = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def _run(self) -> None:
+        t0 = time.time()
+        for i in range(self.count):
+            due = t0 + (i / self.rate_hz if self.rate_hz else 0.0)
+            now = time.time()
+            if due > now:
+                time.sleep(due - now)
+            self.max_lag_s = max(self.max_lag_s, time.time() - due)
+            src = self.sources[i % len(self.sources)]
+            final = self.directory / f"frame_{i:06d}{src.suffix}"
+            tmp = self.directory / f".{final.name}.tmp"
+            os.link(src, tmp)
+            os.replace(tmp, final)
+            self.written.append((str(final), self.event, time.time()))
+        elapsed = time.time() - t0
+        self.achieved_rate_hz = self.count / elapsed if elapsed > 0 else None
+
+
+def prepare_sfx(workdir: Path, args, n_frames: int):
+    """16 simulated 1920 x 1920 frames (one CXI file each), the SFX watch config; the link writer."""
+    from photonflow.deployments.cli.sfx import SIMULATED_DETECTOR_PF8
+    from photonflow.io.geom import load_geometry
+    from photonflow.simulate.sfx import write_sfx_dataset
+
+    ds = write_sfx_dataset(
+        workdir / "stage", load_geometry(REPO / "config" / "geometry" / "sim1920.geom"), 16, frames_per_file=1, seed=0
+    )
+    sfx = {
+        "geometry": str(ds.geometry_path),
+        "min_peaks": 10,
+        "max_peaks": 2048,
+        "peakfinder8": SIMULATED_DETECTOR_PF8,
+    }
+    config, incoming = write_watch(workdir, args, "*.cxi", operation="sfx", sfx=sfx)
+    return config, incoming, LinkWriter(incoming, ds.cxi_files, args.rate, n_frames)
+
+
+def sfx_duplicates(out: Path) -> int:
+    """Frames in more than one row of frames.csv, or in more than one per-batch peak list."""
+    from photonflow.io import read_table_csv
+    from photonflow.io.cxi import read_cxi_sources
+
+    extra = 0
+    if (out / "frames.csv").exists():
+        table = read_table_csv(out / "frames.csv")
+        rows = collections.Counter(zip(table["path"].tolist(), table["event"].tolist()))
+        extra += sum(n - 1 for n in rows.values())
+    in_peaks = collections.Counter(s for p in (out / "peaks").glob("*.cxi") for s in read_cxi_sources(p))
+    return extra + sum(n - 1 for n in in_peaks.values())
 
 
 def cleaner(ledger_path: Path, stop: threading.Event, interval: float = 0.5) -> None:
@@ -106,42 +201,55 @@ def cleaner(ledger_path: Path, stop: threading.Event, interval: float = 0.5) -> 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=200.0, help="frames per second (default 200)")
+    parser.add_argument("--operation", choices=["saxs", "sfx"], default="saxs")
+    parser.add_argument("--rate", type=float, default=200.0, help="frames per second (default 200; 0: at once)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of writing (default 60)")
-    parser.add_argument("--oversampling", type=int, default=3)
-    parser.add_argument("--batch-frames", type=int, default=16)
+    parser.add_argument("--frames", type=int, help="frames to write (default: rate x duration)")
+    parser.add_argument("--oversampling", type=int, default=3, help="SAXS: the calibration's oversampling")
+    parser.add_argument("--batch-frames", type=int, help="frames per micro-batch (default SAXS 16, SFX 8)")
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", default="/tmp/photonflow-bench-realtime")
     parser.add_argument("--keep", action="store_true", help="keep the raw frames (needs 4 MB per frame of disk)")
     parser.add_argument("--json", help="write the figures to this JSON file")
     args = parser.parse_args(argv)
-
-    from photonflow.simulate.detector import DetectorWriter
+    if args.batch_frames is None:
+        args.batch_frames = 16 if args.operation == "saxs" else 8
+    n_frames = args.frames or int(round(args.rate * args.duration))
+    if n_frames < 1:
+        parser.error("give --frames with --rate 0")
 
     workdir = Path(args.workdir)
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
-    config, incoming, frames = prepare(workdir, args)
-    n_frames = int(round(args.rate * args.duration))
+    prepare = prepare_saxs if args.operation == "saxs" else prepare_sfx
+    config, incoming, writer = prepare(workdir, args, n_frames)
 
     env = dict(os.environ, PREFECT_HOME=str(workdir / "prefect-home"), PHOTONFLOW_DASK_LOGS="warning")
     log = open(workdir / "watch.log", "w")
-    watch = subprocess.Popen([sys.executable, "-m", "deployments.cli", "watch", str(config), str(incoming)],
-                             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "photonflow.deployments.cli", "watch", str(config), str(incoming)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.time() + 180
     while "watching" not in (workdir / "watch.log").read_text():
         if watch.poll() is not None or time.time() > deadline:
             sys.exit(f"photonflow watch did not start; see {workdir / 'watch.log'}")
         time.sleep(0.2)
     time.sleep(1.0)
-    print(f"photonflow watch is up; writing {n_frames} frames at {args.rate:g} Hz for {args.duration:g} s")
+    print(
+        f"photonflow watch ({args.operation}) is up; writing {n_frames} frames at "
+        + (f"{args.rate:g} Hz" if args.rate else "once")
+    )
 
     stop_cleaner = threading.Event()
     ledger_path = workdir / "out" / "ledger.sqlite"
     if not args.keep:
         threading.Thread(target=cleaner, args=(ledger_path, stop_cleaner), daemon=True).start()
-    writer = DetectorWriter(incoming, frames, rate_hz=args.rate, mode="rename", count=n_frames)
     writer.start()
     writer.join()
     t_written = time.time()
@@ -175,9 +283,14 @@ def main(argv=None) -> dict:
     done = sum(1 for r in rows if r[2] == "done")
     failed = sum(1 for r in rows if r[2] == "failed")
     duplicated = sum(1 for r in rows if r[3] > 1) + (len(rows) - len(by_path))
+    if args.operation == "sfx":
+        duplicated += sfx_duplicates(workdir / "out")
     missed = sum(1 for p in complete if p not in by_path or by_path[p][2] != "done")
     chi = list((workdir / "out" / "chi").rglob("*.chi"))
+    finished = [r[4] for r in rows if r[2] == "done"]
+    span = max(finished) - min(complete.values()) if finished and complete else 0.0
     result = {
+        "operation": args.operation,
         "rate_hz": args.rate,
         "duration_s": args.duration,
         "frames_written": len(writer.written),
@@ -188,20 +301,32 @@ def main(argv=None) -> dict:
         "missed": missed,
         "duplicated": duplicated,
         "chi_files": len(chi),
+        "frames_per_s": done / span if span > 0 else None,
         "latency_p50_ms": float(np.percentile(latencies, 50) * 1e3) if latencies.size else None,
         "latency_p99_ms": float(np.percentile(latencies, 99) * 1e3) if latencies.size else None,
         "latency_max_ms": float(latencies.max() * 1e3) if latencies.size else None,
         "drain_after_last_write_s": drain_s,
         "watch_exit_code": watch.returncode,
     }
-    print(f"frames written      {result['frames_written']} (writer achieved {writer.achieved_rate_hz or 0:.1f} Hz, "
-          f"max lag {writer.max_lag_s * 1e3:.0f} ms)")
-    print(f"frames processed    {done} (failed {failed}); .chi files {len(chi)}")
+    print(
+        f"frames written      {result['frames_written']} (writer achieved {writer.achieved_rate_hz or 0:.1f} Hz, "
+        f"max lag {writer.max_lag_s * 1e3:.0f} ms)"
+    )
+    print(
+        f"frames processed    {done} (failed {failed})"
+        + (f"; .chi files {len(chi)}" if args.operation == "saxs" else "")
+    )
+    if result["frames_per_s"]:
+        print(f"throughput          {result['frames_per_s']:.1f} frames/s (first frame complete → last result)")
     print(f"missed              {missed}      [target 0]")
     print(f"duplicated          {duplicated}      [target 0]")
     if latencies.size:
-        print(f"latency file complete → result written: p50 {result['latency_p50_ms']:.1f} ms [target < 100], "
-              f"p99 {result['latency_p99_ms']:.1f} ms [target < 1000], max {result['latency_max_ms']:.1f} ms")
+        saxs = args.operation == "saxs"
+        print(
+            f"latency file complete → result written: p50 {result['latency_p50_ms']:.1f} ms"
+            f"{' [target < 100]' if saxs else ''}, p99 {result['latency_p99_ms']:.1f} ms"
+            f"{' [target < 1000]' if saxs else ''}, max {result['latency_max_ms']:.1f} ms"
+        )
     print(f"backlog drained {drain_s:.1f} s after the last write; log: {workdir / 'watch.log'}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -99,7 +99,7 @@ def build_deployments(cfg: dict) -> list:
         )
     live = cfg.get("live", {})
     if live is not None:
-        from photonflow.flows.live import saxs_live_flow as live_flow
+        from photonflow.flows.live import live_flow
 
         params = {k: live[k] for k in ("config", "directories") if live.get(k)}
         deployments.append(

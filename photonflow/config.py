@@ -136,10 +136,44 @@ def load_schema(schema_name: str) -> dict:
         schema = load_json(path)
         if schema.get("x-compose") == "operations":
             schema = _compose_operations(schema)
+        elif schema.get("x-compose") == "live-operations":
+            schema = _compose_live_operations(schema)
         Draft202012Validator.check_schema(schema)
         _SCHEMA_CACHE[schema_name] = (mtime, schema)
         return schema
     return cached[1]
+
+
+#: Run-file fields a watch takes from the watch itself (its directories and output), not a section.
+_WATCH_OWN = ("$schema", "inputs", "output_dir", "batch_size", "cluster")
+
+
+def _compose_live_operations(schema: dict) -> dict:
+    """The watch schema: ``operation`` names a live operation of the registry; each live operation
+    besides saxs (whose fields are the watch's top-level fields) gets a section of its run-file
+    fields, as the run schema declares them."""
+    from .operations import OPERATIONS, live_names
+
+    schema = copy.deepcopy(schema)
+    schema["properties"]["operation"]["enum"] = live_names()
+    for op in OPERATIONS.values():
+        if not op.live or op.name == "saxs":
+            continue
+        run = load_schema(op.schema)
+        fields = {k: v for k, v in run.get("properties", {}).items() if k not in _WATCH_OWN}
+        section = {
+            "description": f"Operation '{op.name}': {op.title}, the fields of config/schemas/{op.schema}.schema.json "
+            "(without inputs, output_dir, batch_size and cluster, which the watch sets).",
+            "type": "object",
+            "additionalProperties": False,
+            "patternProperties": {"^_": {"description": "Comment."}},
+            "properties": fields,
+        }
+        required = [k for k in run.get("required", ()) if k not in _WATCH_OWN]
+        if required:
+            section["required"] = required
+        schema["properties"][op.serve_key] = section
+    return schema
 
 
 def _compose_operations(schema: dict) -> dict:
@@ -447,8 +481,74 @@ def _check_cluster_profile(profile: dict) -> list[tuple[str, str]]:
     return errors
 
 
+def _check_sfx_run(run: dict) -> list[tuple[str, str]]:
+    """The hit bounds in order (the sfx run file, and the watch's sfx section)."""
+    lo, hi = run.get("min_peaks"), run.get("max_peaks")
+    if lo is not None and hi is not None and lo > hi:
+        return [("max_peaks", f"{hi} is below min_peaks ({lo})")]
+    return []
+
+
+def _check_laue_run(run: dict) -> list[tuple[str, str]]:
+    """The rotated model is the numpy one on the sampled profile (the laue run file, the watch's section)."""
+    if run.get("rotated") and (run.get("pixel_integrated") or run.get("backend") == "torch"):
+        return [
+            (
+                "rotated",
+                "the rotated model needs the numpy backend and the sampled profile "
+                "(pixel_integrated and backend torch are axis-aligned only)",
+            )
+        ]
+    return []
+
+
+def watch_section_errors(cfg: dict) -> list[tuple[str, str]]:
+    """A watch section for another operation than the one named (usually a missing ``"operation"``)."""
+    from .operations import OPERATIONS
+
+    operation = cfg.get("operation", "saxs") if isinstance(cfg, dict) else "saxs"
+    return [
+        (
+            op.serve_key,
+            f"parameters of operation {op.name!r}, but the operation is {operation!r} (add "
+            f'"operation": "{op.name}", or remove this section)',
+        )
+        for op in OPERATIONS.values()
+        if op.live and op.name != "saxs" and op.serve_key in cfg and op.name != operation
+    ]
+
+
+def _check_watch(cfg: dict) -> list[tuple[str, str]]:
+    """The section of the operation the watch names (its own run file's rules) and, for SAXS, the
+    fields that only a .poni calibration takes."""
+    operation = cfg.get("operation", "saxs")
+    errors = watch_section_errors(cfg)
+    if operation == "saxs":
+        if str(cfg.get("calibration", "")).lower().endswith(".json"):
+            errors += [
+                (
+                    key,
+                    "only for a pyFAI .poni calibration (a SAXSDOG calibration names its own "
+                    f"{'MaskFile' if key == 'mask' else 'PolarizationCorrection'})",
+                )
+                for key in ("mask", "polarization_factor")
+                if cfg.get(key) is not None
+            ]
+    else:
+        from .operations import get
+
+        check = _EXTRA_CHECKS.get(get(operation).schema)
+        errors += [
+            (f"{operation}.{field}", reason) for field, reason in (check(cfg.get(operation) or {}) if check else [])
+        ]
+    return errors
+
+
 _EXTRA_CHECKS: dict[str, Callable[[dict], list[tuple[str, str]]]] = {
     "saxsdog_calibration": _check_saxsdog_calibration,
     "saxs_run": _check_saxs_run,
+    "sfx_run": _check_sfx_run,
+    "laue_run": _check_laue_run,
+    "watch": _check_watch,
     "cluster_profile": _check_cluster_profile,
 }

@@ -1,6 +1,7 @@
 """Live reduction end to end: `photonflow watch` (killed and restarted), the ZMQ feeder, a served
 deployment triggered by the watcher's event on a real `prefect server start`, and the submit API."""
 
+import collections
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from photonflow.deployments.cli.sfx import SIMULATED_DETECTOR_PF8
 from photonflow.io import read_chi
 from photonflow.simulate.detector import DetectorWriter
 
@@ -26,15 +28,34 @@ def write_setup(root: Path, **watch_extra) -> Path:
     """A small SAXSDOG calibration, a mask and a watch config; returns the watch config path."""
     tifffile.imwrite(root / "mask.tif", np.zeros(SHAPE, np.uint8))
     cal = {
-        "Geometry": {"BeamCenter": [50.5, 40.25], "DedectorDistanceMM": 1000.0, "PixelSizeMicroM": [172.0],
-                     "Imagesize": list(SHAPE), "Tilt": {"TiltRotDeg": 0.0, "TiltAngleDeg": 0.0}},
+        "Geometry": {
+            "BeamCenter": [50.5, 40.25],
+            "DedectorDistanceMM": 1000.0,
+            "PixelSizeMicroM": [172.0],
+            "Imagesize": list(SHAPE),
+            "Tilt": {"TiltRotDeg": 0.0, "TiltAngleDeg": 0.0},
+        },
         "Wavelength": 1.0,
-        "Masks": [{"Name": "full", "MaskFile": "mask.tif", "Oversampling": 2, "PixelPerRadialElement": 1.0,
-                   "qStart": 0.05, "qStop": 0.8}],
+        "Masks": [
+            {
+                "Name": "full",
+                "MaskFile": "mask.tif",
+                "Oversampling": 2,
+                "PixelPerRadialElement": 1.0,
+                "qStart": 0.05,
+                "qStop": 0.8,
+            }
+        ],
     }
     (root / "cal.json").write_text(json.dumps(cal))
-    watch = {"calibration": "cal.json", "output_dir": "out", "settle_s": 0.3, "event_interval_s": 0.2,
-             "batch_max_frames": 8, "batch_max_wait_ms": 20}
+    watch = {
+        "calibration": "cal.json",
+        "output_dir": "out",
+        "settle_s": 0.3,
+        "event_interval_s": 0.2,
+        "batch_max_frames": 8,
+        "batch_max_wait_ms": 20,
+    }
     watch.update(watch_extra)
     (root / "watch.json").write_text(json.dumps(watch))
     return root / "watch.json"
@@ -59,9 +80,14 @@ def ledger_rows(path: Path):
 
 def watch_process(config: Path, directory: Path, log: Path, *extra) -> subprocess.Popen:
     env = dict(os.environ, PHOTONFLOW_DASK_LOGS="warning")
-    return subprocess.Popen([sys.executable, "-m", "deployments.cli", "watch", str(config), str(directory), *extra],
-                            cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "photonflow.deployments.cli", "watch", str(config), str(directory), *extra],
+        cwd=REPO,
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def kill_tree(proc: subprocess.Popen) -> None:
@@ -137,8 +163,242 @@ def test_watch_killed_and_restarted_processes_every_frame_exactly_once(tmp_path)
     assert np.allclose(intensity[ok], 200.0, rtol=0.1)
 
 
+# ----------------------------------------------------------------------------- SFX and Laue
+
+
+def write_sfx_setup(root: Path, n_files=24, frames_per_file=4):
+    """Simulated 256 x 256 serial-crystallography CXI files in a staging directory (moved into the
+    watched one later, as a detector's file writer renames its files into place) and an SFX watch config."""
+    from photonflow.io.geom import load_geometry
+    from photonflow.simulate.sfx import write_sfx_dataset
+
+    ds = write_sfx_dataset(
+        root / "stage",
+        load_geometry(REPO / "config" / "geometry" / "sim256.geom"),
+        n_files * frames_per_file,
+        frames_per_file=frames_per_file,
+        seed=21,
+    )
+    watch = {
+        "operation": "sfx",
+        "output_dir": "out",
+        "patterns": ["*.cxi"],
+        "settle_s": 0.3,
+        "event_interval_s": 0.5,
+        "batch_max_frames": 8,
+        "batch_max_wait_ms": 20,
+        "workers": 2,
+        "sfx": {
+            "geometry": "stage/sfx.geom",
+            "min_peaks": 10,
+            "max_peaks": 1000,
+            "peakfinder8": SIMULATED_DETECTOR_PF8,
+        },
+    }
+    (root / "watch_sfx.json").write_text(json.dumps(watch))
+    return root / "watch_sfx.json", ds.cxi_files
+
+
+def sfx_key(path, event):
+    return (str(path), -1 if event is None or int(event) < 0 else int(event))
+
+
+@pytest.mark.slow
+def test_sfx_watch_killed_and_restarted_has_every_frame_exactly_once(tmp_path):
+    """Live peak and hit finding on CXI files arriving in the watched directory; the watch is killed
+    (SIGKILL) mid-stream and restarted; frames.csv, hits.lst and the per-batch CXI files then hold
+    every frame (hit) exactly once, with the peak counts of a batch SfxProcessor run over the same frames."""
+    from photonflow.io import iter_frame_refs, read_table_csv
+    from photonflow.io.cxi import read_cxi_sources, read_hit_list
+    from photonflow.sfx import SfxProcessor
+
+    config, staged = write_sfx_setup(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    out = tmp_path / "out"
+    ledger = out / "ledger.sqlite"
+
+    def arrive(files, pause=0.0):
+        for path in files:
+            os.replace(path, data / path.name)  # complete when it appears, as a file writer's rename
+            time.sleep(pause)
+
+    def done():
+        return sum(r[2] == "done" for r in ledger_rows(ledger))
+
+    n_frames = 4 * len(staged)
+    arrive(staged[:3])  # before the watch starts: its catch-up scan finds them
+    first = watch_process(config, data, tmp_path / "watch1.log")
+    second = None
+    try:
+        wait_for(ledger.exists, 120, "the first watch to create its ledger")
+        mover = threading.Thread(target=arrive, args=(staged[3:12], 0.15))  # while it runs
+        mover.start()
+        wait_for(lambda: done() >= 20, 120, "20 frames done (log: %s)" % (tmp_path / "watch1.log"))
+        kill_tree(first)  # a crash: no clean-up; batches in flight are lost, their CXI files maybe written
+        mover.join()
+        done_at_kill = done()
+        arrive(staged[12:18])  # while nobody watches
+        second = watch_process(config, data, tmp_path / "watch2.log")
+        wait_for(lambda: done() >= 4 * 18, 180, "the restart to catch up (log: %s)" % (tmp_path / "watch2.log"))
+        arrive(staged[18:], 0.05)  # and live again
+        wait_for(lambda: done() >= n_frames, 180, "every frame done")
+        second.send_signal(signal.SIGINT)  # as Ctrl-C: the watch drains and writes its tables
+        assert second.wait(120) == 0, (tmp_path / "watch2.log").read_text()[-3000:]
+    finally:
+        kill_tree(first)
+        if second is not None:
+            kill_tree(second)
+    assert done_at_kill < n_frames  # the kill really happened mid-stream
+
+    # the batch run over the same frames
+    files = sorted(data.glob("*.cxi"))
+    refs = list(iter_frame_refs([str(p) for p in files]))
+    assert len(refs) == n_frames
+    options = {
+        "geometry": str(tmp_path / "stage" / "sfx.geom"),
+        "output_dir": str(tmp_path / "batch"),
+        "peakfinder8": SIMULATED_DETECTOR_PF8,
+        "hits": {"min_peaks": 10, "max_peaks": 1000},
+    }
+    batch = SfxProcessor.from_options(options).process(refs, "batch_00000")
+    expected = {sfx_key(r["path"], r["event"]): r["n_peaks"] for r in batch.rows}
+    expected_hits = sorted(sfx_key(r["path"], r["event"]) for r in batch.rows if r["hit"])
+    assert len(expected) == n_frames and 0 < len(expected_hits) < n_frames
+
+    rows = ledger_rows(ledger)
+    assert len(rows) == n_frames and all(r[2] == "done" for r in rows)
+    table = read_table_csv(out / "frames.csv")
+    keys = [sfx_key(p, e) for p, e in zip(table["path"], table["event"])]
+    assert len(keys) == len(set(keys)) == n_frames  # every frame exactly once
+    assert {k: int(n) for k, n in zip(keys, table["n_peaks"])} == expected
+    assert sorted(table["index"].tolist()) == list(range(n_frames))
+    hits = [sfx_key(p, e) for p, e in read_hit_list(out / "hits.lst")]
+    assert len(hits) == len(set(hits)) and sorted(hits) == expected_hits
+    # the per-batch CXI files: each frame in one peak list, each hit in one hits file (a batch that died
+    # at the kill left its files behind; the restart deleted them)
+    in_peaks = collections.Counter(sfx_key(*s) for p in (out / "peaks").glob("*.cxi") for s in read_cxi_sources(p))
+    assert set(in_peaks) == set(expected) and set(in_peaks.values()) == {1}
+    in_hits = collections.Counter(sfx_key(*s) for p in (out / "hits").glob("*.cxi") for s in read_cxi_sources(p))
+    assert sorted(in_hits) == expected_hits and set(in_hits.values()) == {1}
+    summary = json.loads((out / "live_summary.json").read_text())
+    assert summary["operation"] == "sfx" and summary["failed"] == 0 and summary["hits"] == len(expected_hits)
+    assert summary["ledger_counts"]["done"] == n_frames and summary["per_s"] == summary["frames_per_s"]
+    assert json.loads((out / "run.json").read_text())["kind"] == "sfx-live"
+
+
+@pytest.mark.slow
+def test_laue_watch_makes_a_spot_table_per_image_and_the_scan_table(tmp_path):
+    from photonflow.flows.live import live_flow
+    from photonflow.io import read_table_csv
+    from photonflow.laue.scan import LaueProcessor, read_positions_csv, scan_positions
+    from photonflow.simulate.laue import write_laue_scan
+
+    scan = write_laue_scan(tmp_path / "stage", 2, 3, shape=(256, 256), n_spots=20, seed=2)
+    data = tmp_path / "data"
+    data.mkdir()
+    watch = {
+        "operation": "laue",
+        "output_dir": "out",
+        "patterns": ["*.tif"],
+        "settle_s": 0.3,
+        "batch_max_frames": 2,
+        "laue": {"search": {"IntensityThreshold": 100}, "positions": "stage/positions.csv"},
+    }
+    (tmp_path / "watch_laue.json").write_text(json.dumps(watch))
+    out = tmp_path / "out"
+    images = scan["images"]
+    for path in images[:3]:
+        os.replace(path, data / path.name)
+
+    def later():  # the rest of the scan arrives while the watch runs
+        wait_for((out / "ledger.sqlite").exists, 120, "the watch to create its ledger")
+        wait_for(lambda: sum(r[2] == "done" for r in ledger_rows(out / "ledger.sqlite")) >= 3, 120, "3 images done")
+        for path in images[3:]:
+            os.replace(path, data / path.name)
+
+    mover = threading.Thread(target=later, daemon=True)
+    mover.start()
+    summary = live_flow(config=str(tmp_path / "watch_laue.json"), directories=[str(data)], max_frames=6, duration_s=300)
+    mover.join(10)
+    assert summary["operation"] == "laue" and (summary["done"], summary["failed"]) == (6, 0)
+    table = read_table_csv(out / "images.csv")
+    files = [str(data / p.name) for p in images]
+    assert sorted(table["path"].tolist()) == sorted(files)
+    reference = LaueProcessor.from_options(
+        {"output_dir": str(tmp_path / "batch"), "search": {"IntensityThreshold": 100}}
+    ).process([(f, None) for f in files])
+    assert {p: int(n) for p, n in zip(table["path"], table["n_spots"])} == {
+        r["path"]: r["n_spots"] for r in reference.rows
+    }
+    places = scan_positions([(f, None) for f in files], read_positions_csv(tmp_path / "stage" / "positions.csv"))
+    expected = {f: (p["map_row"], p["map_col"]) for f, p in zip(files, places)}
+    assert {p: (int(r), int(c)) for p, r, c in zip(table["path"], table["map_row"], table["map_col"])} == expected
+    assert set(table["status"]) == {"ok"} and len(list((out / "spots").glob("*.h5"))) == 6
+    assert summary["spots"] == sum(r["n_spots"] for r in reference.rows)
+    assert json.loads((out / "run.json").read_text())["kind"] == "laue-live"
+
+
+def test_watch_config_operations_and_their_errors(tmp_path):
+    from photonflow.config import ConfigError, load_json, validate_config
+    from photonflow.flows.live import _calibration_options, load_watch_config
+    from photonflow.operations import live_names
+
+    schema = load_json(REPO / "config" / "schemas" / "watch.schema.json")
+    assert schema["properties"]["operation"]["enum"] == live_names()
+    for example in sorted((REPO / "config" / "examples").glob("watch*.json")):
+        validate_config(load_json(example), "watch", source=str(example))
+    cfg = load_watch_config(REPO / "config" / "examples" / "watch_sfx.json")
+    assert cfg["operation"] == "sfx" and cfg["sfx"]["geometry"] == str(REPO / "config" / "geometry" / "sim1920.geom")
+
+    def errors(data):
+        (tmp_path / "w.json").write_text(json.dumps(data))
+        with pytest.raises(ConfigError) as err:
+            load_watch_config(tmp_path / "w.json")
+        return str(err.value)
+
+    assert "calibration: required field is missing" in errors({"output_dir": "o"})
+    assert "sfx: required field is missing" in errors({"output_dir": "o", "operation": "sfx"})
+    assert "sfx.geometry: required field is missing" in errors({"output_dir": "o", "operation": "sfx", "sfx": {}})
+    assert "sfx: parameters of operation 'sfx'" in errors({"output_dir": "o", "sfx": {"geometry": "g.geom"}})
+    text = errors(
+        {
+            "output_dir": "o",
+            "operation": "sfx",
+            "sfx": {"geometry": "g.geom", "finder": "magic", "peakfinder8": {"adc_threshold": "x"}},
+        }
+    )
+    assert "sfx.finder: 'magic' is not one of" in text and "sfx.peakfinder8.adc_threshold" in text
+    assert "sfx.max_peaks: 5 is below min_peaks (20)" in errors(
+        {"output_dir": "o", "operation": "sfx", "sfx": {"geometry": "g.geom", "min_peaks": 20, "max_peaks": 5}}
+    )
+    assert "laue.search.IntensityThreshold" in errors(
+        {"output_dir": "o", "operation": "laue", "laue": {"search": {"IntensityThreshold": -1}}}
+    )
+    assert "operation: 'tomo' is not one of" in errors({"output_dir": "o", "operation": "tomo"})
+    assert "mask: only for a pyFAI .poni calibration" in errors(
+        {"output_dir": "o", "calibration": "c.json", "mask": "m.tif"}
+    )
+    # SAXS with a .poni: mask and polarization reach the calibration, paths resolved against the config
+    (tmp_path / "w.json").write_text(
+        json.dumps(
+            {"output_dir": "o", "calibration": "c.poni", "mask": "m.tif", "polarization_factor": 0.95, "npt": 500}
+        )
+    )
+    cfg = load_watch_config(tmp_path / "w.json")
+    assert _calibration_options(cfg) == {
+        "npt": 500,
+        "oversampling": 1,
+        "mask_file": str(tmp_path / "m.tif"),
+        "polarization_factor": 0.95,
+    }
+    # Laue: the section may be left out, its defaults filled in
+    (tmp_path / "w.json").write_text(json.dumps({"output_dir": "o", "operation": "laue"}))
+    assert load_watch_config(tmp_path / "w.json")["laue"]["method"] == "fit"
+
+
 def test_watch_with_nothing_to_watch_is_a_clear_error(tmp_path):
-    from deployments.cli import main
+    from photonflow.deployments.cli import main
 
     config = write_setup(tmp_path)
     assert main(["watch", str(config)]) == 2
@@ -147,7 +407,7 @@ def test_watch_with_nothing_to_watch_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_feeder_messages_signed_and_inside_roots_only(tmp_path, monkeypatch):
     """SAXSDOG's FEEDER publishes; the watch subscribes. Only the good message is processed."""
-    from flows.live import saxs_live_flow
+    from photonflow.flows.live import saxs_live_flow
     from photonflow.realtime.feeder import FeederPublisher, make_message, sign_message
 
     port = __import__("socket").socket()
@@ -159,8 +419,16 @@ def test_feeder_messages_signed_and_inside_roots_only(tmp_path, monkeypatch):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     monkeypatch.setenv("PHOTONFLOW_TEST_SECRET", "s3cret")
-    config = write_setup(tmp_path, feeder={"address": address, "socket_type": "sub", "bind": False,
-                                           "secret_env": "PHOTONFLOW_TEST_SECRET", "roots": ["data"]})
+    config = write_setup(
+        tmp_path,
+        feeder={
+            "address": address,
+            "socket_type": "sub",
+            "bind": False,
+            "secret_env": "PHOTONFLOW_TEST_SECRET",
+            "roots": ["data"],
+        },
+    )
     good, unsigned, forged, escaped = data / "good.tif", data / "unsigned.tif", data / "forged.tif", outside / "x.tif"
     for path in (good, unsigned, forged, escaped):
         tifffile.imwrite(path, frames(1)[0])
@@ -195,15 +463,22 @@ def real_server(tmp_path_factory):
     from realserver import running_prefect_server
 
     home = tmp_path_factory.mktemp("prefect-server")
-    with running_prefect_server(home, extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.25"}) as url:
+    with running_prefect_server(
+        home, extra_env={"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.25"}
+    ) as url:
         yield url
 
 
 def _client_env(url: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_API_URL=url, PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK="1",
-               PREFECT_RUNNER_POLL_FREQUENCY="1", PHOTONFLOW_DASK_LOGS="warning",
-               PREFECT_HOME=os.environ.get("PREFECT_HOME", ""))
+    env.update(
+        PREFECT_API_URL=url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_RUNNER_POLL_FREQUENCY="1",
+        PHOTONFLOW_DASK_LOGS="warning",
+        PREFECT_HOME=os.environ.get("PREFECT_HOME", ""),
+    )
     return env
 
 
@@ -215,44 +490,68 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
     from photonflow.io.geom import load_geometry
     from photonflow.simulate.sfx import write_sfx_dataset
 
-    sfx_data = write_sfx_dataset(tmp_path / "sfx-data", load_geometry(REPO / "config" / "geometry" / "sim256.geom"), 6,
-                                 frames_per_file=6, seed=4)
+    sfx_data = write_sfx_dataset(
+        tmp_path / "sfx-data", load_geometry(REPO / "config" / "geometry" / "sim256.geom"), 6, frames_per_file=6, seed=4
+    )
     # a small frame classifier for the served classify-sort deployment
     from photonflow.classify.features import FeatureRecipe, extract_features, roi_from_box
     from photonflow.classify.labels import load_labels
     from photonflow.classify.models import save_classifier, train_classifier
     from photonflow.simulate.padt import write_padt_dataset
 
-    padt = write_padt_dataset(tmp_path / "padt", load_geometry(REPO / "config" / "geometry" / "sim_epix.geom"), 60,
-                              frames_per_file=30, seed=5)
+    padt = write_padt_dataset(
+        tmp_path / "padt", load_geometry(REPO / "config" / "geometry" / "sim_epix.geom"), 60, frames_per_file=30, seed=5
+    )
     recipe = FeatureRecipe(roi=roi_from_box(0, 176, 0, 192), binning=16, log=True)
     labels = load_labels([padt.good_list], [padt.bad_list])
     feats = extract_features(labels.refs, recipe)
-    save_classifier(tmp_path / "rf.joblib", train_classifier(feats.X, labels.labels, "random_forest", n_jobs=1,
-                                                             recipe=recipe.to_dict(), frame_shape=(352, 384)))
-    serve_cfg = {"saxs": {"calibration": "cal.json", "output_dir": "served-out", "batch_size": 50, "cluster": "threads",
-                          "on_files_arrived": True, "watch_output_dir": "out"},
-                 "saxs_live": {"config": "watch.json"},
-                 "sfx": {"geometry": str(sfx_data.geometry_path), "output_dir": "sfx-out", "cluster": "threads",
-                         "min_peaks": 5, "peakfinder8": {"adc_threshold": 100, "max_pixel_count": 40}},
-                 "classify_sort": {"model": "rf.joblib", "output_dir": "sorted", "cluster": "threads"}}
+    save_classifier(
+        tmp_path / "rf.joblib",
+        train_classifier(
+            feats.X, labels.labels, "random_forest", n_jobs=1, recipe=recipe.to_dict(), frame_shape=(352, 384)
+        ),
+    )
+    serve_cfg = {
+        "saxs": {
+            "calibration": "cal.json",
+            "output_dir": "served-out",
+            "batch_size": 50,
+            "cluster": "threads",
+            "on_files_arrived": True,
+            "watch_output_dir": "out",
+        },
+        "live": {"config": "watch.json"},
+        "sfx": {
+            "geometry": str(sfx_data.geometry_path),
+            "output_dir": "sfx-out",
+            "cluster": "threads",
+            "min_peaks": 5,
+            "peakfinder8": {"adc_threshold": 100, "max_pixel_count": 40},
+        },
+        "classify_sort": {"model": "rf.joblib", "output_dir": "sorted", "cluster": "threads"},
+    }
     (tmp_path / "serve.json").write_text(json.dumps(serve_cfg))
     env = _client_env(real_server)
-    serve = subprocess.Popen([sys.executable, "-m", "deployments.cli", "serve", str(tmp_path / "serve.json")],
-                             cwd=REPO, env=env, stdout=open(tmp_path / "serve.log", "w"), stderr=subprocess.STDOUT,
-                             start_new_session=True)
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "photonflow.deployments.cli", "serve", str(tmp_path / "serve.json")],
+        cwd=REPO,
+        env=env,
+        stdout=open(tmp_path / "serve.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         import prefect.settings
         from prefect.client.orchestration import get_client
 
         monkeypatch.setenv("PREFECT_API_URL", real_server)
         with prefect.settings.temporary_settings(updates={prefect.settings.PREFECT_API_URL: real_server}):
+
             def deployments():
                 with get_client(sync_client=True) as client:
                     return {d.name for d in client.read_deployments()}
 
-            wait_for(lambda: {"saxs", "saxs-live", "sfx", "classify-sort"} <= deployments(), 120,
-                     "the served deployments")
+            wait_for(lambda: {"saxs", "live", "sfx", "classify-sort"} <= deployments(), 120, "the served deployments")
 
             def trigger_automations():
                 with get_client(sync_client=True) as client:
@@ -267,30 +566,53 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
             writer = DetectorWriter(data, frames(), rate_hz=20, mode="rename", count=5)
             writer.start()
             # the watcher as a beamline runs it: its own process, reporting to the server
-            watch = subprocess.run([sys.executable, "-m", "deployments.cli", "watch", str(config), str(data),
-                                    "--idle-timeout", "2"], cwd=REPO, env=env, capture_output=True, text=True,
-                                   timeout=300)
+            watch = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "photonflow.deployments.cli",
+                    "watch",
+                    str(config),
+                    str(data),
+                    "--idle-timeout",
+                    "2",
+                ],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             writer.join()
             assert watch.returncode == 0, watch.stdout[-2000:] + watch.stderr[-2000:]
             summary = json.loads((tmp_path / "out" / "live_summary.json").read_text())
             assert summary["done"] == 5
             served = tmp_path / "served-out" / "chi"
-            wait_for(lambda: len(list(served.rglob("*_full.chi"))) == 5, 180,
-                     "the triggered saxs run to write 5 curves (serve log: %s)" % (tmp_path / "serve.log"))
+            wait_for(
+                lambda: len(list(served.rglob("*_full.chi"))) == 5,
+                180,
+                "the triggered saxs run to write 5 curves (serve log: %s)" % (tmp_path / "serve.log"),
+            )
 
             def triggered_runs():
                 with get_client(sync_client=True) as client:
-                    return [r for r in client.read_flow_runs() if r.deployment_id and r.state and r.state.is_completed()]
+                    return [
+                        r for r in client.read_flow_runs() if r.deployment_id and r.state and r.state.is_completed()
+                    ]
 
             expected = {str(p) for p, _e, _t in writer.written}
-            wait_for(lambda: {i for r in triggered_runs() for i in r.parameters["inputs"]} == expected, 120,
-                     "the triggered runs to complete on the watched frames")
+            wait_for(
+                lambda: {i for r in triggered_runs() for i in r.parameters["inputs"]} == expected,
+                120,
+                "the triggered runs to complete on the watched frames",
+            )
 
             # the Python API: photonflow.submit over run_deployment, photonflow.status
             import photonflow
 
-            run_id = photonflow.submit("saxs", {"inputs": [str(data)], "output_dir": str(tmp_path / "submitted")},
-                                       wait=True, timeout=180)
+            run_id = photonflow.submit(
+                "saxs", {"inputs": [str(data)], "output_dir": str(tmp_path / "submitted")}, wait=True, timeout=180
+            )
             state = photonflow.status(run_id)
             assert state["state"] == "COMPLETED" and state["final"]
             assert len(list((tmp_path / "submitted" / "chi").rglob("*_full.chi"))) == 5
@@ -298,14 +620,15 @@ def test_watch_event_triggers_the_served_saxs_deployment_and_submit_api(tmp_path
             run_id = photonflow.submit("sfx", {"inputs": [str(p) for p in sfx_data.cxi_files]}, wait=True, timeout=180)
             assert photonflow.status(run_id)["state"] == "COMPLETED"
             sfx_summary = json.loads((tmp_path / "sfx-out" / "summary.json").read_text())
-            assert sfx_summary["frames_done"] == 6 and sfx_summary["parameters"]["adc_threshold"] == 100
+            assert sfx_summary["done"] == 6 and sfx_summary["parameters"]["adc_threshold"] == 100
             # and the served frame sorter, with the serve config's model
-            run_id = photonflow.submit("classify-sort", {"inputs": [str(p) for p in padt.cxi_files]}, wait=True,
-                                       timeout=180)
+            run_id = photonflow.submit(
+                "classify-sort", {"inputs": [str(p) for p in padt.cxi_files]}, wait=True, timeout=180
+            )
             assert photonflow.status(run_id)["state"] == "COMPLETED"
             sorted_summary = json.loads((tmp_path / "sorted" / "summary.json").read_text())
-            assert sorted_summary["sorted"] == 60 and sorted_summary["good"] + sorted_summary["bad"] == 60
-            from deployments.local_api import drain_prefect_workers
+            assert sorted_summary["done"] == 60 and sorted_summary["good"] + sorted_summary["bad"] == 60
+            from photonflow.deployments.local_api import drain_prefect_workers
 
             drain_prefect_workers()  # the events for this server go now, not at exit when it is gone
     finally:
@@ -350,8 +673,9 @@ def test_a_dying_worker_is_replaced_and_its_frames_retried(tmp_path, once):
         tifffile.imwrite(data / f"frame_{i}.tif", frame)
     tifffile.imwrite(data / "poison_0.tif", frames(1)[0])
     (tmp_path / "markers").mkdir()
-    factory = ReducerFactory(PoisonedReducer, str(tmp_path / "cal.json"), str(tmp_path / "out"), str(data),
-                             str(tmp_path / "markers"), once)
+    factory = ReducerFactory(
+        PoisonedReducer, str(tmp_path / "cal.json"), str(tmp_path / "out"), str(data), str(tmp_path / "markers"), once
+    )
     ledger = Ledger(tmp_path / "out" / "ledger.sqlite")
     watcher = FileWatcher([str(data)], use_inotify=False, settle_s=0.1, poll_s=0.05)
     session = LiveSession(factory, ledger, [watcher], "cfg", max_frames=4, max_wait_s=0.01, workers=2)

@@ -188,7 +188,9 @@ def test_signature_scheme_test_vector():
     if shutil.which("openssl"):  # the shell recipe of docs/realtime.md
         out = subprocess.run(
             ["openssl", "dgst", "-sha256", "-hmac", SECRET, "-r"],
-            input=VECTOR_CANONICAL, capture_output=True, check=True,
+            input=VECTOR_CANONICAL,
+            capture_output=True,
+            check=True,
         ).stdout.decode()
         assert out.split()[0] == VECTOR_SIGNATURE
 

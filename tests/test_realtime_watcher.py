@@ -102,8 +102,10 @@ def test_rename_into_place(tmp_path, frames):
     for i in (0, 17, 149):
         assert np.array_equal(read_frame(writer.path(i)), frames[i % len(frames)])
     lat = latencies(writer, got)
-    print(f"inotify hand-over latency (rename, 300 Hz): p50 {statistics.median(lat) * 1e3:.2f} ms, "
-          f"max {lat[-1] * 1e3:.2f} ms")
+    print(
+        f"inotify hand-over latency (rename, 300 Hz): p50 {statistics.median(lat) * 1e3:.2f} ms, "
+        f"max {lat[-1] * 1e3:.2f} ms"
+    )
     assert statistics.median(lat) < 0.05
     assert lat[-1] < 0.25  # no stall on watchdog's rename pairing (its default window is 0.5 s)
 
@@ -114,15 +116,18 @@ def test_settle_rule_for_files_never_closed(tmp_path, frames, use_inotify):
     settle = 0.25
     with FileWatcher(tmp_path, settle_s=settle, poll_s=0.05, use_inotify=use_inotify) as w:
         assert w.mode == ("inotify" if use_inotify else "polling")
-        writer = DetectorWriter(tmp_path, frames, 40, "settle", parts=3, part_delay_s=0.04, count=6,
-                                hold_open_s=3.0).start()
+        writer = DetectorWriter(
+            tmp_path, frames, 40, "settle", parts=3, part_delay_s=0.04, count=6, hold_open_s=3.0
+        ).start()
         got = collect(w, n=6, timeout=10)
         for r, t in got.items():
             assert np.array_equal(read_frame(r.path), frames[int(Path(r.path).stem.split("_")[1])])
         writer.stop()
     lat = latencies(writer, got)
-    print(f"{w.mode} settle-rule hand-over latency: p50 {statistics.median(lat) * 1e3:.0f} ms "
-          f"(settle_s {settle}, poll_s 0.05)")
+    print(
+        f"{w.mode} settle-rule hand-over latency: p50 {statistics.median(lat) * 1e3:.0f} ms "
+        f"(settle_s {settle}, poll_s 0.05)"
+    )
     assert min(lat) >= settle - 0.01  # never before size and mtime were stable for settle_s
     assert max(lat) < settle + 1.0  # and well before the writer closed the files (3 s)
 
@@ -145,8 +150,10 @@ def test_growing_swmr_hdf5_followed_by_event_count(tmp_path, frames, use_inotify
     path = str(writer.hdf5_path)
     assert seen == [FrameRef(path, i) for i in range(30)]  # in order, each once
     lat = latencies(writer, got)
-    print(f"SWMR {'inotify' if use_inotify else 'polling'} hand-over latency: "
-          f"p50 {statistics.median(lat) * 1e3:.1f} ms, max {lat[-1] * 1e3:.1f} ms")
+    print(
+        f"SWMR {'inotify' if use_inotify else 'polling'} hand-over latency: "
+        f"p50 {statistics.median(lat) * 1e3:.1f} ms, max {lat[-1] * 1e3:.1f} ms"
+    )
     assert statistics.median(lat) < (0.05 if use_inotify else 0.3)  # followed live, not at close
     assert np.array_equal(read_frame(path, 29), frames[29 % len(frames)])  # closed: plain reads work
 
@@ -183,8 +190,10 @@ def _put(path, frame):
 
 
 def test_recursive_patterns_and_hidden_or_temporary_names(tmp_path, frames):
-    with FileWatcher(tmp_path, patterns=("*.tif", "*.edf"), settle_s=0.3, poll_s=0.05) as w, \
-         FileWatcher(tmp_path, patterns=("*.tif",), recursive=False, settle_s=0.3, poll_s=0.05) as flat:
+    with (
+        FileWatcher(tmp_path, patterns=("*.tif", "*.edf"), settle_s=0.3, poll_s=0.05) as w,
+        FileWatcher(tmp_path, patterns=("*.tif",), recursive=False, settle_s=0.3, poll_s=0.05) as flat,
+    ):
         _put(tmp_path / "top.tif", frames[0])
         _put(tmp_path / "a" / "b" / "deep.TIF", frames[1])  # new subdirectories, case-insensitive pattern
         fabio.edfimage.EdfImage(data=frames[2]).write(str(tmp_path / "a" / "x.edf"))
@@ -196,8 +205,11 @@ def test_recursive_patterns_and_hidden_or_temporary_names(tmp_path, frames):
         got = collect(w, n=3, timeout=5)
         time.sleep(0.5)  # past settle_s: nothing else may come
         got.update(collect(w, n=1, timeout=0.2))
-        assert set(got) == {FrameRef(str(tmp_path / "top.tif")), FrameRef(str(tmp_path / "a" / "b" / "deep.TIF")),
-                            FrameRef(str(tmp_path / "a" / "x.edf"))}
+        assert set(got) == {
+            FrameRef(str(tmp_path / "top.tif")),
+            FrameRef(str(tmp_path / "a" / "b" / "deep.TIF")),
+            FrameRef(str(tmp_path / "a" / "x.edf")),
+        }
         os.replace(tmp_path / "frame.tif.part", tmp_path / "frame.tif")
         assert w.get(timeout=2) == [FrameRef(str(tmp_path / "frame.tif"))]
         flat_got = collect(flat, n=2, timeout=1)
@@ -241,9 +253,14 @@ def test_scan_catches_up_and_live_path_takes_the_rest(tmp_path, frames):
         assert w.get(timeout=0.1) == []  # files present at start are not "arrivals" by themselves
         backlog = w.scan()
         h5 = str(tmp_path / "stack.h5")
-        assert backlog == [FrameRef(str(tmp_path / "run_2.tif")), FrameRef(str(tmp_path / "run_10.tif")),
-                           FrameRef(h5, 0), FrameRef(h5, 1), FrameRef(h5, 2),
-                           FrameRef(str(tmp_path / "sub/run_1.tif"))]  # natural order
+        assert backlog == [
+            FrameRef(str(tmp_path / "run_2.tif")),
+            FrameRef(str(tmp_path / "run_10.tif")),
+            FrameRef(h5, 0),
+            FrameRef(h5, 1),
+            FrameRef(h5, 2),
+            FrameRef(str(tmp_path / "sub/run_1.tif")),
+        ]  # natural order
         assert w.scan() == []  # nothing twice
         assert w.get(timeout=3) == [FrameRef(str(tmp_path / "young.tif"))]
         _put(tmp_path / "new.tif", frames[2])
@@ -260,7 +277,8 @@ def test_rescan_after_lost_events(tmp_path, frames):
         _put(tmp_path / "lost.tif", frames[0])
         assert w.get(timeout=0.4) == []
         logging.getLogger("watchdog.observers.inotify_c").warning(
-            "Inotify queue overflowed; filesystem events were lost")
+            "Inotify queue overflowed; filesystem events were lost"
+        )
         assert w.get(timeout=2) == [FrameRef(str(tmp_path / "lost.tif"))]
 
 
@@ -291,8 +309,16 @@ def test_watcher_errors(tmp_path):
 
 
 def test_detector_writer_options(tmp_path, frames):
-    w = DetectorWriter(tmp_path, lambda i: np.full(SHAPE, i, np.uint16), None, "rename",
-                       name_pattern="r/{:03d}.tif", count=5, start_index=10, keep_last=2)
+    w = DetectorWriter(
+        tmp_path,
+        lambda i: np.full(SHAPE, i, np.uint16),
+        None,
+        "rename",
+        name_pattern="r/{:03d}.tif",
+        count=5,
+        start_index=10,
+        keep_last=2,
+    )
     w.start().join()
     assert [os.path.basename(p) for p, _, _ in w.written] == [f"{i:03d}.tif" for i in range(10, 15)]
     assert sorted(os.listdir(tmp_path / "r")) == ["013.tif", "014.tif"]  # keep_last deleted the rest

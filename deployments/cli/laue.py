@@ -10,7 +10,7 @@ import os
 import textwrap
 from pathlib import Path
 
-from photonflow.config import ConfigError, validate_config
+from photonflow.config import validate_config
 from photonflow.deployments.cli.options import add_schema_options, flow_kwargs, run_from_args
 
 
@@ -47,20 +47,6 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
     for key in ("positions", "mask", "checkpoint"):
         if run.get(key) and not Path(run[key]).is_file():
             raise FileNotFoundError(f"{run[key]}: {key} file not found")
-    if run["rotated"] and run["pixel_integrated"]:
-        raise ConfigError(
-            source,
-            [
-                (
-                    "pixel_integrated",
-                    "the pixel-integrated model is axis-aligned only; it cannot be combined with rotated",
-                )
-            ],
-        )
-    if run["rotated"] and run["backend"] == "torch":
-        raise ConfigError(
-            source, [("backend", "the torch fit is axis-aligned only; it cannot be combined with rotated")]
-        )
     inputs = expand_inputs(run["inputs"])
     profile = load_cluster_profile(run["cluster"])
     from photonflow.operations import get as get_operation

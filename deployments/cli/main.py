@@ -371,7 +371,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_watch(args: argparse.Namespace) -> int:
     from photonflow.deployments.local_api import local_api
-    from photonflow.flows.live import load_watch_config, saxs_live_flow
+    from photonflow.flows.live import live_flow, load_watch_config
 
     cfg = load_watch_config(args.config)  # validate first: a wrong field is one line, exit 2
     if not (cfg["directories"] or args.directories or cfg.get("feeder")):
@@ -383,7 +383,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{d}: directory to watch not found")
     quiet_dask_logs()
     with local_api():  # its server survives the Ctrl-C that ends the watch, to record the final state
-        summary = saxs_live_flow(
+        summary = live_flow(
             config=str(Path(args.config).resolve()),
             directories=[str(Path(d).resolve()) for d in args.directories],
             duration_s=args.duration,

@@ -102,8 +102,6 @@ def prepare(run: dict, source: str) -> tuple[dict, dict]:
         load_geometry(geometry)
     except GeometryError as exc:
         raise ConfigError(source, [("geometry", str(exc))]) from None
-    if run["min_peaks"] > run["max_peaks"]:
-        raise ConfigError(source, [("min_peaks", f"{run['min_peaks']} is above max_peaks {run['max_peaks']}")])
     for path, field in (
         (run.get("mask"), "mask"),
         ((run.get("peaknet") or {}).get("checkpoint"), "peaknet.checkpoint"),

@@ -305,8 +305,12 @@ class FeederListener:
                 return
             finally:
                 ready.set()
-            logger.info("feeder listener %s %s %s", self.socket_type.upper(),
-                        "bound to" if self.bind else "connected to", self.endpoint)
+            logger.info(
+                "feeder listener %s %s %s",
+                self.socket_type.upper(),
+                "bound to" if self.bind else "connected to",
+                self.endpoint,
+            )
             poller = zmq.Poller()
             poller.register(sock, zmq.POLLIN)
             timeout_ms = max(1, int(self.poll_interval * 1000))
@@ -490,9 +494,7 @@ class FeederPublisher:
             if self.subscribers >= count:
                 return self.subscribers
             if remaining <= 0:
-                raise TimeoutError(
-                    f"{self.subscribers} of {count} subscriber(s) on {self.endpoint} after {timeout} s"
-                )
+                raise TimeoutError(f"{self.subscribers} of {count} subscriber(s) on {self.endpoint} after {timeout} s")
 
     def send_raw(self, data: bytes | str) -> None:
         """Send `data` as it is (one frame). Raises TimeoutError if a PUSH socket has no peer."""
@@ -527,8 +529,9 @@ def send_new_file(
     wait for `subscribers` subscriptions (PUB only; 0 to not wait), send, and let the messages
     leave before closing. Raises TimeoutError when nobody listens."""
     paths = [path] if isinstance(path, (str, bytes, os.PathLike)) else list(path)
-    with FeederPublisher(address, socket_type, bind, secret, linger_ms=int(timeout * 1000),
-                         send_timeout=timeout) as pub:
+    with FeederPublisher(
+        address, socket_type, bind, secret, linger_ms=int(timeout * 1000), send_timeout=timeout
+    ) as pub:
         if socket_type == "pub" and subscribers > 0:
             pub.wait_for_subscribers(subscribers, timeout)
         for p in paths:
@@ -574,8 +577,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     secret = read_secret(args.secret_file) if args.secret_file else None
     if args.action == "listen":
-        with FeederListener(args.address, args.socket, args.bind, secret, roots=args.root,
-                            base_dir=args.base_dir) as listener:
+        with FeederListener(
+            args.address, args.socket, args.bind, secret, roots=args.root, base_dir=args.base_dir
+        ) as listener:
             n = 0
             try:
                 while not args.count or n < args.count:
@@ -587,8 +591,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.paths and args.raw is None:
         parser.error("send: give paths or --raw")
-    with FeederPublisher(args.address, args.socket, not args.connect, secret,
-                         linger_ms=int(args.timeout * 1000), send_timeout=args.timeout) as pub:
+    with FeederPublisher(
+        args.address,
+        args.socket,
+        not args.connect,
+        secret,
+        linger_ms=int(args.timeout * 1000),
+        send_timeout=args.timeout,
+    ) as pub:
         if args.socket == "pub" and args.subscribers > 0:
             pub.wait_for_subscribers(args.subscribers, args.timeout)
         if args.raw is not None:

@@ -9,8 +9,9 @@ Each item is ``(path, event)`` — ``event`` is ``-1`` in the database for a sin
        ▲                     │  └─────failed()──▶ failed
        └────recover()────────┘   (process died while in flight)
 
-its ``outputs`` (JSON list of paths), ``error`` text, ``attempts`` (times started) and the unix times
-``arrived_at``, ``started_at``, ``finished_at``.
+its ``outputs`` (JSON list of paths), ``error`` text, ``attempts`` (times started), the unix times
+``arrived_at``, ``started_at``, ``finished_at``, and once finished the ``batch`` it was done in (the name
+its batch's output files carry) and its ``result``: the operation's table rows for it (JSON list).
 
 What "needs work" (:meth:`Ledger.add`):
 
@@ -33,6 +34,13 @@ written. A crash between writing the outputs and :meth:`Ledger.done` leaves the 
 written atomically (temporary file, then ``os.replace``) under names that depend only on the item, the
 redo replaces the earlier outputs with identical ones: an item may be *processed* more than once, but
 each result exists once and the ledger ends with one ``done`` row per item.
+
+A batch's items are finished together (:meth:`Ledger.finish`, one transaction), so either all of them
+name the batch or none does. Outputs shared by a batch (a CXI peak list of all its frames) are thereby
+exactly-once as well: a batch file that no ``done`` item names (:meth:`Ledger.batches`) was written by a
+batch whose items are redone elsewhere, and the live session deletes it. The run's table is built from
+the ``result`` of the items ``done`` or ``failed`` (:meth:`Ledger.results`): one entry per item, whatever
+was retried.
 
 Storage: SQLite in WAL mode (readers never block the writer; a crash never corrupts the file),
 ``synchronous=NORMAL`` by default (each commit survives a crash of the process; after a power cut the
@@ -60,7 +68,7 @@ __all__ = ["STATES", "Item", "Ledger", "stat_refs"]
 STATES = ("pending", "in_flight", "done", "failed")
 DEFAULT_NAME = "photonflow-ledger.sqlite"
 DB_SUFFIXES = (".sqlite", ".sqlite3", ".db")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -76,6 +84,8 @@ CREATE TABLE IF NOT EXISTS items (
     arrived_at  REAL,
     started_at  REAL,
     finished_at REAL,
+    batch       TEXT,
+    result      TEXT,
     UNIQUE (path, event)
 );
 CREATE INDEX IF NOT EXISTS items_state ON items (state);
@@ -93,13 +103,16 @@ INSERT INTO items (path, event, size, mtime, config_hash, state, outputs, attemp
     SELECT path, event, size, mtime, :config_hash, 'pending', '[]', 0, :now FROM temp.incoming WHERE true ORDER BY k
 ON CONFLICT (path, event) DO UPDATE SET
     size = excluded.size, mtime = excluded.mtime, config_hash = excluded.config_hash, state = 'pending',
-    error = NULL, arrived_at = excluded.arrived_at, started_at = NULL, finished_at = NULL
+    error = NULL, arrived_at = excluded.arrived_at, started_at = NULL, finished_at = NULL, batch = NULL,
+    result = NULL
 WHERE (items.state IN ('done', 'failed') AND (items.config_hash IS NOT excluded.config_hash OR {_CHANGED}))
    OR (items.state = 'in_flight' AND {_CHANGED})
 RETURNING path, event
 """
 
-_COLUMNS = "path, event, size, mtime, config_hash, state, outputs, error, attempts, arrived_at, started_at, finished_at"
+_COLUMNS = (
+    "path, event, size, mtime, config_hash, state, outputs, error, attempts, arrived_at, started_at, finished_at, batch"
+)
 
 
 class Item(NamedTuple):
@@ -116,6 +129,7 @@ class Item(NamedTuple):
     arrived_at: float | None
     started_at: float | None
     finished_at: float | None
+    batch: str | None = None
 
 
 def _key(ref: FrameRef | tuple) -> tuple[str, int]:
@@ -128,9 +142,21 @@ def _ref(path: str, event: int) -> FrameRef:
 
 
 def _item(row: tuple) -> Item:
-    path, event, size, mtime, cfg, state, outputs, error, attempts, arrived, started, finished = row
-    return Item(_ref(path, event), size, mtime, cfg, state, json.loads(outputs or "[]"), error, attempts,
-                arrived, started, finished)
+    path, event, size, mtime, cfg, state, outputs, error, attempts, arrived, started, finished, batch = row
+    return Item(
+        _ref(path, event),
+        size,
+        mtime,
+        cfg,
+        state,
+        json.loads(outputs or "[]"),
+        error,
+        attempts,
+        arrived,
+        started,
+        finished,
+        batch,
+    )
 
 
 def stat_refs(refs: Iterable[FrameRef]) -> list[tuple[FrameRef, int, float]]:
@@ -179,9 +205,15 @@ class Ledger:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     cur.execute(stmt)
-            cur.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        c.execute("CREATE TEMP TABLE IF NOT EXISTS incoming "
-                  "(k INTEGER PRIMARY KEY, path TEXT NOT NULL, event INTEGER NOT NULL, size INTEGER, mtime REAL)")
+            have = {row[1] for row in cur.execute("PRAGMA table_info(items)")}
+            for column in ("batch", "result"):  # a ledger of version 1
+                if column not in have:
+                    cur.execute(f"ALTER TABLE items ADD COLUMN {column} TEXT")
+            cur.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        c.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS incoming "
+            "(k INTEGER PRIMARY KEY, path TEXT NOT NULL, event INTEGER NOT NULL, size INTEGER, mtime REAL)"
+        )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -270,8 +302,11 @@ class Ledger:
         with self._transaction() as cur:
             for ref in refs:
                 path, event = _key(ref)
-                cur.execute("UPDATE items SET state = 'in_flight', attempts = attempts + 1, started_at = ?, "
-                            "finished_at = NULL WHERE path = ? AND event = ? AND state = 'pending'", (now, path, event))
+                cur.execute(
+                    "UPDATE items SET state = 'in_flight', attempts = attempts + 1, started_at = ?, "
+                    "finished_at = NULL WHERE path = ? AND event = ? AND state = 'pending'",
+                    (now, path, event),
+                )
                 if cur.rowcount:
                     claimed.append(_ref(path, event))
         return claimed
@@ -283,8 +318,11 @@ class Ledger:
         with self._transaction() as cur:
             for ref in refs:
                 path, event = _key(ref)
-                cur.execute("UPDATE items SET state = 'pending', started_at = NULL WHERE path = ? AND event = ? "
-                            "AND state = 'in_flight'", (path, event))
+                cur.execute(
+                    "UPDATE items SET state = 'pending', started_at = NULL WHERE path = ? AND event = ? "
+                    "AND state = 'in_flight'",
+                    (path, event),
+                )
                 if cur.rowcount:
                     released.append(_ref(path, event))
         return released
@@ -300,9 +338,11 @@ class Ledger:
         with self._transaction() as cur:
             for ref, outputs in items:
                 path, event = _key(ref)
-                cur.execute("UPDATE items SET state = 'done', outputs = ?, error = NULL, finished_at = ? "
-                            "WHERE path = ? AND event = ? AND state = 'in_flight'",
-                            (json.dumps([os.fspath(o) for o in outputs]), now, path, event))
+                cur.execute(
+                    "UPDATE items SET state = 'done', outputs = ?, error = NULL, finished_at = ? "
+                    "WHERE path = ? AND event = ? AND state = 'in_flight'",
+                    (json.dumps([os.fspath(o) for o in outputs]), now, path, event),
+                )
                 n += cur.rowcount
         return n
 
@@ -317,11 +357,43 @@ class Ledger:
         with self._transaction() as cur:
             for ref, error in items:
                 path, event = _key(ref)
-                cur.execute("UPDATE items SET state = 'failed', error = ?, finished_at = ? "
-                            "WHERE path = ? AND event = ? AND state = 'in_flight'",
-                            (str(error), now, path, event))
+                cur.execute(
+                    "UPDATE items SET state = 'failed', error = ?, finished_at = ? "
+                    "WHERE path = ? AND event = ? AND state = 'in_flight'",
+                    (str(error), now, path, event),
+                )
                 n += cur.rowcount
         return n
+
+    def finish(
+        self,
+        done: Iterable[tuple[FrameRef, Sequence[str | os.PathLike], list]] = (),
+        failed: Iterable[tuple[FrameRef, str | BaseException, list]] = (),
+        batch: str | None = None,
+    ) -> tuple[int, int]:
+        """Finish a batch in one transaction: ``done`` items ``(ref, outputs, rows)`` and ``failed`` items
+        ``(ref, error, rows)``, each recorded with the ``batch`` name and its ``rows`` (the operation's
+        table rows for it). Only items ``in_flight`` change; returns how many (done, failed) did."""
+        now = time.time()
+        n_done = n_failed = 0
+        with self._transaction() as cur:
+            for ref, outputs, rows in done:
+                path, event = _key(ref)
+                cur.execute(
+                    "UPDATE items SET state = 'done', outputs = ?, error = NULL, finished_at = ?, batch = ?, "
+                    "result = ? WHERE path = ? AND event = ? AND state = 'in_flight'",
+                    (json.dumps([os.fspath(o) for o in outputs]), now, batch, json.dumps(list(rows)), path, event),
+                )
+                n_done += cur.rowcount
+            for ref, error, rows in failed:
+                path, event = _key(ref)
+                cur.execute(
+                    "UPDATE items SET state = 'failed', error = ?, finished_at = ?, batch = ?, result = ? "
+                    "WHERE path = ? AND event = ? AND state = 'in_flight'",
+                    (str(error), now, batch, json.dumps(list(rows)), path, event),
+                )
+                n_failed += cur.rowcount
+        return n_done, n_failed
 
     def recover(self, config_hash: str | None = None) -> list[FrameRef]:
         """At start-up: everything ``pending`` or ``in_flight`` (in arrival order), all now ``pending``.
@@ -331,8 +403,9 @@ class Ledger:
         before this process starts work, and not while another live process works on the same ledger.
         """
         with self._transaction() as cur:
-            rows = cur.execute("SELECT path, event FROM items WHERE state IN ('pending', 'in_flight') "
-                               "ORDER BY rowid").fetchall()
+            rows = cur.execute(
+                "SELECT path, event FROM items WHERE state IN ('pending', 'in_flight') ORDER BY rowid"
+            ).fetchall()
             cur.execute("UPDATE items SET state = 'pending' WHERE state = 'in_flight'")
             if config_hash is not None:
                 cur.execute("UPDATE items SET config_hash = ? WHERE state = 'pending'", (config_hash,))
@@ -356,8 +429,9 @@ class Ledger:
         """The item's row, or None."""
         path, event = _key(ref)
         with self._lock:
-            row = self._conn.execute(f"SELECT {_COLUMNS} FROM items WHERE path = ? AND event = ?",
-                                     (path, event)).fetchone()
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM items WHERE path = ? AND event = ?", (path, event)
+            ).fetchone()
         return None if row is None else _item(row)
 
     def counts(self) -> dict[str, int]:
@@ -369,23 +443,42 @@ class Ledger:
         out["total"] = sum(out[s] for s in STATES)
         return out
 
-    def items(self, state: str | None = None, chunk: int = 10_000) -> Iterator[Item]:
-        """Every item (or those in ``state``) in arrival order, read in chunks (the ledger may change
-        while the iterator is consumed; each chunk is consistent)."""
-        if state is not None and state not in STATES:
-            raise ValueError(f"state must be one of {', '.join(STATES)}, got {state!r}")
+    def _rows(self, states: Sequence[str] | None, columns: str, chunk: int) -> Iterator[tuple]:
+        """Rows (``columns``) of the items in ``states`` (None: all), in arrival order, read in chunks."""
+        bad = [s for s in states or () if s not in STATES]
+        if bad:
+            raise ValueError(f"state must be one of {', '.join(STATES)}, got {bad[0]!r}")
+        where = "" if states is None else f"AND state IN ({', '.join('?' * len(states))})"
         last = 0
-        where = "" if state is None else "AND state = ?"
         while True:
-            args = (last,) if state is None else (last, state)
             with self._lock:
-                rows = self._conn.execute(f"SELECT rowid, {_COLUMNS} FROM items WHERE rowid > ? {where} "
-                                          f"ORDER BY rowid LIMIT {int(chunk)}", args).fetchall()
+                rows = self._conn.execute(
+                    f"SELECT rowid, {columns} FROM items WHERE rowid > ? {where} ORDER BY rowid LIMIT {int(chunk)}",
+                    (last, *(states or ())),
+                ).fetchall()
             if not rows:
                 return
             for row in rows:
-                yield _item(row[1:])
+                yield row[1:]
             last = rows[-1][0]
+
+    def items(self, state: str | None = None, chunk: int = 10_000) -> Iterator[Item]:
+        """Every item (or those in ``state``) in arrival order, read in chunks (the ledger may change
+        while the iterator is consumed; each chunk is consistent)."""
+        for row in self._rows(None if state is None else (state,), _COLUMNS, chunk):
+            yield _item(row)
+
+    def results(self, states: Sequence[str] = ("done", "failed"), chunk: int = 10_000) -> Iterator[tuple[Item, list]]:
+        """``(item, rows)`` of every item in ``states``, in arrival order: the table rows recorded by
+        :meth:`finish` (``[]`` for an item finished without them). Read in chunks, as :meth:`items`."""
+        for row in self._rows(tuple(states), f"{_COLUMNS}, result", chunk):
+            yield _item(row[:-1]), json.loads(row[-1] or "[]")
+
+    def batches(self) -> set[str]:
+        """The names of the batches that ``done`` items were finished in (their files hold results)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT DISTINCT batch FROM items WHERE state = 'done' AND batch IS NOT NULL")
+            return {name for (name,) in rows}
 
     def __len__(self) -> int:
         with self._lock:

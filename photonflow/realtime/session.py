@@ -1,4 +1,4 @@
-"""A live reduction session: arrivals → ledger → micro-batches → reducer → outputs, in one process.
+"""A live session: arrivals → ledger → micro-batches → an operation's processor → outputs, in one process.
 
 Sources hand over complete items (a `FileWatcher` on directories, a `FeederListener` for SAXSDOG's
 ZMQ messages, or both). Every item is recorded in the `Ledger` before any work; the ledger decides
@@ -6,11 +6,21 @@ what needs work (new items, items whose size/mtime or configuration changed) and
 resume: items pending or in flight when the process stopped are retried, items that arrived while it
 was down are found by the catch-up scan, items done are not redone.
 
-Items are grouped by a `MicroBatcher` (up to N frames or T seconds) and reduced by a pool of worker
-processes, each holding its own reducer (the matrices stay loaded; processes, not threads, because
-formatting and writing the outputs hold Python's GIL), or — with a reducer object — by threads. Results are
-written atomically by the reducer, so an item retried after a crash replaces its outputs:
-at-least-once processing, exactly-once results.
+Items are grouped by a `MicroBatcher` (up to N frames or T seconds) and processed by a pool of worker
+processes, each holding its own processor, built once from the operation registry
+(`ProcessorFactory`: ``photonflow.operations.get(name).build_processor(options)``; the SAXS matrices, the
+peak finder, the spot fit stay loaded; processes, not threads, because formatting and writing the outputs
+hold Python's GIL), or — with a processor object — by threads. Each batch is
+``process(refs, batch_name) -> BatchResult``.
+
+Exactly-once results: outputs are written atomically under names that depend only on the item (a
+``.chi`` file, a Laue spot table) or on the batch (a CXI peak list of all its frames, the NeXus curves
+of a SAXS batch). A batch's name is derived from its items (`batch_name`), and the batch is finished in
+the ledger in one transaction, its items recording the batch name and their table rows. An item retried
+after a crash (the watch killed between writing a batch file and recording it) lands in a batch of its
+own name; the file of the batch that died is named by no ``done`` item, and is deleted at the next start
+(and at the end of a session: a batch whose worker died), so every result exists once — in the files
+and in the run's table, which is built from the ledger (`Ledger.results`), not from what one session saw.
 
 The session is pure Python: the Prefect layer (flows/live.py) passes callbacks that emit events and
 update artifacts.
@@ -18,12 +28,14 @@ update artifacts.
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
+import hashlib
 import multiprocessing
 import os
+import queue
+import re
 import signal
+import threading
+import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,19 +45,83 @@ from ..io import FrameRef, iter_frame_refs
 from .batcher import MicroBatcher
 from .ledger import Ledger, stat_refs
 
-__all__ = ["LiveSession", "SessionStats", "ReducerFactory"]
+__all__ = [
+    "LiveSession",
+    "SessionStats",
+    "ReducerFactory",
+    "ProcessorFactory",
+    "batch_name",
+    "remove_stale_batch_files",
+]
 
 _WORKER_REDUCER = None
-MAX_ROWS = 200_000  # integral-parameter rows kept for the end-of-run table (about 200 MB at most)
+MAX_ROWS = 200_000  # rows kept in SessionStats.rows with keep_rows (the run's table comes from the ledger)
 DRAIN_TIMEOUT_S = 300.0  # at the end, how long to wait for batches in flight
 MAX_ATTEMPTS = 3  # a batch whose worker process died is retried; an item is failed after this many tries
+BATCH_PREFIX = "live-"
+#: A live batch's file (or its atomic-write temporary, ".<stem>.<token>.tmp<suffix>"): the batch name,
+#: then "." (peaks/<batch>.cxi) or "_" (curves/<batch>_<integration>.h5).
+_BATCH_FILE = re.compile(r"^\.?(" + BATCH_PREFIX + r"[0-9a-f]{16})[._]")
 
 
 class ReducerFactory:
-    """How worker processes build their reducer: ``factory(*args, **kwargs)`` (picklable)."""
+    """How worker processes build their processor: ``factory(*args, **kwargs)`` (picklable)."""
 
     def __init__(self, factory, *args, **kwargs):
         self.factory, self.args, self.kwargs = factory, args, kwargs
+
+
+def build_processor(operation: str, options: dict):
+    """The registry operation's batch processor for ``options``."""
+    from ..operations import get
+
+    return get(operation).build_processor(options)
+
+
+class ProcessorFactory(ReducerFactory):
+    """Worker processes build ``photonflow.operations.get(operation).build_processor(options)``."""
+
+    def __init__(self, operation: str, options: dict):
+        super().__init__(build_processor, operation, dict(options))
+        self.operation, self.options = operation, dict(options)
+
+
+def batch_name(refs) -> str:
+    """The name of a batch's outputs, derived from its items (order aside): ``live-<16 hex digits>``.
+    The same items give the same name (a retry replaces the file), other items another."""
+    digest = hashlib.sha1("\n".join(sorted(str(FrameRef(*r)) for r in refs)).encode()).hexdigest()
+    return BATCH_PREFIX + digest[:16]
+
+
+def remove_stale_batch_files(directories, keep: set[str]) -> list[str]:
+    """Delete the live batch files in ``directories`` whose batch is not in ``keep`` (the batches of
+    ``done`` items, `Ledger.batches`); returns the paths deleted. Other files are left alone."""
+    removed = []
+    for directory in directories:
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            m = _BATCH_FILE.match(entry.name)
+            if m and m.group(1) not in keep and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+def _process(processor, batch: list[FrameRef], name: str) -> dict:
+    """One batch through a processor (``process(refs, batch_name)``, or an older reducer's
+    ``reduce(refs, overwrite=True)``); the BatchResult as a dict, with the batch name."""
+    if hasattr(processor, "process"):
+        report = processor.process(batch, name).to_dict()
+    else:
+        report = processor.reduce(batch, overwrite=True).to_dict()
+    report["batch"] = name
+    return report
 
 
 def _init_worker(spec: ReducerFactory) -> None:
@@ -61,8 +137,20 @@ def _worker_ready(delay: float) -> int:
     return os.getpid()
 
 
-def _reduce_in_worker(batch) -> dict:
-    return _WORKER_REDUCER.reduce(batch, overwrite=True).to_dict()
+def _process_in_worker(batch: list[FrameRef], name: str) -> dict:
+    return _process(_WORKER_REDUCER, batch, name)
+
+
+def _rows_by_item(report: dict, batch: list[FrameRef]) -> dict[str, list]:
+    """The batch's table rows grouped by item label (rows name their item by ``path`` and ``event``,
+    -1 for a single-frame file)."""
+    labels = {(r.path, -1 if r.event is None else int(r.event)): str(r) for r in batch}
+    out: dict[str, list] = {}
+    for row in report.get("rows", []):
+        label = labels.get((row.get("path"), row.get("event", -1)), row.get("frame"))
+        if label is not None:
+            out.setdefault(label, []).append(row)
+    return out
 
 
 @dataclass
@@ -91,17 +179,30 @@ class SessionStats:
 
 
 class LiveSession:
-    """Reduce items as they arrive until stopped.
+    """Process items as they arrive until stopped.
 
-    reducer: a `ReducerFactory` (worker processes, the default for live work) or an object with
-    ``reduce(refs, overwrite=True) -> BatchReport`` (photonflow.saxs; used from threads);
-    sources: objects with ``get(timeout) -> list`` (FrameRef or path strings) and optionally
-    ``scan()`` for catch-up; on_batch(refs, report_dict, stats), on_arrivals(refs): callbacks.
+    reducer: a `ProcessorFactory` / `ReducerFactory` (worker processes, the default for live work) or
+    a processor object with ``process(refs, batch_name) -> BatchResult`` (or an older reducer's
+    ``reduce(refs, overwrite=True)``; used from threads); sources: objects with ``get(timeout) -> list``
+    (FrameRef or path strings) and optionally ``scan()`` for catch-up; batch_dirs: the directories the
+    processor writes its per-batch files to (stale ones are deleted there, see the module doc);
+    on_batch(refs, report_dict, stats), on_arrivals(refs): callbacks.
     """
 
-    def __init__(self, reducer, ledger: Ledger, sources, config_hash: str, max_frames: int = 32,
-                 max_wait_s: float = 0.02, workers: int = 2, on_batch=None, on_arrivals=None,
-                 keep_rows: bool = True):
+    def __init__(
+        self,
+        reducer,
+        ledger: Ledger,
+        sources,
+        config_hash: str,
+        max_frames: int = 32,
+        max_wait_s: float = 0.02,
+        workers: int = 2,
+        on_batch=None,
+        on_arrivals=None,
+        keep_rows: bool = True,
+        batch_dirs=(),
+    ):
         self.reducer = reducer
         self.ledger = ledger
         self.sources = list(sources)
@@ -111,6 +212,8 @@ class LiveSession:
         self.on_batch = on_batch
         self.on_arrivals = on_arrivals
         self.keep_rows = keep_rows
+        self.batch_dirs = [os.fspath(d) for d in batch_dirs]
+        self.stale_removed: list[str] = []
         self.stats = SessionStats()
         self._stop = threading.Event()
         self._completed: queue.Queue = queue.Queue()
@@ -150,19 +253,17 @@ class LiveSession:
             self.on_arrivals(refs)
 
     # ------------------------------------------------------------------ work
-    def _work(self, batch: list[FrameRef]) -> dict:
-        return self.reducer.reduce(batch, overwrite=True).to_dict()
-
     def _submit(self, batch: list[FrameRef]) -> None:
         batch = self.ledger.start(batch)  # only what this session claims (not already in flight elsewhere)
         if not batch:
             return
         self._in_flight += 1
+        name = batch_name(batch)
         try:
             if isinstance(self.reducer, ReducerFactory):
-                future = self._executor.submit(_reduce_in_worker, batch)
+                future = self._executor.submit(_process_in_worker, batch, name)
             else:
-                future = self._executor.submit(self._work, batch)
+                future = self._executor.submit(_process, self.reducer, batch, name)
         except BrokenProcessPool:
             self._completed.put((batch, {"retry": "a worker process died"}))
             return
@@ -173,8 +274,12 @@ class LiveSession:
             except BrokenProcessPool as exc:  # a worker died (crash, OOM, signal): try these again
                 report = {"retry": f"a worker process died ({exc})"}
             except BaseException as exc:  # noqa: BLE001  (a bug: every item of the batch failed)
-                report = {"failed": {str(r): f"batch failed: {type(exc).__name__}: {exc}" for r in batch},
-                          "outputs": {}, "rows": [], "failures": []}
+                report = {
+                    "failed": {str(r): f"batch failed: {type(exc).__name__}: {exc}" for r in batch},
+                    "outputs": {},
+                    "rows": [],
+                    "failures": [],
+                }
             self._completed.put((batch, report))
 
         future.add_done_callback(finished)
@@ -182,8 +287,9 @@ class LiveSession:
     def _new_executor(self):
         if isinstance(self.reducer, ReducerFactory):
             ctx = multiprocessing.get_context("spawn")
-            executor = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_init_worker,
-                                           initargs=(self.reducer,))
+            executor = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=ctx, initializer=_init_worker, initargs=(self.reducer,)
+            )
             for _ in range(20):  # every worker started and ready before the first batch
                 if len(set(executor.map(_worker_ready, [0.2] * self.workers))) >= self.workers:
                     break
@@ -218,28 +324,37 @@ class LiveSession:
                 self._retry(batch, report["retry"])
                 continue
             self.stats.batches += 1
+            rows = _rows_by_item(report, batch)
+            done, failed = [], []
             for ref in batch:
                 key = str(ref)
                 if key in report["failed"]:
-                    self.ledger.failed(ref, report["failed"][key])
-                    self.stats.failed += 1
+                    failed.append((ref, report["failed"][key], rows.get(key, [])))
                     self.stats.failures.append(f"{key}: {report['failed'][key]}")
-                else:
-                    self.ledger.done(ref, report["outputs"].get(key, []))
-                    self.stats.done += 1
+                else:  # its own outputs, else the batch's files (a CXI peak list of the whole batch)
+                    done.append((ref, report["outputs"].get(key) or report.get("files", []), rows.get(key, [])))
+            self.ledger.finish(done, failed, batch=report.get("batch"))  # all of the batch, or none
+            self.stats.done += len(done)
+            self.stats.failed += len(failed)
             if self.keep_rows:
                 self.stats.rows.extend(report.get("rows", []))
             self.stats.last_activity = time.time()
             if self.on_batch is not None:
                 self.on_batch(batch, report, self.stats)
 
-    def run(self, duration_s: float | None = None, idle_timeout_s: float | None = None,
-            max_items: int | None = None, poll_s: float = 0.005) -> SessionStats:
+    def run(
+        self,
+        duration_s: float | None = None,
+        idle_timeout_s: float | None = None,
+        max_items: int | None = None,
+        poll_s: float = 0.005,
+    ) -> SessionStats:
         """Run until stop(), ``duration_s``, ``idle_timeout_s`` without arrivals or work, or
         ``max_items`` items finished; then finish the work already admitted."""
         t0 = time.time()
         self.stats = SessionStats()
         recovered = self.ledger.recover(self.config_hash)
+        self._remove_stale()  # the files of batches that died with the last process
         if recovered:
             self.stats.queued += len(recovered)
             self.batcher.add(recovered)
@@ -252,11 +367,17 @@ class LiveSession:
             while True:
                 now = time.time()
                 finished = self.stats.done + self.stats.failed
-                if self._stop.is_set() or (duration_s is not None and now - t0 >= duration_s) or (
-                    max_items is not None and finished >= max_items
-                ) or (
-                    idle_timeout_s is not None and self._in_flight == 0 and now - self.stats.last_activity >= idle_timeout_s
-                    and not len(self.batcher) and not self._retry_queue
+                if (
+                    self._stop.is_set()
+                    or (duration_s is not None and now - t0 >= duration_s)
+                    or (max_items is not None and finished >= max_items)
+                    or (
+                        idle_timeout_s is not None
+                        and self._in_flight == 0
+                        and now - self.stats.last_activity >= idle_timeout_s
+                        and not len(self.batcher)
+                        and not self._retry_queue
+                    )
                 ):
                     break
                 wait = self.batcher.timeout()
@@ -286,6 +407,11 @@ class LiveSession:
                 self._collect(block=True, timeout=1.0)
         finally:
             self._executor.shutdown(wait=self._in_flight == 0, cancel_futures=True)
+        self._remove_stale()  # those of batches whose worker died
         if self._in_flight or self._retry_queue:  # left over: the ledger retries them at the next start
             self.stats.failures.append(f"{self._in_flight} batch(es) still in flight after {DRAIN_TIMEOUT_S:.0f} s")
         return self.stats
+
+    def _remove_stale(self) -> None:
+        if self.batch_dirs:
+            self.stale_removed += remove_stale_batch_files(self.batch_dirs, self.ledger.batches())

@@ -363,9 +363,11 @@ class FileWatcher:
         if self.use_inotify:
             net = {r: t for r in self.roots if (t := _fs_type(r)) and t.split(".")[0] in NETWORK_FS}
             if net:
-                log.warning("watching %s on a network file system: inotify does not see files written by other "
-                            "hosts; use use_inotify=False (polling) there",
-                            ", ".join(f"{r} ({t})" for r, t in net.items()))
+                log.warning(
+                    "watching %s on a network file system: inotify does not see files written by other "
+                    "hosts; use use_inotify=False (polling) there",
+                    ", ".join(f"{r} ({t})" for r, t in net.items()),
+                )
             try:
                 self._start_inotify()
                 self.mode = "inotify"
@@ -726,8 +728,13 @@ class FileWatcher:
             if h5:
                 if not self._h5_check(path, True, now, emitted):
                     s = self._h5.get(path)
-                    if (s is not None and s.handed_n == 0 and not s.swmr_ok and s.complete_sig != sig
-                            and now - pend.stable_since >= self.give_up_s):
+                    if (
+                        s is not None
+                        and s.handed_n == 0
+                        and not s.swmr_ok
+                        and s.complete_sig != sig
+                        and now - pend.stable_since >= self.give_up_s
+                    ):
                         log.warning("%s: unreadable HDF5 file stable for %.0f s; handing it over", path, self.give_up_s)
                         s.complete_sig = sig
                         self._pending.pop(path, None)
@@ -739,8 +746,12 @@ class FileWatcher:
             if status == OK or (status == BAD and pend.signaled):
                 self._hand_file(path, sig, emitted)
             elif now - pend.stable_since >= self.give_up_s:
-                log.warning("%s: %s for %.0f s; handing it over (the reader will report why)",
-                            path, "truncated" if status == INCOMPLETE else "unreadable", self.give_up_s)
+                log.warning(
+                    "%s: %s for %.0f s; handing it over (the reader will report why)",
+                    path,
+                    "truncated" if status == INCOMPLETE else "unreadable",
+                    self.give_up_s,
+                )
                 self._hand_file(path, sig, emitted)
             else:
                 pend.next_verify = now + max(self.settle_s, self.poll_s)
@@ -829,8 +840,12 @@ class FileWatcher:
                 self._dirs.pop(d, None)
                 continue
             info = self._dirs.get(d)
-            relist = (full or info is None or info.mtime_ns != dst.st_mtime_ns
-                      or info.listed_ns - dst.st_mtime_ns < 2_000_000_000)
+            relist = (
+                full
+                or info is None
+                or info.mtime_ns != dst.st_mtime_ns
+                or info.listed_ns - dst.st_mtime_ns < 2_000_000_000
+            )
             if not relist:
                 stack.extend(info.subdirs)
                 continue
