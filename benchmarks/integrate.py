@@ -207,10 +207,10 @@ def flow_benchmark(workdir: Path, n_files: int, batch_size: int) -> dict:
         "(b) SAXS flow end to end: %d Pilatus 1M TIFF files, batches of %d, local Dask cluster (2 workers)"
         % (n_files, batch_size)
     )
-    print("    frames done %d, failed %d" % (result["done"], result["failed"]))
+    print("    frames done %d, failed %d" % (result["frames_done"], result["frames_failed"]))
     print(
         "    throughput %.1f frames/s (%.1f s from first batch to last) [target ≥ 200; SAXSDOG: 66 on 24 cores]"
-        % (result["per_s"], result["processing_s"])
+        % (result["frames_per_s"], result["processing_s"])
     )
     print("    wall time including Prefect and Dask start-up: %.1f s" % wall)
     print(
