@@ -29,7 +29,7 @@ def add_parsers(sub) -> None:
             The steps and their parameters come from --config RUN.json (schema:
             config/schemas/tomo_run.schema.json; every option below is one of its fields);
             --dry-run prints the chunk plan as JSON. --algorithm chooses the reconstruction
-            (reconstruction.backend: gridrec, fbp, torch, algotom, tomopy)."""
+            (reconstruction.algorithm: gridrec, fbp, torch, algotom, tomopy)."""
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
