@@ -13,17 +13,12 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from photonflow.config import load_json_config, load_schema
-from photonflow.operations import OPERATIONS, Operation
+from photonflow.config import load_json_config, resolve_path_fields
+from photonflow.operations import OPERATIONS
 
 FILES_ARRIVED = "photonflow.files.arrived"
 #: Fields of a serve section that configure the deployment rather than the flow's parameters.
 DEPLOYMENT_FIELDS = ("cluster", "cron", "on_files_arrived", "watch_output_dir")
-
-
-def _path_fields(op: Operation) -> list[str]:
-    props = load_schema(op.schema).get("properties", {})
-    return [k for k, v in props.items() if isinstance(v, dict) and v.get("x-path")]
 
 
 def load_serve_config(path) -> dict:
@@ -39,9 +34,9 @@ def load_serve_config(path) -> dict:
         section = cfg.get(op.serve_key)
         if not section:
             continue
-        for key in _path_fields(op) + ["watch_output_dir"]:
-            if section.get(key):
-                section[key] = resolve(section[key])
+        section = cfg[op.serve_key] = resolve_path_fields(section, op.schema, resolve)
+        if section.get("watch_output_dir"):
+            section["watch_output_dir"] = resolve(section["watch_output_dir"])
         if "inputs" in section:
             section["inputs"] = [resolve(p) for p in section.get("inputs") or []]
     live = cfg.get("live")

@@ -39,7 +39,14 @@ from prefect.artifacts import (
 from prefect.events import emit_event
 
 from photonflow.calibration import load_calibration
-from photonflow.config import ConfigError, load_json, load_schema, validate_config, watch_section_errors
+from photonflow.config import (
+    ConfigError,
+    load_json,
+    path_fields,
+    resolve_path_fields,
+    validate_config,
+    watch_section_errors,
+)
 from photonflow.flows._runrecord import RunRecord, record_failure
 from photonflow.flows.runner import failures_markdown
 from photonflow.io import FrameRef, atomic_write_text, write_table_csv
@@ -73,18 +80,6 @@ def _check_sections(data, source: str) -> None:
         data.setdefault("laue", {})
 
 
-def path_fields(schema: dict | None = None, prefix: tuple = ()) -> list[tuple[str, ...]]:
-    """The fields the watch schema marks ``"x-path": true`` (file paths), as key tuples
-    (``("sfx", "peaknet", "checkpoint")``)."""
-    schema = load_schema("watch") if schema is None else schema
-    out = []
-    for key, prop in schema.get("properties", {}).items():
-        if prop.get("x-path"):
-            out.append(prefix + (key,))
-        out += path_fields(prop, prefix + (key,))
-    return out
-
-
 def _field(data: dict, keys: tuple):
     """The dict holding ``keys[-1]`` (None where a level is absent)."""
     for key in keys[:-1]:
@@ -103,10 +98,7 @@ def load_watch_config(path) -> dict:
     def resolve(p):
         return str((Path(p) if Path(p).is_absolute() else base / p).resolve())
 
-    for keys in path_fields():  # calibration, mask, the geometry, checkpoints, the positions file
-        holder = _field(cfg, keys)
-        if holder is not None and isinstance(holder.get(keys[-1]), str):
-            holder[keys[-1]] = resolve(holder[keys[-1]])
+    cfg = resolve_path_fields(cfg, "watch", resolve)  # calibration, mask, geometry, checkpoints, positions
     cfg["output_dir"] = resolve(cfg["output_dir"])
     cfg["directories"] = [resolve(d) for d in cfg.get("directories", [])]
     if cfg.get("feeder") and cfg["feeder"].get("roots"):
@@ -142,7 +134,7 @@ def _options_hash(operation: str, options: dict) -> str:
     """Everything that changes results: the options (not where they go) and the contents of the
     files they name (a geometry edited in place re-processes)."""
     files = {}
-    for keys in path_fields():
+    for keys in path_fields("watch"):
         if keys[0] == operation:  # the section's fields, which the options mirror
             holder = _field(options, keys[1:])
             value = None if holder is None else holder.get(keys[-1])

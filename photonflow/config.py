@@ -42,6 +42,8 @@ __all__ = [
     "load_json",
     "load_json_config",
     "load_schema",
+    "path_fields",
+    "resolve_path_fields",
     "schema_path",
     "validate_config",
 ]
@@ -146,6 +148,38 @@ def load_schema(schema_name: str) -> dict:
 
 #: Run-file fields a watch takes from the watch itself (its directories and output), not a section.
 _WATCH_OWN = ("$schema", "inputs", "output_dir", "batch_size", "cluster")
+
+
+def path_fields(schema: str | dict, prefix: tuple = ()) -> list[tuple[str, ...]]:
+    """The fields a schema marks ``"x-path": true`` (file paths), nested ones too, as key tuples
+    (``("peaknet", "checkpoint")``); ``schema`` is a name or a parsed schema."""
+    schema = load_schema(schema) if isinstance(schema, str) else schema
+    out: list[tuple[str, ...]] = []
+    for key, prop in (schema.get("properties") or {}).items():
+        if not isinstance(prop, dict):
+            continue
+        if prop.get("x-path"):
+            out.append(prefix + (key,))
+        out += path_fields(prop, prefix + (key,))
+    return out
+
+
+def resolve_path_fields(data: dict, schema: str | dict, resolve: Callable[[str], str]) -> dict:
+    """A copy of ``data`` with ``resolve`` applied to every file path the schema marks (a string, or
+    each string of a list); other fields and absent ones are left as they are."""
+    out = copy.deepcopy(data)
+    for keys in path_fields(schema):
+        holder = out
+        for key in keys[:-1]:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict):
+            continue
+        value = holder.get(keys[-1])
+        if isinstance(value, str) and value:
+            holder[keys[-1]] = resolve(value)
+        elif isinstance(value, list):
+            holder[keys[-1]] = [resolve(v) if isinstance(v, str) and v else v for v in value]
+    return out
 
 
 def _compose_live_operations(schema: dict) -> dict:

@@ -350,3 +350,27 @@ def test_config_module_is_pure():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_path_fields_are_resolved_nested_and_in_lists_and_nothing_else():
+    """One walker for the schemas' "x-path" fields (the CLI, serve and the watch use it)."""
+    from photonflow.config import path_fields, resolve_path_fields
+
+    assert ("peaknet", "checkpoint") in path_fields("sfx_run") and ("geometry",) in path_fields("sfx_run")
+    assert ("finder",) not in path_fields("sfx_run")
+    run = {
+        "geometry": "det.geom",
+        "finder": "peaknet",
+        "peaknet": {"checkpoint": "m.pt", "batch_size": 4},
+        "inputs": ["a.cxi"],
+    }
+    out = resolve_path_fields(run, "sfx_run", lambda p: "/base/" + p)
+    assert out == {
+        "geometry": "/base/det.geom",
+        "finder": "peaknet",
+        "peaknet": {"checkpoint": "/base/m.pt", "batch_size": 4},
+        "inputs": ["a.cxi"],
+    }
+    assert run["peaknet"]["checkpoint"] == "m.pt"  # the input is left as it was
+    lists = resolve_path_fields({"good_lists": ["g.lst", ""], "panel": "p0"}, "classify_train_run", lambda p: "/b/" + p)
+    assert lists == {"good_lists": ["/b/g.lst", ""], "panel": "p0"}

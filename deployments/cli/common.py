@@ -23,10 +23,11 @@ from photonflow.deployments.clusters import prefect_api_for, task_runner_for
 __all__ = [
     "UsageError",
     "load_run_file",
-    "resolve_paths",
     "expand_inputs",
     "run_on_profile",
     "describe_runner",
+    "absolute",
+    "absolute_input",
     "print_failures",
     "print_run_summary",
     "quiet_dask_logs",
@@ -54,32 +55,18 @@ def load_run_file(config: str | None, resolve) -> tuple[dict, str]:
     return resolve(data, Path(os.path.abspath(config)).parent), config
 
 
-def resolve_paths(data: dict, base: Path, fields=("calibration", "output_dir", "mask")) -> dict:
-    """Relative paths in a run dict made absolute against ``base`` (inputs keep their
-    ``:START-STOP`` event range; a cluster given by name stays a name)."""
-    out = dict(data)
-    for key in fields:
-        if isinstance(out.get(key), str) and out[key]:
-            out[key] = str(_absolute(out[key], base))
-    cluster = out.get("cluster")
-    if isinstance(cluster, str) and (cluster.endswith(".json") or "/" in cluster):
-        out["cluster"] = str(_absolute(cluster, base))
-    if isinstance(out.get("inputs"), list):
-        out["inputs"] = [_absolute_input(i, base) if isinstance(i, str) and i else i for i in out["inputs"]]
-    return out
-
-
-def _absolute(path: str, base: Path) -> Path:
+def absolute(path: str, base: Path) -> Path:
     """Absolute and normalised, symlinks kept (outputs mirror the input tree as the user names it)."""
     return Path(os.path.normpath(base / Path(path).expanduser()))
 
 
-def _absolute_input(item: str, base: Path) -> str:
+def absolute_input(item: str, base: Path) -> str:
+    """An input made absolute against ``base``, keeping a ``:START-STOP`` event range."""
     m = _EVENT_RANGE.match(item)
     if m and not Path(item).expanduser().exists() and not (base / item).exists():
         suffix = item[len(m.group("path")) :]
-        return str(_absolute(m.group("path"), base)) + suffix
-    return str(_absolute(item, base))
+        return str(absolute(m.group("path"), base)) + suffix
+    return str(absolute(item, base))
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:

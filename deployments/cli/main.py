@@ -36,7 +36,6 @@ from photonflow.deployments.cli.common import (  # noqa: F401 - re-exported for 
     print_failures,
     print_run_summary,
     quiet_dask_logs,
-    resolve_paths,
     run_on_profile,
 )
 from photonflow.deployments.cli.options import add_operation_command

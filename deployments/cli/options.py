@@ -17,18 +17,15 @@ nested ones too) and names what is missing the way the user would type it.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from photonflow.config import load_schema
-from photonflow.deployments.cli.common import UsageError, load_run_file
+from photonflow.config import load_schema, resolve_path_fields
+from photonflow.deployments.cli.common import UsageError, absolute, absolute_input, load_run_file
 
 __all__ = ["OptionSpec", "add_schema_options", "run_from_args", "resolve_schema_paths", "flow_kwargs"]
 
-_EVENT_RANGE = re.compile(r"^(?P<path>.+?):(?P<start>\d+)(?:-(?P<stop>\d+))?$")
 _TYPES = {"integer": int, "number": float, "string": str}
 
 
@@ -158,43 +155,16 @@ def _get(data: dict, path: tuple[str, ...]) -> Any:
     return data
 
 
-def _absolute(path: str, base: Path) -> str:
-    """Absolute and normalised, symlinks kept (outputs mirror the input tree as the user names it)."""
-    return os.path.normpath(base / Path(path).expanduser())
-
-
-def _absolute_input(item: str, base: Path) -> str:
-    m = _EVENT_RANGE.match(item)
-    if m and not Path(item).expanduser().exists() and not (base / item).exists():
-        return _absolute(m.group("path"), base) + item[len(m.group("path")) :]
-    return _absolute(item, base)
-
-
 def resolve_schema_paths(data: dict, base: Path, schema_name: str) -> dict:
     """Relative paths of a run dict made absolute against ``base``: the schema's ``x-path`` fields
     (nested ones too), ``inputs`` (keeping a ``:START-STOP`` event range) and a cluster profile
     given as a file (a profile given by name stays a name)."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-
-    def walk(node: dict, props: dict) -> None:
-        for key, prop in props.items():
-            if not isinstance(prop, dict) or key not in node:
-                continue
-            value = node[key]
-            if prop.get("x-path") and isinstance(value, str) and value:
-                node[key] = _absolute(value, base)
-            elif prop.get("x-path") and isinstance(value, list):
-                node[key] = [_absolute(v, base) if isinstance(v, str) and v else v for v in value]
-            elif isinstance(value, dict) and isinstance(prop.get("properties"), dict):
-                node[key] = dict(value)
-                walk(node[key], prop["properties"])
-
-    walk(out, load_schema(schema_name).get("properties", {}))
+    out = resolve_path_fields(data, schema_name, lambda p: str(absolute(p, base)))
     if isinstance(out.get("inputs"), list):
-        out["inputs"] = [_absolute_input(i, base) if isinstance(i, str) and i else i for i in out["inputs"]]
+        out["inputs"] = [absolute_input(i, base) if isinstance(i, str) and i else i for i in out["inputs"]]
     cluster = out.get("cluster")
     if isinstance(cluster, str) and (cluster.endswith(".json") or "/" in cluster):
-        out["cluster"] = _absolute(cluster, base)
+        out["cluster"] = str(absolute(cluster, base))
     return out
 
 
